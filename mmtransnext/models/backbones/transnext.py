@@ -1,0 +1,313 @@
+"""TransNeXt backbone (CVPR 2024, "Robust Foveal Visual Perception for Vision Transformers")."""
+from collections import OrderedDict
+from typing import Dict, Sequence, Tuple, Union
+
+import torch
+import torch.nn as nn
+import torch.utils.checkpoint as cp
+from mmcv.cnn.bricks import DropPath
+from mmengine.model import BaseModule
+from mmengine.model.weight_init import trunc_normal_
+from mmengine.registry import MODELS
+
+from ...utils.checkpoint import load_backbone_weights
+from ..layers import (AggregatedAttention, ConvolutionalGLU, FullAttention, OverlapPatchEmbed, StageGeometry,
+                      stage_geometry)
+
+
+class TransNeXtBlock(nn.Module):
+    """Pre-norm block: attention and a convolutional GLU, each with a residual.
+
+    Stages with ``sr_ratio == 1`` use full attention, the others aggregated attention.
+
+    Args:
+        dim (int): embedding dimension.
+        num_heads (int): attention heads.
+        mlp_ratio (float): nominal hidden width of the GLU relative to ``dim``.
+        sr_ratio (int): pooling ratio of the aggregated attention; 1 selects full attention.
+        window_size (int): local window of the aggregated attention. Defaults to 3.
+        qkv_bias (bool): bias in the query / key / value projections. Defaults to True.
+        drop (float): dropout rate after projections. Defaults to 0.
+        attn_drop (float): dropout rate on attention weights. Defaults to 0.
+        drop_path (float): stochastic depth rate. Defaults to 0.
+    """
+
+    def __init__(self, dim, num_heads, mlp_ratio, sr_ratio, window_size=3, qkv_bias=True, drop=0.,
+                 attn_drop=0., drop_path=0.):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+        if sr_ratio == 1:
+            self.attn = FullAttention(dim, num_heads, qkv_bias=qkv_bias, attn_drop=attn_drop, proj_drop=drop)
+        else:
+            self.attn = AggregatedAttention(dim, num_heads, window_size=window_size, sr_ratio=sr_ratio,
+                                            qkv_bias=qkv_bias, attn_drop=attn_drop, proj_drop=drop)
+        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+        self.mlp = ConvolutionalGLU(dim, int(dim * mlp_ratio), drop=drop)
+        self.drop_path = DropPath(drop_path) if drop_path > 0. else nn.Identity()
+
+    def forward(self, x: torch.Tensor, geometry: StageGeometry) -> torch.Tensor:
+        x = x + self.drop_path(self.attn(self.norm1(x), geometry))
+        return x + self.drop_path(self.mlp(self.norm2(x), *geometry.size))
+
+
+_STANDARD = dict(mlp_ratios=[8, 8, 4, 4], sr_ratios=[8, 4, 2, 1], window_size=3)
+
+
+@MODELS.register_module()
+class TransNeXt(BaseModule):
+    """TransNeXt backbone for detection, segmentation and classification.
+
+    A four-stage pyramid: overlapping patch embedding, then blocks of aggregated attention (local
+    window + pooled keys; full attention where ``sr_ratio`` is 1) and convolutional GLU. State-dict
+    keys match the official release, so its checkpoints load without conversion.
+
+    Args:
+        arch (str | dict): a name in :attr:`arch_zoo` ('micro', 'tiny', 'small', 'base',
+            'micro_aaaa') or a dict with ``embed_dims``, ``depths``, ``num_heads`` and optionally
+            ``mlp_ratios`` (default [8, 8, 4, 4]), ``sr_ratios`` (default [8, 4, 2, 1]) and
+            ``window_size`` (an odd int or one per stage, default 3; ignored where ``sr_ratio`` is 1,
+            which selects full attention). Defaults to 'tiny'.
+        img_size (int | tuple[int]): image size the continuous position bias is generated for; in
+            interpolation mode it is resized bilinearly from this grid to each input's. Set it near
+            the inputs' typical size (800 for COCO, 512 for ADE20K crops). Defaults to 224.
+        pretrain_size (int | tuple[int]): image size of ImageNet pretraining; relative coordinates
+            are normalised by it. Defaults to 224.
+        is_extrapolation (bool): generate the position bias at each input's real feature size
+            (normalised by ``pretrain_size``) instead of resizing it from ``img_size``.
+            Defaults to False.
+        in_channels (int): input image channels. Defaults to 3.
+        patch_size (int): stride of the first patch embedding. Defaults to 4.
+        out_indices (Sequence[int]): stages whose (normalised) outputs are returned.
+            Defaults to (0, 1, 2, 3).
+        qkv_bias (bool): bias in the query / key / value projections. Defaults to True.
+        drop_rate (float): dropout rate after projections. Defaults to 0.
+        attn_drop_rate (float): dropout rate on attention weights. Defaults to 0.
+        drop_path_rate (float): stochastic depth rate, increasing linearly over blocks.
+            Defaults to 0.
+        with_cp (bool): activation checkpointing per block, trading compute for memory.
+            Defaults to False.
+        frozen_stages (int): -1 freezes nothing, 0 the first patch embedding (the stem), k >= 1
+            stages 1..k entirely (patch embedding, blocks, norm). Defaults to -1.
+        init_cfg (dict, optional): ``dict(type='Pretrained', checkpoint=PATH)`` loads a released
+            ImageNet classifier (``head.*`` ignored), a downstream checkpoint (``backbone.*``) or a
+            bare backbone state dict. Any other missing or unexpected key is an error naming it,
+            unless ``strict=False`` is added, which loads what matches and warns. Defaults to None.
+    """
+    arch_zoo = {
+        **dict.fromkeys(['m', 'micro'], dict(embed_dims=[48, 96, 192, 384], depths=[2, 2, 15, 2],
+                                             num_heads=[2, 4, 8, 16], **_STANDARD)),
+        **dict.fromkeys(['t', 'tiny'], dict(embed_dims=[72, 144, 288, 576], depths=[2, 2, 15, 2],
+                                            num_heads=[3, 6, 12, 24], **_STANDARD)),
+        **dict.fromkeys(['s', 'small'], dict(embed_dims=[72, 144, 288, 576], depths=[5, 5, 22, 5],
+                                             num_heads=[3, 6, 12, 24], **_STANDARD)),
+        **dict.fromkeys(['b', 'base'], dict(embed_dims=[96, 192, 384, 768], depths=[5, 5, 23, 5],
+                                            num_heads=[4, 8, 16, 32], **_STANDARD)),
+        # A-A-A-A: aggregated attention in all four stages (256 px ImageNet model)
+        'micro_aaaa': dict(embed_dims=[48, 96, 192, 384], depths=[2, 2, 15, 2], num_heads=[2, 4, 8, 16],
+                           mlp_ratios=[8, 8, 4, 4], sr_ratios=[16, 8, 4, 2], window_size=3),
+    }
+    # Sizes whose per-size geometry (masks, scales, bias coordinates) is kept; bounds memory
+    # under multi-scale training while keeping every size of a typical pipeline warm.
+    geometry_cache_size = 32
+
+    def __init__(self,
+                 arch: Union[str, Dict] = 'tiny',
+                 img_size: Union[int, Tuple[int, int]] = 224,
+                 pretrain_size: Union[int, Tuple[int, int]] = 224,
+                 is_extrapolation: bool = False,
+                 in_channels: int = 3,
+                 patch_size: int = 4,
+                 out_indices: Sequence[int] = (0, 1, 2, 3),
+                 qkv_bias: bool = True,
+                 drop_rate: float = 0.,
+                 attn_drop_rate: float = 0.,
+                 drop_path_rate: float = 0.,
+                 with_cp: bool = False,
+                 frozen_stages: int = -1,
+                 init_cfg=None):
+        super().__init__(init_cfg=init_cfg)
+        self.arch_settings = self._resolve_arch(arch)
+        s = self.arch_settings
+        self.embed_dims = s['embed_dims']
+        self.depths = s['depths']
+        self.sr_ratios = s['sr_ratios']
+        self.num_stages = len(self.depths)
+        self.window_sizes = s['window_sizes']
+        self.in_channels = in_channels
+        self.img_size = _pair(img_size)
+        self.pretrain_size = _pair(pretrain_size)
+        self.is_extrapolation = is_extrapolation
+        self.out_indices = self._check_indices(out_indices)
+        if not -1 <= frozen_stages <= self.num_stages:
+            raise ValueError(f'frozen_stages must be in [-1, {self.num_stages}], got {frozen_stages}')
+        self.frozen_stages = frozen_stages
+        self.with_cp = with_cp
+
+        dpr = torch.linspace(0, drop_path_rate, sum(self.depths)).tolist()
+        for i in range(self.num_stages):
+            first = i == 0
+            patch_embed = OverlapPatchEmbed(
+                patch_size=patch_size * 2 - 1 if first else 3,
+                stride=patch_size if first else 2,
+                in_channels=in_channels if first else self.embed_dims[i - 1],
+                embed_dim=self.embed_dims[i])
+            start = sum(self.depths[:i])
+            blocks = nn.ModuleList([
+                TransNeXtBlock(self.embed_dims[i], s['num_heads'][i], s['mlp_ratios'][i], self.sr_ratios[i],
+                               window_size=self.window_sizes[i], qkv_bias=qkv_bias, drop=drop_rate,
+                               attn_drop=attn_drop_rate, drop_path=dpr[start + j])
+                for j in range(self.depths[i])
+            ])
+            setattr(self, f'patch_embed{i + 1}', patch_embed)
+            setattr(self, f'block{i + 1}', blocks)
+            setattr(self, f'norm{i + 1}', nn.LayerNorm(self.embed_dims[i], eps=1e-6))
+        self._geometry_cache: 'OrderedDict[tuple, StageGeometry]' = OrderedDict()
+        self._freeze_stages()
+
+    # ----------------------------------------------------------------------------- construction
+    @classmethod
+    def _resolve_arch(cls, arch) -> dict:
+        if isinstance(arch, str):
+            key = arch.lower().replace('-', '_')
+            if key not in cls.arch_zoo:
+                names = sorted(k for k in cls.arch_zoo if len(k) > 1)
+                raise KeyError(f'unknown TransNeXt arch {arch!r}; choose one of {names} or pass a dict '
+                               'with embed_dims, depths and num_heads')
+            return cls._with_window_sizes(dict(cls.arch_zoo[key]))
+        if not isinstance(arch, dict):
+            raise TypeError(f'arch must be a str or a dict, got {type(arch).__name__}')
+        required = {'embed_dims', 'depths', 'num_heads'}
+        missing = required - set(arch)
+        if missing:
+            raise KeyError(f'custom arch dict lacks {sorted(missing)}; it needs {sorted(required)}')
+        settings = dict(_STANDARD, **arch)
+        unknown = set(settings) - required - set(_STANDARD)
+        if unknown:
+            raise KeyError(f'custom arch dict has unknown keys {sorted(unknown)}')
+        num_stages = len(settings['depths'])
+        for key in ('embed_dims', 'num_heads', 'mlp_ratios', 'sr_ratios'):
+            if len(settings[key]) != num_stages:
+                raise ValueError(f'arch {key} has {len(settings[key])} entries but depths has {num_stages}')
+        for dim, heads in zip(settings['embed_dims'], settings['num_heads']):
+            if dim % heads:
+                raise ValueError(f'arch embed_dims {dim} is not divisible by num_heads {heads}')
+        return cls._with_window_sizes(settings)
+
+    @staticmethod
+    def _with_window_sizes(settings: dict) -> dict:
+        """Per-stage local windows: None on full-attention stages (``sr_ratio`` 1)."""
+        window = settings['window_size']
+        windows = list(window) if isinstance(window, (list, tuple)) else [window] * len(settings['sr_ratios'])
+        if len(windows) != len(settings['sr_ratios']):
+            raise ValueError(f'arch window_size {window} does not give one window per stage')
+        settings['window_sizes'] = []
+        for stage, (w, r) in enumerate(zip(windows, settings['sr_ratios'])):
+            if r > 1 and not (isinstance(w, int) and w % 2 == 1):
+                raise ValueError(f'stage {stage} uses aggregated attention (sr_ratio {r}) and needs an odd '
+                                 f'int window_size, got {w}')
+            settings['window_sizes'].append(None if r == 1 else w)
+        return settings
+
+    def _check_indices(self, out_indices) -> Tuple[int, ...]:
+        if isinstance(out_indices, int):
+            out_indices = [out_indices]
+        indices = tuple(i + self.num_stages if i < 0 else i for i in out_indices)
+        bad = [i for i in indices if not 0 <= i < self.num_stages]
+        if bad or not indices:
+            raise ValueError(f'out_indices {tuple(out_indices)} must name stages in [0, {self.num_stages - 1}]')
+        return indices
+
+    def _freeze_stages(self):
+        frozen = []
+        if self.frozen_stages >= 0:
+            frozen.append(self.patch_embed1)
+        for i in range(1, self.frozen_stages + 1):
+            frozen += [getattr(self, f'{name}{i}') for name in ('patch_embed', 'block', 'norm')]
+        for module in frozen:
+            module.eval()
+            for param in module.parameters():
+                param.requires_grad = False
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self._freeze_stages()
+        return self
+
+    # ---------------------------------------------------------------------------- weights
+    def init_weights(self):
+        if isinstance(self.init_cfg, dict) and self.init_cfg.get('type') == 'Pretrained':
+            load_backbone_weights(self, self.init_cfg['checkpoint'], strict=self.init_cfg.get('strict', True),
+                                  map_location=self.init_cfg.get('map_location', 'cpu'))
+            self._is_init = True
+            return
+        if self.init_cfg is not None:
+            super().init_weights()
+            return
+        # the official initialisation
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                trunc_normal_(m.weight, std=.02)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Conv2d):
+                fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels // m.groups
+                nn.init.normal_(m.weight, 0, (2.0 / fan_out)**0.5)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.LayerNorm):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+        self._is_init = True
+
+    # ---------------------------------------------------------------------------- forward
+    def stage_geometry(self, stage: int, size: Tuple[int, int], device) -> StageGeometry:
+        """Masks, scales and bias coordinates of ``stage`` for a feature map of ``size`` (cached)."""
+        key = (stage, size, torch.device(device))
+        geometry = self._geometry_cache.get(key)
+        if geometry is None:
+            scale = 2**(stage + 2)
+            pretrain_grid = (self.pretrain_size[0] // scale, self.pretrain_size[1] // scale)
+            trained_grid = None if self.is_extrapolation else (self.img_size[0] // scale, self.img_size[1] // scale)
+            geometry = stage_geometry(size, self.sr_ratios[stage], self.window_sizes[stage], pretrain_grid,
+                                      trained_grid, device)
+            self._geometry_cache[key] = geometry
+            while len(self._geometry_cache) > self.geometry_cache_size:
+                self._geometry_cache.popitem(last=False)
+        else:
+            self._geometry_cache.move_to_end(key)
+        return geometry
+
+    def _check_input(self, x: torch.Tensor):
+        if x.dim() != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(f'TransNeXt expects images (B, {self.in_channels}, H, W), got shape '
+                             f'{tuple(x.shape)}; convert grayscale / RGBA images to {self.in_channels} '
+                             'channels (or set in_channels)')
+        if x.shape[0] == 0:
+            raise ValueError('TransNeXt got an empty batch (batch size 0)')
+
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        self._check_input(x)
+        B = x.shape[0]
+        outs = []
+        for i in range(self.num_stages):
+            x, size = getattr(self, f'patch_embed{i + 1}')(x)
+            geometry = self.stage_geometry(i, size, x.device)
+            for block in getattr(self, f'block{i + 1}'):
+                if self.with_cp and x.requires_grad:
+                    x = cp.checkpoint(block, x, geometry, use_reentrant=False)
+                else:
+                    x = block(x, geometry)
+            x = getattr(self, f'norm{i + 1}')(x)
+            x = x.reshape(B, *size, -1).permute(0, 3, 1, 2).contiguous()
+            if i in self.out_indices:
+                outs.append(x)
+        return tuple(outs)
+
+
+def _pair(value) -> Tuple[int, int]:
+    if isinstance(value, int):
+        return (value, value)
+    value = tuple(value)
+    if len(value) != 2:
+        raise ValueError(f'expected an int or (H, W), got {value}')
+    return value

@@ -1,0 +1,147 @@
+"""TransNeXt attention: aggregated attention (stages 1-3) and full attention (stage 4).
+
+Both are length-scaled cosine attention with a learnable query embedding and a continuous
+position bias produced by a small MLP from log-spaced relative coordinates. Attribute names follow
+the official implementation, so released checkpoints load unchanged.
+"""
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .position_bias import StageGeometry, resize_pool_bias
+
+
+class _CosineAttention(nn.Module):
+    """Parts shared by both attentions: temperature, query embedding, bias MLP, output projection."""
+
+    def __init__(self, dim: int, num_heads: int, attn_drop: float = 0., proj_drop: float = 0.):
+        super().__init__()
+        if dim % num_heads != 0:
+            raise ValueError(f'embed dim {dim} must be divisible by num_heads {num_heads}')
+        self.dim = dim
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        # softplus(temperature) starts at 1 / 0.24
+        self.temperature = nn.Parameter(torch.log((torch.ones(num_heads, 1, 1) / 0.24).exp() - 1))
+        self.query_embedding = nn.Parameter(
+            nn.init.trunc_normal_(torch.empty(num_heads, 1, self.head_dim), mean=0, std=0.02))
+        self.attn_drop = nn.Dropout(attn_drop)
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+        # MLP generating the continuous relative position bias from coordinates
+        self.cpb_fc1 = nn.Linear(2, 512, bias=True)
+        self.cpb_act = nn.ReLU(inplace=True)
+        self.cpb_fc2 = nn.Linear(512, num_heads, bias=True)
+
+    def position_bias(self, geometry: StageGeometry) -> torch.Tensor:
+        """Continuous position bias (heads, N, pool_len) for the current feature size."""
+        table = geometry.rel_table.to(self.cpb_fc1.weight.dtype)
+        bias = self.cpb_fc2(self.cpb_act(self.cpb_fc1(table))).transpose(0, 1)
+        (qh, qw), (kh, kw) = geometry.bias_query_grid, geometry.bias_key_grid
+        bias = bias[:, geometry.rel_index.view(-1)].view(-1, qh * qw, kh * kw)
+        return resize_pool_bias(bias, geometry)
+
+    def scale_queries(self, q_norm: torch.Tensor, geometry: StageGeometry) -> torch.Tensor:
+        return (q_norm + self.query_embedding) * F.softplus(self.temperature) * geometry.seq_length_scale
+
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj_drop(self.proj(x))
+
+
+class AggregatedAttention(_CosineAttention):
+    """Pixel-focused aggregated attention: each query attends to its ``window_size`` x
+    ``window_size`` neighbourhood and to ``sr_ratio``-pooled keys under one softmax.
+
+    Args:
+        dim (int): embedding dimension.
+        num_heads (int): number of heads.
+        window_size (int): odd side of the local window. Defaults to 3.
+        sr_ratio (int): pooling ratio of the pooled keys. Defaults to 8.
+        qkv_bias (bool): bias in the query / key-value projections. Defaults to True.
+        attn_drop (float): dropout on attention weights. Defaults to 0.
+        proj_drop (float): dropout after the output projection. Defaults to 0.
+    """
+
+    def __init__(self, dim, num_heads, window_size=3, sr_ratio=8, qkv_bias=True, attn_drop=0.,
+                 proj_drop=0.):
+        super().__init__(dim, num_heads, attn_drop, proj_drop)
+        if window_size % 2 != 1:
+            raise ValueError(f'window_size must be odd, got {window_size}')
+        self.window_size = window_size
+        self.local_len = window_size**2
+        self.sr_ratio = sr_ratio
+
+        self.q = nn.Linear(dim, dim, bias=qkv_bias)
+        self.kv = nn.Linear(dim, dim * 2, bias=qkv_bias)
+        # pooled-key branch
+        self.sr = nn.Conv2d(dim, dim, kernel_size=1, stride=1, padding=0)
+        self.norm = nn.LayerNorm(dim)
+        self.act = nn.GELU()
+        # static bias per neighbour, and the query-dependent ("dynamic") local bias
+        self.relative_pos_bias_local = nn.Parameter(
+            nn.init.trunc_normal_(torch.empty(num_heads, self.local_len), mean=0, std=0.0004))
+        self.learnable_tokens = nn.Parameter(
+            nn.init.trunc_normal_(torch.empty(num_heads, self.head_dim, self.local_len), mean=0, std=0.02))
+        self.learnable_bias = nn.Parameter(torch.zeros(num_heads, 1, self.local_len))
+
+    def forward(self, x: torch.Tensor, geometry: StageGeometry) -> torch.Tensor:
+        B, N, C = x.shape
+        H, W = geometry.size
+        pool_len = geometry.pool_size[0] * geometry.pool_size[1]
+        heads, head_dim = self.num_heads, self.head_dim
+
+        q_norm = F.normalize(self.q(x).reshape(B, N, heads, head_dim).permute(0, 2, 1, 3), dim=-1)
+        q_scaled = self.scale_queries(q_norm, geometry)
+
+        # local keys / values: every pixel's window, keys L2-normalised
+        k_local, v_local = self.kv(x).chunk(2, dim=-1)
+        k_local = F.normalize(k_local.reshape(B, N, heads, head_dim), dim=-1).reshape(B, N, -1)
+        kv_local = torch.cat([k_local, v_local], dim=-1).permute(0, 2, 1).reshape(B, -1, H, W)
+        kv_local = F.unfold(kv_local, self.window_size, padding=self.window_size // 2)
+        k_local, v_local = kv_local.reshape(B, 2 * heads, head_dim, self.local_len, N).permute(
+            0, 1, 4, 2, 3).chunk(2, dim=1)
+        attn_local = (q_scaled.unsqueeze(-2) @ k_local).squeeze(-2) + self.relative_pos_bias_local.unsqueeze(1)
+        attn_local = attn_local.masked_fill(geometry.padding_mask, float('-inf'))
+
+        # pooled keys / values
+        x_pool = x.permute(0, 2, 1).reshape(B, -1, H, W)
+        x_pool = F.adaptive_avg_pool2d(self.act(self.sr(x_pool)), geometry.pool_size)
+        x_pool = self.norm(x_pool.reshape(B, -1, pool_len).permute(0, 2, 1))
+        k_pool, v_pool = self.kv(x_pool).reshape(B, pool_len, 2 * heads, head_dim).permute(0, 2, 1, 3).chunk(
+            2, dim=1)
+        attn_pool = q_scaled @ F.normalize(k_pool, dim=-1).transpose(-2, -1) + self.position_bias(geometry)
+
+        # one softmax over local + pooled similarities
+        attn = torch.cat([attn_local, attn_pool], dim=-1).softmax(dim=-1)
+        attn = self.attn_drop(attn)
+        attn_local, attn_pool = torch.split(attn, [self.local_len, pool_len], dim=-1)
+
+        local_weights = (q_norm @ self.learnable_tokens) + self.learnable_bias + attn_local
+        x_local = (local_weights.unsqueeze(-2) @ v_local.transpose(-2, -1)).squeeze(-2)
+        out = (x_local + attn_pool @ v_pool).transpose(1, 2).reshape(B, N, C)
+        return self.project(out)
+
+
+class FullAttention(_CosineAttention):
+    """Length-scaled cosine self-attention over all tokens (TransNeXt's last stage).
+
+    Args:
+        dim (int): embedding dimension.
+        num_heads (int): number of heads.
+        qkv_bias (bool): bias in the qkv projection. Defaults to True.
+        attn_drop (float): dropout on attention weights. Defaults to 0.
+        proj_drop (float): dropout after the output projection. Defaults to 0.
+    """
+
+    def __init__(self, dim, num_heads, qkv_bias=True, attn_drop=0., proj_drop=0.):
+        super().__init__(dim, num_heads, attn_drop, proj_drop)
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+
+    def forward(self, x: torch.Tensor, geometry: StageGeometry) -> torch.Tensor:
+        B, N, C = x.shape
+        qkv = self.qkv(x).reshape(B, N, 3 * self.num_heads, self.head_dim).permute(0, 2, 1, 3)
+        q, k, v = qkv.chunk(3, dim=1)
+        attn = self.scale_queries(F.normalize(q, dim=-1), geometry) @ F.normalize(k, dim=-1).transpose(-2, -1)
+        attn = (attn + self.position_bias(geometry)).softmax(dim=-1)
+        attn = self.attn_drop(attn)
+        return self.project((attn @ v).transpose(1, 2).reshape(B, N, C))

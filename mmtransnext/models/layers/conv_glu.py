@@ -1,0 +1,44 @@
+import torch
+import torch.nn as nn
+
+
+class DepthwiseConv(nn.Module):
+    """3x3 depthwise convolution on a token sequence (B, N, C) laid out as an H x W map."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.dwconv = nn.Conv2d(dim, dim, kernel_size=3, stride=1, padding=1, bias=True, groups=dim)
+
+    def forward(self, x: torch.Tensor, H: int, W: int) -> torch.Tensor:
+        B, N, C = x.shape
+        x = self.dwconv(x.transpose(1, 2).reshape(B, C, H, W))
+        return x.flatten(2).transpose(1, 2)
+
+
+class ConvolutionalGLU(nn.Module):
+    """Gated linear unit whose gate branch passes a 3x3 depthwise convolution.
+
+    The hidden width is ``int(2 * hidden_features / 3)`` so that the two fc1 halves cost what one
+    plain MLP of ``hidden_features`` would.
+
+    Args:
+        in_features (int): input and (by default) output width.
+        hidden_features (int): nominal hidden width (``mlp_ratio * in_features``).
+        out_features (int, optional): output width. Defaults to ``in_features``.
+        drop (float): dropout after the gate and after fc2. Defaults to 0.
+    """
+
+    def __init__(self, in_features, hidden_features=None, out_features=None, drop=0.):
+        super().__init__()
+        out_features = out_features or in_features
+        hidden_features = int(2 * (hidden_features or in_features) / 3)
+        self.fc1 = nn.Linear(in_features, hidden_features * 2)
+        self.dwconv = DepthwiseConv(hidden_features)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden_features, out_features)
+        self.drop = nn.Dropout(drop)
+
+    def forward(self, x: torch.Tensor, H: int, W: int) -> torch.Tensor:
+        x, v = self.fc1(x).chunk(2, dim=-1)
+        x = self.drop(self.act(self.dwconv(x, H, W)) * v)
+        return self.drop(self.fc2(x))

@@ -1,0 +1,76 @@
+"""The backbone against the authors' implementation (shared/fixtures/transnext_official)."""
+import pytest
+import torch
+
+from mmtransnext.models import TransNeXt
+
+from .conftest import golden_arch
+
+CASES = ['same_size', 'interpolate', 'interpolate_odd', 'extrapolate', 'extrapolate_odd']
+
+
+def _case(golden, name):
+    return next(c for c in golden['cases'] if c['name'] == name)
+
+
+def _run_case(golden, case, **kwargs):
+    model = TransNeXt(arch=golden_arch(golden), img_size=case['img_size'], pretrain_size=case['pretrain_size'],
+                      is_extrapolation=case['is_extrapolation'], **kwargs)
+    model.load_state_dict(golden['backbone_state_dict'], strict=True)
+    model.eval()
+    x = case['input'].clone().requires_grad_(True)
+    outputs = model(x)
+    loss = sum((out * w).sum() for out, w in zip(outputs, case['loss_weights']))
+    loss.backward()
+    return model, x, outputs, loss
+
+
+def _assert_grad_close(actual, expected, name):
+    tol = 1e-4 * expected.abs().max().item()
+    err = (actual - expected).abs().max().item()
+    assert err <= tol, f'{name}: max error {err:.3e} > {tol:.3e}'
+
+
+@pytest.mark.parametrize('name', CASES)
+def test_outputs_loss_and_input_grad(golden, name):
+    case = _case(golden, name)
+    _, x, outputs, loss = _run_case(golden, case)
+    assert len(outputs) == len(case['outputs'])
+    for i, (out, ref) in enumerate(zip(outputs, case['outputs'])):
+        assert out.shape == ref.shape
+        err = (out - ref).abs().max().item()
+        assert err <= 1e-4, f'stage {i + 1} output: max error {err:.3e}'
+    _assert_grad_close(loss.detach(), case['loss'], 'loss')
+    _assert_grad_close(x.grad, case['input_grad'], 'input grad')
+
+
+def test_parameter_gradients(golden):
+    case = _case(golden, 'interpolate')
+    model, *_ = _run_case(golden, case)
+    params = dict(model.named_parameters())
+    assert set(case['param_grads']) == set(params)
+    for name, ref in case['param_grads'].items():
+        _assert_grad_close(params[name].grad, ref, name)
+
+
+def test_activation_checkpointing_is_exact(golden):
+    case = _case(golden, 'interpolate_odd')
+    model = TransNeXt(arch=golden_arch(golden), img_size=64, pretrain_size=224, with_cp=True)
+    model.load_state_dict(golden['backbone_state_dict'])
+    x = case['input'].clone().requires_grad_(True)
+    outputs = model(x)
+    sum((o * w).sum() for o, w in zip(outputs, case['loss_weights'])).backward()
+    for out, ref in zip(outputs, case['outputs']):
+        torch.testing.assert_close(out, ref, atol=1e-4, rtol=0)
+    _assert_grad_close(x.grad, case['input_grad'], 'input grad with_cp')
+
+
+def test_out_indices_select_stages(golden):
+    case = _case(golden, 'same_size')
+    model = TransNeXt(arch=golden_arch(golden), img_size=64, pretrain_size=64, out_indices=(1, 3)).eval()
+    model.load_state_dict(golden['backbone_state_dict'])
+    with torch.no_grad():
+        outputs = model(case['input'])
+    assert len(outputs) == 2
+    torch.testing.assert_close(outputs[0], case['outputs'][1], atol=1e-4, rtol=0)
+    torch.testing.assert_close(outputs[1], case['outputs'][3], atol=1e-4, rtol=0)
