@@ -49,8 +49,14 @@ def test_parameter_gradients(golden):
     model, *_ = _run_case(golden, case)
     params = dict(model.named_parameters())
     assert set(case['param_grads']) == set(params)
+    largest = max(ref.abs().max().item() for ref in case['param_grads'].values())
     for name, ref in case['param_grads'].items():
-        _assert_grad_close(params[name].grad, ref, name)
+        if ref.abs().max().item() < 1e-8 * largest:
+            # Mathematically zero (the stage-4 cpb_fc2.bias shifts a whole softmax row): both
+            # sides are float32 rounding noise, so check ours is noise too, not equal noise.
+            assert params[name].grad.abs().max().item() < 1e-8 * largest, name
+        else:
+            _assert_grad_close(params[name].grad, ref, name)
 
 
 def test_activation_checkpointing_is_exact(golden):

@@ -63,3 +63,15 @@ def load_backbone_weights(model: nn.Module, filename: str, strict: bool = True, 
     model.load_state_dict({k: v for k, v in state.items() if k in own and k not in mismatched}, strict=False)
     print_log(f'loaded {len(own) - len(missing) - len(mismatched)}/{len(own)} backbone tensors from {filename}',
               logger='current')
+
+
+def official_classifier_to_mmpretrain(checkpoint) -> Dict:
+    """Keys of a released ImageNet classifier -> an mmpretrain ``ImageClassifier`` with a TransNeXt
+    backbone and a ``LinearClsHead`` (``head.weight`` becomes ``head.fc.weight``)."""
+    converted = {}
+    for key, value in unwrap_state_dict(checkpoint).items():
+        if key.startswith('head.'):
+            converted['head.fc.' + key[len('head.'):]] = value
+        else:
+            converted['backbone.' + key] = value
+    return converted

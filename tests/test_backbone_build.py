@@ -1,0 +1,127 @@
+"""Construction, state-dict compatibility and registries of the TransNeXt backbone."""
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from mmtransnext.models import TransNeXt
+
+from .conftest import golden_arch
+
+VARIANTS = ['micro', 'tiny', 'small', 'base']
+PAPER_PARAMS_M = dict(micro=12.8, tiny=28.2, small=49.7, base=89.7)  # with a 1000-class head
+
+
+@pytest.mark.parametrize('variant', VARIANTS)
+def test_state_dict_keys_and_shapes_match_official(variant, official_keys):
+    model = TransNeXt(arch=variant, img_size=224)
+    ours = {k: list(v.shape) for k, v in model.state_dict().items()}
+    assert ours == official_keys[variant]['backbone_state_dict']
+
+
+@pytest.mark.parametrize('variant', VARIANTS)
+def test_parameter_counts(variant, official_keys):
+    model = TransNeXt(arch=variant)
+    backbone = sum(p.numel() for p in model.parameters())
+    assert backbone == official_keys[variant]['num_params_backbone']
+    with_head = backbone + model.embed_dims[-1] * 1000 + 1000
+    assert with_head == official_keys[variant]['num_params_classifier']
+    assert abs(with_head / 1e6 - PAPER_PARAMS_M[variant]) < 0.1  # the paper truncates (28.26M -> 28.2M)
+
+
+def test_micro_aaaa_uses_aggregated_attention_everywhere():
+    model = TransNeXt(arch='micro_aaaa', img_size=256, pretrain_size=256, out_indices=(3, ))
+    assert type(model.block4[0].attn).__name__ == 'AggregatedAttention'
+    assert model.block4[0].attn.sr_ratio == 2
+    out, = model(torch.randn(1, 3, 96, 128))
+    assert out.shape == (1, 384, 3, 4)
+    # 13.1M with a 1000-class head, as in the paper
+    assert round((sum(p.numel() for p in model.parameters()) + 384 * 1001) / 1e6, 1) == 13.1
+
+
+@pytest.mark.parametrize('scope', ['mmdet', 'mmseg', 'mmpretrain'])
+def test_builds_from_each_registry(scope):
+    registry = __import__(f'{scope}.registry', fromlist=['MODELS']).MODELS
+    model = registry.build(dict(type='TransNeXt', arch='micro', out_indices=(2, 3)))
+    assert isinstance(model, TransNeXt)
+    assert [o.shape[1] for o in model(torch.randn(1, 3, 64, 64))] == [192, 384]
+
+
+def test_custom_imports_registers_in_a_fresh_interpreter(tmp_path):
+    cfg = tmp_path / 'cfg.py'
+    cfg.write_text(textwrap.dedent("""
+        custom_imports = dict(imports=['mmtransnext'], allow_failed_imports=False)
+        backbone = dict(type='TransNeXt', arch='micro')
+    """))
+    code = textwrap.dedent(f"""
+        from mmengine.config import Config
+        from mmdet.registry import MODELS
+        cfg = Config.fromfile({str(cfg)!r})
+        print(type(MODELS.build(cfg.backbone)).__name__)
+    """)
+    result = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip().splitlines()[-1] == 'TransNeXt'
+
+
+def test_unknown_arch_is_a_clear_error():
+    with pytest.raises(KeyError, match=r"unknown TransNeXt arch 'huge'.*'tiny'"):
+        TransNeXt(arch='huge')
+
+
+@pytest.mark.parametrize('arch, message', [
+    (dict(embed_dims=[24, 48], depths=[1, 1]), 'lacks'),
+    (dict(embed_dims=[24, 48], depths=[1, 1, 1], num_heads=[1, 2]), 'entries'),
+    (dict(embed_dims=[24, 50], depths=[1, 1], num_heads=[1, 4], mlp_ratios=[4, 4], sr_ratios=[2, 1]), 'divisible'),
+    (dict(embed_dims=[24, 48], depths=[1, 1], num_heads=[1, 2], mlp_ratios=[4, 4], sr_ratios=[2, 1],
+          window_size=4), 'odd'),
+    (dict(embed_dims=[24], depths=[1], num_heads=[1], colour='red'), 'unknown keys'),
+])
+def test_inconsistent_arch_dict_is_a_clear_error(arch, message):
+    with pytest.raises((KeyError, ValueError), match=message):
+        TransNeXt(arch=arch)
+
+
+@pytest.mark.parametrize('kwargs, message', [
+    (dict(out_indices=(4, )), 'out_indices'),
+    (dict(frozen_stages=5), 'frozen_stages'),
+])
+def test_index_arguments_out_of_range(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        TransNeXt(arch='micro', **kwargs)
+
+
+def test_frozen_stages_freeze_and_stay_in_eval(golden):
+    model = TransNeXt(arch=golden_arch(golden), img_size=64, drop_path_rate=0.1, frozen_stages=2)
+    model.train()
+    frozen = [n for n, p in model.named_parameters() if not p.requires_grad]
+    assert frozen and all(n.split('.')[0] in {'patch_embed1', 'block1', 'norm1', 'patch_embed2', 'block2',
+                                              'norm2'} for n in frozen)
+    assert all(p.requires_grad for n, p in model.named_parameters() if n.startswith(('block3', 'norm4')))
+    assert not model.block2.training and model.block3.training
+    stem_only = TransNeXt(arch=golden_arch(golden), frozen_stages=0)
+    assert {n.split('.')[0] for n, p in stem_only.named_parameters() if not p.requires_grad} == {'patch_embed1'}
+
+
+def test_non_multiple_of_32_inputs(golden):
+    model = TransNeXt(arch=golden_arch(golden), img_size=64, pretrain_size=224).eval()
+    with torch.no_grad():
+        outs = model(torch.randn(1, 3, 77, 45))
+    assert [tuple(o.shape[-2:]) for o in outs] == [(20, 12), (10, 6), (5, 3), (3, 2)]
+
+
+def test_wrong_channels_and_empty_batch(golden):
+    model = TransNeXt(arch=golden_arch(golden), img_size=64)
+    with pytest.raises(ValueError, match=r'\(B, 3, H, W\).*\(1, 1, 64, 64\)'):
+        model(torch.randn(1, 1, 64, 64))
+    with pytest.raises(ValueError, match='empty batch'):
+        model(torch.randn(0, 3, 64, 64))
+
+
+def test_geometry_cache_is_bounded(golden):
+    model = TransNeXt(arch=golden_arch(golden), img_size=64).eval()
+    with torch.no_grad():
+        for side in range(64, 64 + 4 * 20, 4):
+            model(torch.randn(1, 3, side, 64))
+    assert len(model._geometry_cache) == model.geometry_cache_size
