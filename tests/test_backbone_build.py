@@ -125,3 +125,19 @@ def test_geometry_cache_is_bounded(golden):
         for side in range(64, 64 + 4 * 20, 4):
             model(torch.randn(1, 3, side, 64))
     assert len(model._geometry_cache) == model.geometry_cache_size
+
+
+def test_too_small_input_states_the_smallest_size(golden):
+    model = TransNeXt(arch=golden_arch(golden), img_size=64).eval()
+    assert model.min_input_size == 29
+    with torch.no_grad():
+        model(torch.randn(1, 3, 29, 29))
+    with pytest.raises(ValueError, match=r'\(28, 40\) is too small.*at least 29 x 29'):
+        model(torch.randn(1, 3, 28, 40))
+
+
+def test_too_small_img_size_or_pretrain_size():
+    with pytest.raises(ValueError, match='img_size'):
+        TransNeXt(arch='micro', img_size=16)
+    with pytest.raises(ValueError, match='pretrain_size'):
+        TransNeXt(arch='micro', pretrain_size=32)

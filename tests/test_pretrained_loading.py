@@ -2,12 +2,18 @@
 import pytest
 import torch
 from mmengine.config import ConfigDict
+from mmengine.registry import DefaultScope
 from mmpretrain.registry import MODELS
 
 from mmtransnext.models import TransNeXt
 from mmtransnext.utils import official_classifier_to_mmpretrain
 
 from .conftest import golden_arch
+
+
+def _build_classifier(golden, **backbone):
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        return MODELS.build(_classifier_cfg(golden, **backbone))
 
 
 def _classifier_cfg(golden, **backbone):
@@ -21,7 +27,7 @@ def _classifier_cfg(golden, **backbone):
 
 def test_classifier_logits_match_official(golden):
     ref = golden['classifier']
-    model = MODELS.build(_classifier_cfg(golden)).eval()
+    model = _build_classifier(golden).eval()
     model.load_state_dict(official_classifier_to_mmpretrain(ref['state_dict']), strict=True)
     with torch.no_grad():
         logits = model(ref['input'], mode='tensor')
@@ -31,7 +37,7 @@ def test_classifier_logits_match_official(golden):
 def test_init_cfg_loads_released_classifier_and_ignores_head(golden, tmp_path):
     path = tmp_path / 'transnext_mini_in1k.pth'
     torch.save({'model': golden['classifier']['state_dict']}, path)
-    model = MODELS.build(_classifier_cfg(golden, init_cfg=dict(type='Pretrained', checkpoint=str(path))))
+    model = _build_classifier(golden, init_cfg=dict(type='Pretrained', checkpoint=str(path)))
     model.init_weights()
     for key, value in golden['backbone_state_dict'].items():
         torch.testing.assert_close(model.backbone.state_dict()[key], value, atol=0, rtol=0)

@@ -162,6 +162,8 @@ class TransNeXt(BaseModule):
             setattr(self, f'block{i + 1}', blocks)
             setattr(self, f'norm{i + 1}', nn.LayerNorm(self.embed_dims[i], eps=1e-6))
         self._geometry_cache: 'OrderedDict[tuple, StageGeometry]' = OrderedDict()
+        self.min_input_size = self._smallest_side()
+        self._check_bias_grids()
         self._freeze_stages()
 
     # ----------------------------------------------------------------------------- construction
@@ -207,6 +209,33 @@ class TransNeXt(BaseModule):
                                  f'int window_size, got {w}')
             settings['window_sizes'].append(None if r == 1 else w)
         return settings
+
+    def _stage_sides(self, side: int):
+        """Feature-map side of each stage for an input side (the patch embeddings' arithmetic)."""
+        sides = []
+        for i in range(self.num_stages):
+            proj = getattr(self, f'patch_embed{i + 1}').proj
+            k, stride, pad = proj.kernel_size[0], proj.stride[0], proj.padding[0]
+            side = (side + 2 * pad - k) // stride + 1
+            sides.append(side)
+        return sides
+
+    def _smallest_side(self) -> int:
+        """Smallest input side whose every stage has at least one pooled key."""
+        side = 1
+        while any(s // r < 1 for s, r in zip(self._stage_sides(side), self.sr_ratios)):
+            side += 1
+        return side
+
+    def _check_bias_grids(self):
+        for i, r in enumerate(self.sr_ratios):
+            scale = 2**(i + 2)
+            if min(self.pretrain_size) // scale < 2:
+                raise ValueError(f'pretrain_size {self.pretrain_size} gives stage {i + 1} a grid under 2 x 2; '
+                                 'use the resolution the weights were pretrained at (224 for the released ones)')
+            if not self.is_extrapolation and min(self.img_size) // scale // r < 1:
+                raise ValueError(f'img_size {self.img_size} is too small for stage {i + 1} (stride {scale}, '
+                                 f'sr_ratio {r}); use at least {scale * r} or is_extrapolation=True')
 
     def _check_indices(self, out_indices) -> Tuple[int, ...]:
         if isinstance(out_indices, int):
@@ -284,6 +313,10 @@ class TransNeXt(BaseModule):
                              'channels (or set in_channels)')
         if x.shape[0] == 0:
             raise ValueError('TransNeXt got an empty batch (batch size 0)')
+        if min(x.shape[-2:]) < self.min_input_size:
+            raise ValueError(f'input {tuple(x.shape[-2:])} is too small: this TransNeXt needs at least '
+                             f'{self.min_input_size} x {self.min_input_size} pixels, so that every stage keeps '
+                             'at least one pooled key (feature side // sr_ratio >= 1); resize or pad the image')
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         self._check_input(x)
