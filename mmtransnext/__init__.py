@@ -3,6 +3,6 @@ from .version import __version__
 
 patch_mmengine_checkpoint_loading()
 
-from . import models  # noqa: E402,F401  (registers TransNeXt in the mm registries)
+from . import engine, models  # noqa: E402,F401  (registers TransNeXt and its optimizer constructor)
 
 __all__ = ['__version__']

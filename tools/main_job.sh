@@ -4,4 +4,4 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$ROOT/tools/setup_env.sh"
 cd "$ROOT"
-exec "$ROOT/.venv/bin/python" tools/analysis/summarize_variants.py "$@"
+exec "$ROOT/.venv/bin/python" tools/toy_job.py "$@"

@@ -65,6 +65,35 @@ def load_backbone_weights(model: nn.Module, filename: str, strict: bool = True, 
               logger='current')
 
 
+def is_transnext_state_dict(state: Dict, prefix: str = '') -> bool:
+    return f'{prefix}patch_embed1.proj.weight' in state and any(
+        k.startswith(f'{prefix}block1.0.attn.') for k in state)
+
+
+def convert_official_checkpoint(checkpoint) -> Dict:
+    """Any released TransNeXt checkpoint -> ``{'state_dict': ..., 'meta': ...}`` that our configs load.
+
+    - ImageNet classifier (``head.*`` + backbone keys): mmpretrain ``ImageClassifier`` keys.
+    - Downstream model (``backbone.*``, from the authors' mmdet 2.x / 3.x or mmseg 0.x / 1.x code): the
+      same keys (the heads' names did not change between those versions); training state is dropped.
+    - Bare backbone: keys prefixed with ``backbone.``.
+    Raises ValueError for a file that is not a TransNeXt checkpoint.
+    """
+    state = {k[len('module.'):] if k.startswith('module.') else k: v
+             for k, v in unwrap_state_dict(checkpoint).items()}
+    if is_transnext_state_dict(state, 'backbone.'):
+        converted = state
+    elif is_transnext_state_dict(state):
+        converted = (official_classifier_to_mmpretrain(state)
+                     if 'head.weight' in state else {'backbone.' + k: v for k, v in state.items()})
+    else:
+        sample = ', '.join(list(state)[:5])
+        raise ValueError(f'not a TransNeXt checkpoint: no patch_embed1 / block1 attention keys (first keys: {sample})')
+    meta = dict(checkpoint.get('meta') or {}) if isinstance(checkpoint, dict) else {}
+    meta['converted_by'] = 'mmtransnext convert_official'
+    return dict(state_dict=converted, meta=meta)
+
+
 def official_classifier_to_mmpretrain(checkpoint) -> Dict:
     """Keys of a released ImageNet classifier -> an mmpretrain ``ImageClassifier`` with a TransNeXt
     backbone and a ``LinearClsHead`` (``head.weight`` becomes ``head.fc.weight``)."""

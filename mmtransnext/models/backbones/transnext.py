@@ -106,6 +106,8 @@ class TransNeXt(BaseModule):
         'micro_aaaa': dict(embed_dims=[48, 96, 192, 384], depths=[2, 2, 15, 2], num_heads=[2, 4, 8, 16],
                            mlp_ratios=[8, 8, 4, 4], sr_ratios=[16, 8, 4, 2], window_size=3),
     }
+    # Parameters the paper trains without weight decay (besides norms and biases).
+    no_weight_decay_keywords = ('query_embedding', 'relative_pos_bias_local', 'cpb', 'temperature')
     # Sizes whose per-size geometry (masks, scales, bias coordinates) is kept; bounds memory
     # under multi-scale training while keeping every size of a typical pipeline warm.
     geometry_cache_size = 32
@@ -287,6 +289,12 @@ class TransNeXt(BaseModule):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
         self._is_init = True
+
+    def no_decay_parameters(self):
+        """Parameters trained without weight decay: norms, biases and TransNeXt's special ones."""
+        for name, param in self.named_parameters():
+            if param.ndim <= 1 or any(k in name for k in self.no_weight_decay_keywords):
+                yield param
 
     # ---------------------------------------------------------------------------- forward
     def stage_geometry(self, stage: int, size: Tuple[int, int], device) -> StageGeometry:

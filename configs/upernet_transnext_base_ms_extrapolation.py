@@ -1,0 +1,5 @@
+# As upernet_transnext_base_ms.py, with the position bias generated at each input's real feature
+# size instead of resized (paper: 53.7 mIoU multi-scale + flip). Run with --tta.
+_base_ = './upernet_transnext_base_ms.py'
+
+model = dict(backbone=dict(is_extrapolation=True))

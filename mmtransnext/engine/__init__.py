@@ -1,0 +1,3 @@
+from .optim_constructor import TransNeXtOptimWrapperConstructor
+
+__all__ = ['TransNeXtOptimWrapperConstructor']

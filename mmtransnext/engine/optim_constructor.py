@@ -1,0 +1,34 @@
+from typing import List
+
+import torch.nn as nn
+from mmengine.optim import DefaultOptimWrapperConstructor
+from mmengine.registry import OPTIM_WRAPPER_CONSTRUCTORS
+
+from ..models import TransNeXt
+
+
+@OPTIM_WRAPPER_CONSTRUCTORS.register_module()
+class TransNeXtOptimWrapperConstructor(DefaultOptimWrapperConstructor):
+    """mmengine's default constructor, plus no weight decay on every TransNeXt parameter the
+    paper exempts (:meth:`TransNeXt.no_decay_parameters`: position-bias MLPs, temperatures, query
+    embeddings, local biases, norms and biases).
+
+    With the default constructor, the longest ``custom_keys`` entry matching a parameter overrides
+    all other rules, so ``'backbone': dict(lr_mult=0.1)`` would also give the backbone's norms and
+    biases weight decay. Here ``custom_keys`` set the learning rate (and decay elsewhere) as usual,
+    and the exemption is applied on top, whatever key matched.
+    """
+
+    def __init__(self, optim_wrapper_cfg: dict, paramwise_cfg: dict = None):
+        # a non-empty paramwise_cfg makes the default constructor call add_params
+        super().__init__(optim_wrapper_cfg, paramwise_cfg or dict(custom_keys={}))
+
+    def add_params(self, params: List[dict], module: nn.Module, prefix: str = '', is_dcn_module=None) -> None:
+        first = len(params)
+        super().add_params(params, module, prefix, is_dcn_module)
+        if prefix:  # a recursive call for a submodule; the top-level call finishes the job
+            return
+        exempt = {id(p) for m in module.modules() if isinstance(m, TransNeXt) for p in m.no_decay_parameters()}
+        for group in params[first:]:
+            if any(id(p) in exempt for p in group['params']):
+                group['weight_decay'] = 0.

@@ -1,0 +1,37 @@
+"""Config handling shared by tools/train.py and tools/test.py."""
+import os.path as osp
+
+from mmengine.config import Config
+
+
+def load_config(path: str, cfg_options=None, work_dir=None, launcher='none') -> Config:
+    """Read ``path``, apply ``--cfg-options`` and choose the work dir as the mm* tools do."""
+    if not osp.isfile(path):
+        raise FileNotFoundError(f'config {path} does not exist')
+    cfg = Config.fromfile(path)
+    cfg.launcher = launcher
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    if work_dir is not None:
+        cfg.work_dir = work_dir
+    elif cfg.get('work_dir') is None:
+        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(path))[0])
+    return cfg
+
+
+def enable_visualization(cfg: Config, show_dir: str):
+    """Make the test loop draw predictions into ``show_dir`` (each library names it differently)."""
+    hook = cfg.default_hooks.get('visualization')
+    if hook is None:
+        raise KeyError('the config has no default_hooks.visualization; add '
+                       "visualization=dict(type='VisualizationHook') to default_hooks to use --show-dir")
+    scope = cfg.get('default_scope')
+    if scope == 'mmdet':
+        hook.update(draw=True, test_out_dir=osp.abspath(show_dir))
+    elif scope == 'mmseg':
+        hook.update(draw=True)
+        cfg.visualizer['save_dir'] = show_dir
+    elif scope == 'mmpretrain':
+        hook.update(enable=True, out_dir=show_dir)
+    else:
+        raise ValueError(f'--show-dir does not know default_scope {scope!r}')

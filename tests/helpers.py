@@ -1,0 +1,27 @@
+"""Running the project's tools as a user does: subprocesses of the venv's Python."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_tool(*args, cwd, check=True, timeout=600):
+    """Run ``python ROOT/<args[0]> args[1:]`` in ``cwd``; returns the CompletedProcess."""
+    cmd = [sys.executable, str(ROOT / args[0]), *map(str, args[1:])]
+    result = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    if check and result.returncode != 0:
+        raise AssertionError(f'{" ".join(cmd)} failed ({result.returncode}):\n{result.stdout[-3000:]}\n'
+                             f'{result.stderr[-5000:]}')
+    return result
+
+
+def printed_metrics(result):
+    """The metrics dict tools/test.py prints last."""
+    return json.loads(result.stdout.rsplit('metrics: ', 1)[1].splitlines()[0])
+
+
+def make_toy_coco(cwd, num_train=8, num_val=4):
+    run_tool('tools/data/make_toy_coco.py', '--out', 'data/toy_coco', '--num-train', num_train, '--num-val', num_val,
+             cwd=cwd)

@@ -1,0 +1,141 @@
+"""MMDetection: the paper configs, the train / test tools, resume, converted checkpoints."""
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+from mmengine.config import Config
+from mmengine.registry import DefaultScope
+
+import mmdet
+from mmdet.registry import MODELS
+
+from .helpers import ROOT, make_toy_coco, printed_metrics, run_tool
+
+PAPER_PARAMS_M = {
+    'maskrcnn_transnext_tiny': 47.9, 'maskrcnn_transnext_small': 69.3, 'maskrcnn_transnext_base': 109.2,
+    'dino-4scale_transnext_tiny': 47.8, 'dino-5scale_transnext_tiny': 48.1, 'dino-5scale_transnext_small': 69.6,
+    'dino-5scale_transnext_base': 110.0,
+}
+MASKRCNN_TOY = ROOT / 'configs/toy/maskrcnn_transnext_toy.py'
+DINO_TOY = ROOT / 'configs/toy/dino_transnext_toy.py'
+
+
+def _build(cfg):
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        return MODELS.build(cfg.model)
+
+
+@pytest.mark.parametrize('name', sorted(PAPER_PARAMS_M))
+def test_paper_config_builds_with_paper_parameter_count(name):
+    cfg = Config.fromfile(ROOT / 'configs' / f'{name}.py')
+    assert cfg.model.backbone.type == 'TransNeXt' and cfg.model.backbone.img_size == 800
+    assert cfg.model.backbone.pretrain_size == 224
+    params = sum(p.numel() for p in _build(cfg).parameters()) / 1e6
+    assert abs(params - PAPER_PARAMS_M[name]) < 0.1, params
+
+
+def test_dino_param_groups_follow_the_paper():
+    from mmengine.optim import build_optim_wrapper
+    cfg = Config.fromfile(ROOT / 'configs/dino-4scale_transnext_tiny.py')
+    model = _build(cfg)
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        optimizer = build_optim_wrapper(model, cfg.optim_wrapper).optimizer
+    group_of = {id(p): g for g in optimizer.param_groups for p in g['params']}
+    for name, param in model.named_parameters():
+        group = group_of[id(param)]
+        special = any(k in name for k in ('query_embedding', 'relative_pos_bias_local', 'cpb_fc', 'temperature'))
+        if name.startswith('backbone.'):
+            assert group['lr'] == pytest.approx(1e-5), name
+            decays = param.ndim > 1 and not special
+            assert group['weight_decay'] == pytest.approx(0.05 if decays else 0.), name
+        else:
+            assert group['lr'] == pytest.approx(1e-4), name
+
+
+def test_train_without_coco_or_checkpoint_says_what_to_do(tmp_path):
+    result = run_tool('tools/train.py', ROOT / 'configs/maskrcnn_transnext_tiny.py', cwd=tmp_path, check=False)
+    assert result.returncode == 1
+    assert 'data/coco/annotations/instances_train2017.json' in result.stderr
+    assert 'cocodataset.org' in result.stderr
+    assert 'checkpoints/transnext_tiny_224_1k.pth not found' in result.stderr
+    assert 'model.backbone.init_cfg=None' in result.stderr
+    assert 'Traceback' not in result.stderr
+
+
+@pytest.fixture(scope='module')
+def toy_coco(tmp_path_factory):
+    cwd = tmp_path_factory.mktemp('toy_det')
+    make_toy_coco(cwd)
+    return cwd
+
+
+@pytest.mark.slow
+def test_maskrcnn_train_test_resume_and_official_layout(toy_coco):
+    cwd = toy_coco
+    run_tool('tools/train.py', MASKRCNN_TOY, '--work-dir', 'wd', '--cfg-options', 'train_cfg.max_epochs=1', cwd=cwd)
+    metrics = printed_metrics(run_tool('tools/test.py', MASKRCNN_TOY, 'wd/epoch_1.pth', '--work-dir', 'wd', cwd=cwd))
+    assert {'coco/bbox_mAP', 'coco/segm_mAP', 'coco/bbox_mAP_50'} <= set(metrics)
+
+    # --resume continues from epoch 1 (iteration 2) with its optimizer state
+    result = run_tool('tools/train.py', MASKRCNN_TOY, '--work-dir', 'wd', '--resume', '--cfg-options',
+                      'train_cfg.max_epochs=2', cwd=cwd)
+    assert 'resumed epoch: 1, iter: 2' in result.stdout + result.stderr
+    final = torch.load(cwd / 'wd/epoch_2.pth', weights_only=False)
+    assert (final['meta']['epoch'], final['meta']['iter']) == (2, 4)
+    adam_steps = {float(s['step']) for s in final['optimizer']['state'].values()}
+    assert adam_steps == {4.0}, 'optimizer state was not restored on resume'
+
+    # a checkpoint in the authors' layout (mmdet 2.x Mask R-CNN: meta + state_dict, backbone.* keys)
+    state = torch.load(cwd / 'wd/epoch_1.pth', weights_only=False)['state_dict']
+    torch.save({'meta': {'mmdet_version': '2.28.2', 'CLASSES': ('square', 'circle', 'triangle')},
+                'state_dict': state, 'optimizer': {'state': {}, 'param_groups': []}}, cwd / 'official.pth')
+    result = run_tool('tools/model_converters/convert_official.py', 'official.pth', 'converted.pth', '--config',
+                      MASKRCNN_TOY, cwd=cwd)
+    assert 'keys fit' in result.stdout
+    converted = printed_metrics(run_tool('tools/test.py', MASKRCNN_TOY, 'converted.pth', '--work-dir', 'wd2', cwd=cwd))
+    assert converted == metrics, 'the converted checkpoint must evaluate exactly as the original'
+
+    # a checkpoint that does not fit is refused with the keys named
+    del state['backbone.norm4.weight']
+    torch.save({'state_dict': state}, cwd / 'partial.pth')
+    result = run_tool('tools/test.py', MASKRCNN_TOY, 'partial.pth', '--work-dir', 'wd3', cwd=cwd, check=False)
+    assert result.returncode == 1 and 'backbone.norm4.weight' in result.stderr
+    assert 'convert_official.py' in result.stderr
+
+
+@pytest.mark.slow
+def test_dino_trains_and_reports_ap(toy_coco):
+    run_tool('tools/train.py', DINO_TOY, '--work-dir', 'dino', '--cfg-options', 'train_cfg.max_epochs=1',
+             cwd=toy_coco)
+    metrics = printed_metrics(run_tool('tools/test.py', DINO_TOY, 'dino/epoch_1.pth', '--work-dir', 'dino',
+                                       cwd=toy_coco))
+    assert {'coco/bbox_mAP', 'coco/bbox_mAP_50'} <= set(metrics)
+
+
+@pytest.mark.slow
+def test_plain_mmdet_project_trains_with_mmdets_own_tool(toy_coco):
+    """An existing project's config: mmdet's base + custom_imports + a TransNeXt backbone."""
+    config = toy_coco / 'my_project_maskrcnn.py'
+    config.write_text(textwrap.dedent(f"""
+        _base_ = 'mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py'
+        custom_imports = dict(imports=['mmtransnext'], allow_failed_imports=False)
+        model = dict(
+            backbone=dict(_delete_=True, type='TransNeXt', img_size=128, pretrain_size=128,
+                          arch=dict(embed_dims=[32, 64, 128, 256], depths=[1, 1, 1, 1], num_heads=[1, 2, 4, 8])),
+            neck=dict(in_channels=[32, 64, 128, 256]),
+            roi_head=dict(bbox_head=dict(num_classes=3), mask_head=dict(num_classes=3)))
+        metainfo = dict(classes=('square', 'circle', 'triangle'))
+        train_dataloader = dict(batch_size=4, num_workers=0, persistent_workers=False, dataset=dict(
+            data_root='data/toy_coco/', metainfo=metainfo, ann_file='annotations/train.json',
+            data_prefix=dict(img='train/')))
+        train_cfg = dict(max_epochs=1, val_interval=5)
+    """))
+    mmdet_train = Path(mmdet.__file__).parent / '.mim' / 'tools' / 'train.py'
+    assert mmdet_train.is_file()
+    import subprocess
+    result = subprocess.run([sys.executable, str(mmdet_train), str(config), '--work-dir', 'plain'], cwd=toy_coco,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert (toy_coco / 'plain' / 'epoch_1.pth').is_file()
