@@ -1,10 +1,13 @@
-"""The bundled default job: generate the toy data, train, evaluate, draw, in one command.
+"""The bundled jobs: generate toy data, train from scratch on the CPU, evaluate, draw, in one command.
 
-    python tools/toy_job.py [--work-dir work_dirs/toy_maskrcnn] [--cfg-options ...]
+    python tools/toy_job.py [det|seg] [--work-dir DIR] [--cfg-options k=v ...]
 
-Detection: a TransNeXt Mask R-CNN learns the generated shapes set (tools/data/make_toy_coco.py) from
-scratch on the CPU, tools/test.py reports COCO box / mask AP, predictions are drawn into PNGs and the
-loss curve is plotted. Each step is the tool a user would run by hand.
+det (the default job): a TransNeXt Mask R-CNN on the generated shapes set (tools/data/make_toy_coco.py),
+    COCO box / mask AP from mmdet's CocoMetric.
+seg: a TransNeXt UperNet on the generated ADE20K-layout set (tools/data/make_toy_ade.py), mIoU from
+    mmseg's IoUMetric.
+Each step is the tool a user would run by hand (tools/train.py, tools/test.py --show-dir,
+tools/analysis/plot_loss.py); the job adds a loss curve and a montage of drawn predictions.
 """
 import argparse
 import glob
@@ -18,18 +21,29 @@ import numpy as np
 from PIL import Image
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-CONFIG = 'configs/toy/maskrcnn_transnext_toy.py'
-DATA = 'data/toy_coco'
+TASKS = {
+    'det': dict(config='configs/toy/maskrcnn_transnext_toy.py', data='data/toy_coco', ready='annotations/val.json',
+                generator='tools/data/make_toy_coco.py', title='TransNeXt Mask R-CNN on the toy shapes set',
+                metrics=[('box AP', 'coco/bbox_mAP'), ('box AP50', 'coco/bbox_mAP_50'),
+                         ('mask AP', 'coco/segm_mAP'), ('mask AP50', 'coco/segm_mAP_50')]),
+    'seg': dict(config='configs/toy/upernet_transnext_toy.py', data='data/toy_ade', ready='annotations/validation',
+                generator='tools/data/make_toy_ade.py', title='TransNeXt UperNet on the toy ADE20K-layout set',
+                metrics=[('mIoU', 'mIoU'), ('mAcc', 'mAcc'), ('aAcc', 'aAcc')]),
+}
 
 
 def run(*args):
+    """Run ``python ARGS`` in the repo root, streaming its output (the tools log their progress)."""
     print('$ python ' + ' '.join(args), flush=True)
-    result = subprocess.run([sys.executable, *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
-    if result.returncode:
-        print(result.stdout[-6000:])
-        sys.exit(f'step failed: python {" ".join(args)}')
-    return result.stdout
+    lines = []
+    with subprocess.Popen([sys.executable, *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True, bufsize=1) as proc:
+        for line in proc.stdout:
+            print(line, end='', flush=True)
+            lines.append(line)
+    if proc.returncode:
+        sys.exit(f'step failed ({proc.returncode}): python {" ".join(args)}')
+    return ''.join(lines)
 
 
 def montage(paths, out, columns=3):
@@ -45,33 +59,34 @@ def montage(paths, out, columns=3):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--work-dir', default='work_dirs/toy_maskrcnn')
+    parser.add_argument('task', nargs='?', default='det', choices=sorted(TASKS))
+    parser.add_argument('--work-dir', help='default: work_dirs/toy_<task>')
     parser.add_argument('--cfg-options', nargs='+', default=[], help='passed to tools/train.py')
     args = parser.parse_args()
+    task = TASKS[args.task]
     start = time.time()
-    work_dir = osp.join(ROOT, args.work_dir)
+    work_dir = osp.join(ROOT, args.work_dir or f'work_dirs/toy_{args.task}')
 
-    if not osp.exists(osp.join(ROOT, DATA, 'annotations', 'val.json')):
-        run('tools/data/make_toy_coco.py', '--out', DATA)
+    if osp.exists(osp.join(ROOT, task['data'], task['ready'])):
+        print(f'using the existing {task["data"]}')
     else:
-        print(f'using the existing {DATA}')
-    train_args = ['tools/train.py', CONFIG, '--work-dir', work_dir]
-    run(*train_args, *(['--cfg-options', *args.cfg_options] if args.cfg_options else []))
+        run(task['generator'], '--out', task['data'])
+    run('tools/train.py', task['config'], '--work-dir', work_dir,
+        *(['--cfg-options', *args.cfg_options] if args.cfg_options else []))
     with open(osp.join(work_dir, 'last_checkpoint')) as f:
         checkpoint = f.read().strip()
     show_dir = osp.join(work_dir, 'predictions')
-    output = run('tools/test.py', CONFIG, checkpoint, '--work-dir', work_dir, '--show-dir', show_dir)
+    output = run('tools/test.py', task['config'], checkpoint, '--work-dir', work_dir, '--show-dir', show_dir)
     metrics = json.loads(output.rsplit('metrics: ', 1)[1].splitlines()[0])
-    print(run('tools/analysis/plot_loss.py', work_dir).strip())
-    drawn = sorted(glob.glob(osp.join(show_dir, '*.png')))
+    run('tools/analysis/plot_loss.py', work_dir)
+    drawn = sorted(glob.glob(osp.join(show_dir, '**', '*.png'), recursive=True))
     montage(drawn[:6], osp.join(work_dir, 'predictions.png'))
 
-    print(f'\nTransNeXt Mask R-CNN on the toy shapes set ({time.time() - start:.0f} s)')
-    for name in ('bbox', 'segm'):
-        print(f'  {name:<4} AP {metrics[f"coco/{name}_mAP"]:.3f}   AP50 {metrics[f"coco/{name}_mAP_50"]:.3f}   '
-              f'AP75 {metrics[f"coco/{name}_mAP_75"]:.3f}')
-    print(f'  checkpoint        {checkpoint}\n  loss curve        {work_dir}/loss_curve.png\n'
-          f'  predictions       {work_dir}/predictions.png (GT left, prediction right; all in {show_dir})')
+    print(f'\n{task["title"]} ({time.time() - start:.0f} s)')
+    print('  ' + '   '.join(f'{name} {metrics[key]:.3f}' if metrics[key] <= 1 else f'{name} {metrics[key]:.2f}'
+                            for name, key in task['metrics']))
+    print(f'  checkpoint   {checkpoint}\n  loss curve   {work_dir}/loss_curve.png\n'
+          f'  predictions  {work_dir}/predictions.png (ground truth left, prediction right; all in {show_dir})')
 
 
 if __name__ == '__main__':

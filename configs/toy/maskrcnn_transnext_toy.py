@@ -15,12 +15,13 @@ model = dict(
     neck=dict(in_channels=embed_dims, out_channels=fpn_channels),
     rpn_head=dict(in_channels=fpn_channels, feat_channels=fpn_channels),
     roi_head=dict(
-        bbox_roi_extractor=dict(out_channels=fpn_channels),
+        # a fixed 2x2 sampling grid: mmcv's CPU RoIAlign backward is slow with adaptive sampling
+        bbox_roi_extractor=dict(out_channels=fpn_channels, roi_layer=dict(sampling_ratio=2)),
         bbox_head=dict(in_channels=fpn_channels, fc_out_channels=256, num_classes=3),
-        mask_roi_extractor=dict(out_channels=fpn_channels),
+        mask_roi_extractor=dict(out_channels=fpn_channels, roi_layer=dict(sampling_ratio=2)),
         mask_head=dict(num_convs=2, in_channels=fpn_channels, conv_out_channels=fpn_channels, num_classes=3)),
     # fewer proposals and sampled RoIs than COCO needs: at most 4 objects per image
-    train_cfg=dict(rpn_proposal=dict(nms_pre=600, max_per_img=300), rcnn=dict(sampler=dict(num=128))),
+    train_cfg=dict(rpn_proposal=dict(nms_pre=600, max_per_img=300), rcnn=dict(sampler=dict(num=64))),
     test_cfg=dict(rpn=dict(nms_pre=300, max_per_img=100), rcnn=dict(max_per_img=20)))
 
 data_root = 'data/toy_coco/'

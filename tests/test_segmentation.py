@@ -1,0 +1,97 @@
+"""MMSegmentation: the paper configs, multi-scale test in both position-bias modes, toy training."""
+import pytest
+import torch
+from mmengine.config import Config
+from mmengine.registry import DefaultScope
+
+from mmseg.registry import MODELS
+from mmtransnext.models import TransNeXt
+
+from .conftest import golden_arch
+from .helpers import ROOT, printed_metrics, run_tool
+
+PAPER_PARAMS_M = {
+    'upernet_transnext_tiny': 59, 'upernet_transnext_small': 80, 'upernet_transnext_base': 121,
+    'mask2former_transnext_tiny': 47.5, 'mask2former_transnext_small': 69.0, 'mask2former_transnext_base': 109,
+}
+UPERNET_TOY = ROOT / 'configs/toy/upernet_transnext_toy.py'
+MASK2FORMER_TOY = ROOT / 'configs/toy/mask2former_transnext_toy.py'
+
+
+@pytest.mark.parametrize('name', sorted(PAPER_PARAMS_M))
+def test_paper_config_builds_with_paper_parameter_count(name):
+    cfg = Config.fromfile(ROOT / 'configs' / f'{name}.py')
+    assert cfg.model.backbone.img_size == 512 and cfg.model.backbone.pretrain_size == 224
+    with DefaultScope.overwrite_default_scope('mmseg'):
+        params = sum(p.numel() for p in MODELS.build(cfg.model).parameters()) / 1e6
+    assert abs(params - PAPER_PARAMS_M[name]) < 0.5, params
+
+
+@pytest.mark.parametrize('variant', ['tiny', 'small', 'base'])
+def test_multiscale_configs(variant):
+    ss = Config.fromfile(ROOT / f'configs/upernet_transnext_{variant}.py')
+    assert ss.model.test_cfg == dict(mode='slide', crop_size=(512, 512), stride=(341, 341))
+    for suffix, extrapolation in (('_ms', False), ('_ms_extrapolation', True)):
+        cfg = Config.fromfile(ROOT / f'configs/upernet_transnext_{variant}{suffix}.py')
+        assert cfg.model.backbone.img_size == 800
+        assert cfg.model.backbone.get('is_extrapolation', False) is extrapolation
+        assert cfg.model.test_cfg.mode == 'whole'
+        assert cfg.tta_model.type == 'SegTTAModel'
+        resizes = cfg.tta_pipeline[1].transforms[0]
+        assert [t.scale_factor for t in resizes] == [0.5, 0.75, 1.0, 1.25, 1.5, 1.75]
+
+
+def test_interpolation_and_extrapolation_agree_at_img_size_only(golden):
+    """Both modes generate the same bias at img_size; beyond it, resizing != regenerating."""
+    interp = TransNeXt(arch=golden_arch(golden), img_size=64, pretrain_size=224).eval()
+    extrap = TransNeXt(arch=golden_arch(golden), img_size=64, pretrain_size=224, is_extrapolation=True).eval()
+    interp.load_state_dict(golden['backbone_state_dict'])
+    extrap.load_state_dict(golden['backbone_state_dict'])
+    with torch.no_grad():
+        at_size = torch.randn(1, 3, 64, 64)
+        for a, b in zip(interp(at_size), extrap(at_size)):
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+        larger = torch.randn(1, 3, 128, 160)
+        assert (interp(larger)[0] - extrap(larger)[0]).abs().max() > 1e-3
+
+
+@pytest.mark.slow
+def test_upernet_trains_and_reports_miou_with_and_without_tta(tmp_path):
+    run_tool('tools/data/make_toy_ade.py', '--out', 'data/toy_ade', '--num-train', 8, '--num-val', 4, cwd=tmp_path)
+    run_tool('tools/train.py', UPERNET_TOY, '--work-dir', 'up', '--cfg-options', 'train_cfg.max_iters=2',
+             'train_cfg.val_interval=2', cwd=tmp_path)
+    checkpoint = (tmp_path / 'up' / 'last_checkpoint').read_text().strip()
+    plain = printed_metrics(run_tool('tools/test.py', UPERNET_TOY, checkpoint, '--work-dir', 'up', cwd=tmp_path))
+    assert {'mIoU', 'aAcc', 'mAcc'} <= set(plain)
+    for extrapolation in ('False', 'True'):
+        tta = printed_metrics(run_tool('tools/test.py', UPERNET_TOY, checkpoint, '--tta', '--work-dir', 'up',
+                                       '--cfg-options', f'model.backbone.is_extrapolation={extrapolation}',
+                                       cwd=tmp_path))
+        assert 'mIoU' in tta
+
+
+@pytest.mark.slow
+def test_mask2former_trains_and_reports_miou(tmp_path):
+    run_tool('tools/data/make_toy_ade.py', '--out', 'data/toy_ade', '--num-train', 4, '--num-val', 2, cwd=tmp_path)
+    run_tool('tools/train.py', MASK2FORMER_TOY, '--work-dir', 'm2f', '--cfg-options', 'train_cfg.max_iters=2',
+             'train_cfg.val_interval=2', cwd=tmp_path)
+    checkpoint = (tmp_path / 'm2f' / 'last_checkpoint').read_text().strip()
+    metrics = printed_metrics(run_tool('tools/test.py', MASK2FORMER_TOY, checkpoint, '--work-dir', 'm2f',
+                                       cwd=tmp_path))
+    assert 'mIoU' in metrics
+
+
+@pytest.mark.slow
+def test_official_upernet_layout_loads_without_missing_keys(tmp_path):
+    """A checkpoint as the authors' mmseg 0.x UperNet saved it (meta + state_dict, mmcv-1.x optimizer)."""
+    cfg = Config.fromfile(UPERNET_TOY)
+    cfg.model.backbone.init_cfg = None
+    with DefaultScope.overwrite_default_scope('mmseg'):
+        state = MODELS.build(cfg.model).state_dict()
+    torch.save({'meta': {'mmseg_version': '0.30.0', 'CLASSES': ('sky', 'ground', 'square', 'circle', 'triangle')},
+                'state_dict': state, 'optimizer': {'state': {}, 'param_groups': []}}, tmp_path / 'official.pth')
+    result = run_tool('tools/model_converters/convert_official.py', 'official.pth', 'converted.pth', '--config',
+                      UPERNET_TOY, cwd=tmp_path)
+    assert 'keys fit' in result.stdout
+    converted = torch.load(tmp_path / 'converted.pth', weights_only=True)
+    assert set(converted['state_dict']) == set(state)
