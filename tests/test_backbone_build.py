@@ -117,6 +117,11 @@ def test_wrong_channels_and_empty_batch(golden):
         model(torch.randn(1, 1, 64, 64))
     with pytest.raises(ValueError, match='empty batch'):
         model(torch.randn(0, 3, 64, 64))
+    for bad in (float('nan'), float('inf')):
+        x = torch.randn(1, 3, 64, 64)
+        x[0, 1, 5, 7] = bad
+        with pytest.raises(ValueError, match='NaN or inf'):
+            model(x)
 
 
 def test_geometry_cache_is_bounded(golden):

@@ -1,11 +1,13 @@
 """The bundled jobs: generate toy data, train from scratch on the CPU, evaluate, draw, in one command.
 
-    python tools/toy_job.py [det|seg] [--work-dir DIR] [--cfg-options k=v ...]
+    python tools/toy_job.py [det|seg|cls] [--work-dir DIR] [--cfg-options k=v ...]
 
 det (the default job): a TransNeXt Mask R-CNN on the generated shapes set (tools/data/make_toy_coco.py),
     COCO box / mask AP from mmdet's CocoMetric.
 seg: a TransNeXt UperNet on the generated ADE20K-layout set (tools/data/make_toy_ade.py), mIoU from
     mmseg's IoUMetric.
+cls: a TransNeXt classifier on a generated ImageNet-layout set (tools/data/make_toy_imagenet.py), top-1
+    from mmpretrain's Accuracy.
 Each step is the tool a user would run by hand (tools/train.py, tools/test.py --show-dir,
 tools/analysis/plot_loss.py); the job adds a loss curve and a montage of drawn predictions.
 """
@@ -29,6 +31,9 @@ TASKS = {
     'seg': dict(config='configs/toy/upernet_transnext_toy.py', data='data/toy_ade', ready='annotations/validation',
                 generator='tools/data/make_toy_ade.py', title='TransNeXt UperNet on the toy ADE20K-layout set',
                 metrics=[('mIoU', 'mIoU'), ('mAcc', 'mAcc'), ('aAcc', 'aAcc')]),
+    'cls': dict(config='configs/toy/transnext_toy_cls.py', data='data/toy_imagenet', ready='val',
+                generator='tools/data/make_toy_imagenet.py', title='TransNeXt classifier on the toy shapes set',
+                metrics=[('top-1', 'accuracy/top1')]),
 }
 
 

@@ -15,6 +15,7 @@ from mmengine.registry import RUNNERS  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
 import mmtransnext  # noqa: E402,F401  (registers TransNeXt, fixes mmengine checkpoint loading)
+from mmtransnext.utils.dist import prepare_cpu_distributed  # noqa: E402
 from mmtransnext.utils.config import load_config
 from mmtransnext.utils.preflight import format_problems, missing_inputs
 
@@ -56,6 +57,7 @@ def main():
     if problems:
         sys.exit(format_problems(args.config, problems))
 
+    prepare_cpu_distributed(cfg)
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
     runner.train()
 

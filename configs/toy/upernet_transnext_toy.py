@@ -22,9 +22,9 @@ val_dataloader = {{_base_.toy_ade_val_dataloader}}
 test_dataloader = val_dataloader
 tta_pipeline = {{_base_.toy_ade_tta_pipeline}}
 
-max_iters = 400
+max_iters = 640
 train_cfg = dict(max_iters=max_iters, val_interval=max_iters)
-optim_wrapper = dict(optimizer=dict(lr=1e-3))
+optim_wrapper = dict(optimizer=dict(lr=2e-3))
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=50),
     dict(type='PolyLR', eta_min=1e-5, power=1.0, begin=50, end=max_iters, by_epoch=False)

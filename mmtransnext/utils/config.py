@@ -29,7 +29,7 @@ def enable_visualization(cfg: Config, show_dir: str):
     if scope == 'mmdet':
         hook.update(draw=True, test_out_dir=osp.abspath(show_dir))
     elif scope == 'mmseg':
-        hook.update(draw=True)
+        hook.update(draw=True, interval=1)  # mmseg draws every 50th batch by default
         cfg.visualizer['save_dir'] = show_dir
     elif scope == 'mmpretrain':
         hook.update(enable=True, out_dir=show_dir)

@@ -39,14 +39,15 @@ def _shape_mask(rng, cls, height, width, size):
     return np.asarray(canvas, dtype=bool)
 
 
-def make_image(seed: int, height: int, width: int, background=None):
+def make_image(seed: int, height: int, width: int, background=None, max_objects: int = 4):
     """One image (uint8 H x W x 3) and its objects as (shape class index, mask); deterministic in
-    ``seed``. ``background`` (float H x W x 3) replaces the default textured background."""
+    ``seed``. ``background`` (float H x W x 3) replaces the default textured background; the image
+    holds 1 to ``max_objects`` objects."""
     rng = np.random.default_rng(seed)
     image = texture(rng, height, width, rng.uniform(40, 215, 3)) if background is None else background
     occupied = np.zeros((height, width), bool)
     objects = []
-    for _ in range(rng.integers(1, 5)):
+    for _ in range(rng.integers(1, max_objects + 1)):
         cls = int(rng.integers(len(SHAPE_CLASSES)))
         for _attempt in range(20):
             mask = _shape_mask(rng, SHAPE_CLASSES[cls], height, width, int(rng.integers(20, 56)))

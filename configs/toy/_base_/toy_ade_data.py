@@ -1,5 +1,7 @@
 # Data settings of the generated toy ADE20K-layout set (tools/data/make_toy_ade.py), for toy configs
 # that also inherit a paper config: names are prefixed so that they do not clash with its keys.
+# BaseSegDataset with ADE20KDataset's conventions (.jpg / .png, label 0 = other, reduce_zero_label):
+# ADE20KDataset itself only accepts subsets of its own 150 classes.
 toy_crop_size = (128, 128)
 toy_ade_metainfo = dict(classes=('sky', 'ground', 'square', 'circle', 'triangle'),
                         palette=[[70, 130, 180], [140, 110, 60], [220, 20, 60], [0, 160, 255], [255, 200, 0]])
@@ -28,12 +30,14 @@ toy_ade_tta_pipeline = [
 toy_ade_train_dataloader = dict(
     batch_size=8,
     num_workers=1,
-    dataset=dict(data_root='data/toy_ade/', metainfo=toy_ade_metainfo,
+    dataset=dict(type='BaseSegDataset', data_root='data/toy_ade/', metainfo=toy_ade_metainfo, img_suffix='.jpg',
+                 seg_map_suffix='.png', reduce_zero_label=True,
                  data_prefix=dict(img_path='images/training', seg_map_path='annotations/training'),
                  pipeline=toy_ade_train_pipeline))
 toy_ade_val_dataloader = dict(
     batch_size=4,
     num_workers=1,
-    dataset=dict(data_root='data/toy_ade/', metainfo=toy_ade_metainfo,
+    dataset=dict(type='BaseSegDataset', data_root='data/toy_ade/', metainfo=toy_ade_metainfo, img_suffix='.jpg',
+                 seg_map_suffix='.png', reduce_zero_label=True,
                  data_prefix=dict(img_path='images/validation', seg_map_path='annotations/validation'),
                  pipeline=toy_ade_test_pipeline))

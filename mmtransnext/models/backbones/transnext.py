@@ -321,6 +321,9 @@ class TransNeXt(BaseModule):
                              'channels (or set in_channels)')
         if x.shape[0] == 0:
             raise ValueError('TransNeXt got an empty batch (batch size 0)')
+        if not torch.isfinite(x).all():
+            raise ValueError('TransNeXt input contains NaN or inf values; check the image loading and the data '
+                             'preprocessor (mean / std), or the previous iteration for a diverged loss')
         if min(x.shape[-2:]) < self.min_input_size:
             raise ValueError(f'input {tuple(x.shape[-2:])} is too small: this TransNeXt needs at least '
                              f'{self.min_input_size} x {self.min_input_size} pixels, so that every stage keeps '

@@ -1,0 +1,64 @@
+"""MMPretrain: ImageNet configs, the converter on released-format classifiers, the FLOPs tool."""
+import pytest
+import torch
+from mmengine.config import Config
+from mmengine.registry import DefaultScope
+
+from mmpretrain.registry import MODELS
+from mmtransnext.utils import convert_official_checkpoint
+
+from .conftest import golden_arch
+from .helpers import ROOT, run_tool
+
+PAPER = {  # config: (params M, GFLOPs)
+    'transnext_micro_in1k': (12.8, 2.7), 'transnext_tiny_in1k': (28.2, 5.7), 'transnext_small_in1k': (49.7, 10.3),
+    'transnext_base_in1k': (89.7, 18.4), 'transnext_small_in1k-384px': (49.7, 32.1),
+    'transnext_base_in1k-384px': (89.7, 56.3), 'transnext_micro-aaaa_in1k-256px': (13.1, 3.3),
+}
+
+
+def _build(cfg):
+    cfg.model.backbone.init_cfg = None
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        return MODELS.build(cfg.model)
+
+
+@pytest.mark.parametrize('name', sorted(PAPER))
+def test_imagenet_config_builds_with_paper_parameter_count(name):
+    cfg = Config.fromfile(ROOT / 'configs' / f'{name}.py')
+    params = sum(p.numel() for p in _build(cfg).parameters()) / 1e6
+    assert abs(params - PAPER[name][0]) < 0.1, params
+    assert cfg.optim_wrapper.clip_grad.max_norm == 1.0 and cfg.optim_wrapper.type == 'AmpOptimWrapper'
+    assert cfg.train_dataloader.batch_size * 8 == 1024
+
+
+def test_converted_classifier_gives_official_logits(golden, tmp_path):
+    ref = golden['classifier']
+    path = tmp_path / 'released.pth'
+    torch.save({'model': ref['state_dict']}, path)  # the authors' classification checkpoints wrap in 'model'
+    run_tool('tools/model_converters/convert_official.py', path, tmp_path / 'converted.pth', cwd=tmp_path)
+    cfg = Config(dict(model=dict(
+        type='ImageClassifier',
+        backbone=dict(type='TransNeXt', arch=golden_arch(golden), img_size=64, pretrain_size=64, out_indices=(3, )),
+        neck=dict(type='GlobalAveragePooling'),
+        head=dict(type='LinearClsHead', num_classes=10, in_channels=192))))
+    model = _build(cfg).eval()
+    model.load_state_dict(torch.load(tmp_path / 'converted.pth', weights_only=True)['state_dict'], strict=True)
+    with torch.no_grad():
+        torch.testing.assert_close(model(ref['input'], mode='tensor'), ref['logits'], atol=1e-4, rtol=0)
+
+
+def test_converter_refuses_other_models(tmp_path):
+    with pytest.raises(ValueError, match='not a TransNeXt checkpoint'):
+        convert_official_checkpoint({'state_dict': {'conv1.weight': torch.zeros(1)}})
+    torch.save({'fc.weight': torch.zeros(1)}, tmp_path / 'resnet.pth')
+    result = run_tool('tools/model_converters/convert_official.py', 'resnet.pth', 'out.pth', cwd=tmp_path,
+                      check=False)
+    assert result.returncode == 1 and 'not a TransNeXt checkpoint' in result.stderr
+    assert not (tmp_path / 'out.pth').exists()
+
+
+def test_get_flops_micro_classifier_matches_paper(tmp_path):
+    result = run_tool('tools/analysis/get_flops.py', ROOT / 'configs/transnext_micro_in1k.py', cwd=tmp_path)
+    gflops = float(result.stdout.split(' GFLOPs')[0].rsplit(', ', 1)[1])
+    assert abs(gflops - 2.7) / 2.7 < 0.05, result.stdout

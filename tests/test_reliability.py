@@ -1,0 +1,118 @@
+"""Several processes, interrupted runs, mixed precision, memory: the backbone and tools at scale."""
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+import torch
+
+from mmtransnext.models import TransNeXt
+
+from .conftest import golden_arch
+from .helpers import ROOT, printed_metrics, run_tool
+
+TOY_CLS = ROOT / 'configs/toy/transnext_toy_cls.py'
+
+
+def _deterministic_cls_config(tmp_path, max_iters):
+    """The toy classifier without random augmentation, checkpointing every iteration."""
+    config = tmp_path / 'cls_det.py'
+    config.write_text(textwrap.dedent(f"""
+        _base_ = {str(TOY_CLS)!r}
+        train_dataloader = dict(num_workers=0, persistent_workers=False,
+                                dataset=dict(pipeline={{{{_base_.test_pipeline}}}}))
+        val_dataloader = dict(num_workers=0, persistent_workers=False)
+        test_dataloader = val_dataloader
+        train_cfg = dict(_delete_=True, type='IterBasedTrainLoop', max_iters={max_iters}, val_interval=1000)
+        param_scheduler = [dict(type='ConstantLR', factor=1.0, by_epoch=False, begin=0, end={max_iters})]
+        default_hooks = dict(checkpoint=dict(by_epoch=False, interval=1, max_keep_ckpts=-1))
+        randomness = dict(seed=0, deterministic=True)
+    """))
+    return config
+
+
+@pytest.fixture(scope='module')
+def toy_imagenet(tmp_path_factory):
+    cwd = tmp_path_factory.mktemp('toy_cls')
+    run_tool('tools/data/make_toy_imagenet.py', '--out', 'data/toy_imagenet', '--per-class-train', 8,
+             '--per-class-val', 4, cwd=cwd)
+    return cwd
+
+
+def _dist(script, *args, cwd):
+    env = dict(os.environ, PYTHON=sys.executable, PORT=str(29500 + os.getpid() % 1000))
+    result = subprocess.run(['bash', str(ROOT / 'tools' / script), *map(str, args)], cwd=cwd, env=env,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+    return result
+
+
+def _weights(path):
+    return torch.load(path, map_location='cpu', weights_only=False)['state_dict']
+
+
+@pytest.mark.slow
+def test_two_processes_follow_the_single_process_trajectory(toy_imagenet):
+    cwd = toy_imagenet
+    config = _deterministic_cls_config(cwd, max_iters=3)
+    run_tool('tools/train.py', config, '--work-dir', 'one', '--cfg-options', 'train_dataloader.batch_size=8',
+             cwd=cwd)
+    _dist('dist_train.sh', config, 2, '--work-dir', 'two', '--cfg-options', 'train_dataloader.batch_size=4',
+          cwd=cwd)
+    for it in (1, 2, 3):  # same weights after every step, hence the same loss trajectory
+        one, two = _weights(cwd / f'one/iter_{it}.pth'), _weights(cwd / f'two/iter_{it}.pth')
+        for key in one:
+            torch.testing.assert_close(two[key], one[key], atol=1e-5, rtol=1e-4, msg=f'iter {it} {key}')
+    single = printed_metrics(run_tool('tools/test.py', config, 'one/iter_3.pth', '--work-dir', 'one', cwd=cwd))
+    result = _dist('dist_test.sh', config, 'two/iter_3.pth', 2, '--work-dir', 'two', cwd=cwd)
+    assert printed_metrics(result) == single  # gathered from both ranks' halves of the val set
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_to_the_same_weights(toy_imagenet):
+    cwd = toy_imagenet
+    config = _deterministic_cls_config(cwd, max_iters=6)
+    run_tool('tools/train.py', config, '--work-dir', 'straight', cwd=cwd)
+    cmd = [sys.executable, str(ROOT / 'tools/train.py'), str(config), '--work-dir', 'killed']
+    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not (cwd / 'killed/iter_3.pth').exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (cwd / 'killed/iter_6.pth').exists(), 'the run ended before it could be killed'
+    run_tool('tools/train.py', config, '--work-dir', 'killed', '--resume', cwd=cwd)
+    straight, resumed = _weights(cwd / 'straight/iter_6.pth'), _weights(cwd / 'killed/iter_6.pth')
+    for key in straight:
+        torch.testing.assert_close(resumed[key], straight[key], atol=1e-6, rtol=0, msg=key)
+
+
+def test_truncated_checkpoint_refused_by_resume(toy_imagenet, tmp_path):
+    work = tmp_path / 'wd'
+    work.mkdir()
+    (work / 'iter_2.pth').write_bytes(b'PK\x03\x04 not really a zip')
+    (work / 'last_checkpoint').write_text(str(work / 'iter_2.pth'))
+    config = _deterministic_cls_config(tmp_path, max_iters=4)
+    result = run_tool('tools/train.py', config, '--work-dir', work, '--resume', cwd=toy_imagenet, check=False)
+    assert result.returncode != 0
+    assert 'iter_2.pth' in result.stderr and 'truncated, corrupt' in result.stderr
+
+
+def test_bfloat16_autocast_close_to_float32(golden):
+    case = golden['cases'][1]
+    model = TransNeXt(arch=golden_arch(golden), img_size=64, pretrain_size=224).eval()
+    model.load_state_dict(golden['backbone_state_dict'])
+    x = case['input'].clone().requires_grad_(True)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        outs = model(x)
+        loss = sum((o.float() * w).sum() for o, w in zip(outs, case['loss_weights']))
+    loss.backward()
+    assert all(torch.isfinite(o).all() for o in outs) and torch.isfinite(x.grad).all()
+    for out, ref in zip(outs, case['outputs']):
+        rel = (out.float() - ref).norm() / ref.norm()
+        assert rel < 0.05, rel
+    grad_rel = (x.grad - case['input_grad']).norm() / case['input_grad'].norm()
+    assert grad_rel < 0.1, grad_rel
