@@ -77,6 +77,7 @@ def test_maskrcnn_train_test_resume_and_official_layout(toy_coco):
     run_tool('tools/train.py', MASKRCNN_TOY, '--work-dir', 'wd', '--cfg-options', 'train_cfg.max_epochs=1', cwd=cwd)
     metrics = printed_metrics(run_tool('tools/test.py', MASKRCNN_TOY, 'wd/epoch_1.pth', '--work-dir', 'wd', cwd=cwd))
     assert {'coco/bbox_mAP', 'coco/segm_mAP', 'coco/bbox_mAP_50'} <= set(metrics)
+    state = torch.load(cwd / 'wd/epoch_1.pth', weights_only=False)['state_dict']
 
     # --resume continues from epoch 1 (iteration 2) with its optimizer state
     result = run_tool('tools/train.py', MASKRCNN_TOY, '--work-dir', 'wd', '--resume', '--cfg-options',
@@ -88,7 +89,6 @@ def test_maskrcnn_train_test_resume_and_official_layout(toy_coco):
     assert adam_steps == {4.0}, 'optimizer state was not restored on resume'
 
     # a checkpoint in the authors' layout (mmdet 2.x Mask R-CNN: meta + state_dict, backbone.* keys)
-    state = torch.load(cwd / 'wd/epoch_1.pth', weights_only=False)['state_dict']
     torch.save({'meta': {'mmdet_version': '2.28.2', 'CLASSES': ('square', 'circle', 'triangle')},
                 'state_dict': state, 'optimizer': {'state': {}, 'param_groups': []}}, cwd / 'official.pth')
     result = run_tool('tools/model_converters/convert_official.py', 'official.pth', 'converted.pth', '--config',
@@ -131,6 +131,7 @@ def test_plain_mmdet_project_trains_with_mmdets_own_tool(toy_coco):
             data_root='data/toy_coco/', metainfo=metainfo, ann_file='annotations/train.json',
             data_prefix=dict(img='train/')))
         train_cfg = dict(max_epochs=1, val_interval=5)
+        val_dataloader = val_cfg = val_evaluator = None  # no COCO val set here
     """))
     mmdet_train = Path(mmdet.__file__).parent / '.mim' / 'tools' / 'train.py'
     assert mmdet_train.is_file()

@@ -18,7 +18,8 @@ TOY_CLS = ROOT / 'configs/toy/transnext_toy_cls.py'
 
 
 def _deterministic_cls_config(tmp_path, max_iters):
-    """The toy classifier without random augmentation, checkpointing every iteration."""
+    """The toy classifier without random augmentation, checkpointing every iteration. SGD, because
+    Adam turns float32 rounding noise in near-zero gradients into full-size steps."""
     config = tmp_path / 'cls_det.py'
     config.write_text(textwrap.dedent(f"""
         _base_ = {str(TOY_CLS)!r}
@@ -28,6 +29,7 @@ def _deterministic_cls_config(tmp_path, max_iters):
         test_dataloader = val_dataloader
         train_cfg = dict(_delete_=True, type='IterBasedTrainLoop', max_iters={max_iters}, val_interval=1000)
         param_scheduler = [dict(type='ConstantLR', factor=1.0, by_epoch=False, begin=0, end={max_iters})]
+        optim_wrapper = dict(_delete_=True, type='OptimWrapper', optimizer=dict(type='SGD', lr=0.05, momentum=0.9))
         default_hooks = dict(checkpoint=dict(by_epoch=False, interval=1, max_keep_ckpts=-1))
         randomness = dict(seed=0, deterministic=True)
     """))
