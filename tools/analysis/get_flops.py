@@ -4,8 +4,8 @@
 
 FLOPs are counted by tracing one forward pass with mmengine's FlopAnalyzer, which counts every
 matrix product (the attention's query-key and attention-value products included) as multiply-adds,
-the convention of the paper's tables. Default input: 224 x 224 for classifiers, 512 x 512 for
-segmentors, 1280 x 800 (W x H) for detectors.
+the convention of the paper's tables. Default input: the backbone's img_size for classifiers
+(224, 256 or 384), 512 x 512 for segmentors, 1280 x 800 (W x H) for detectors.
 """
 import argparse
 import warnings
@@ -46,6 +46,9 @@ def count(config, shape=None, cfg_options=None):
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
     scope = cfg.get('default_scope', 'mmengine')
+    if shape is None and scope == 'mmpretrain':  # classifiers: their training resolution
+        size = cfg.model.backbone.get('img_size', 224)
+        shape = (size, size) if isinstance(size, int) else size
     shape = tuple(shape or DEFAULT_SHAPES.get(scope, (224, 224)))
     if cfg.model.get('backbone'):
         cfg.model.backbone.init_cfg = None
