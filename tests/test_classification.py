@@ -8,7 +8,7 @@ from mmpretrain.registry import MODELS
 from mmtransnext.utils import convert_official_checkpoint
 
 from .conftest import golden_arch
-from .helpers import ROOT, run_tool
+from .helpers import ROOT, printed_metrics, run_tool
 
 PAPER = {  # config: (params M, GFLOPs)
     'transnext_micro_in1k': (12.8, 2.7), 'transnext_tiny_in1k': (28.2, 5.7), 'transnext_small_in1k': (49.7, 10.3),
@@ -62,3 +62,41 @@ def test_get_flops_micro_classifier_matches_paper(tmp_path):
     result = run_tool('tools/analysis/get_flops.py', ROOT / 'configs/transnext_micro_in1k.py', cwd=tmp_path)
     gflops = float(result.stdout.split(' GFLOPs')[0].rsplit(', ', 1)[1])
     assert abs(gflops - 2.7) / 2.7 < 0.05, result.stdout
+
+
+@pytest.mark.slow
+def test_toy_classifier_trains_and_reports_top1(tmp_path):
+    run_tool('tools/data/make_toy_imagenet.py', '--out', 'data/toy_imagenet', '--per-class-train', 8,
+             '--per-class-val', 4, cwd=tmp_path)
+    toy = ROOT / 'configs/toy/transnext_toy_cls.py'
+    run_tool('tools/train.py', toy, '--work-dir', 'cls', '--cfg-options', 'train_cfg.max_epochs=1', cwd=tmp_path)
+    checkpoint = (tmp_path / 'cls' / 'last_checkpoint').read_text().strip()
+    result = run_tool('tools/test.py', toy, checkpoint, '--work-dir', 'cls', cwd=tmp_path)
+    top1 = printed_metrics(result)['accuracy/top1']
+    assert 0 <= top1 <= 100
+    image = next((tmp_path / 'data/toy_imagenet/val/circle').iterdir())
+    run_tool('tools/demo/image_demo.py', image, toy, checkpoint, '--out', 'demo.png', cwd=tmp_path)
+    assert (tmp_path / 'demo.png').stat().st_size > 0
+
+
+def test_converted_random_micro_classifier_matches_official_definition(tmp_path):
+    """Released-format micro classifier with random weights: the official model's logits are the head
+    applied to the token mean of the stage-4 output (after norm4)."""
+    from mmtransnext.models import TransNeXt
+    torch.manual_seed(0)
+    backbone = TransNeXt(arch='micro', img_size=64, pretrain_size=224, out_indices=(3, )).eval()
+    backbone.init_weights()
+    head = torch.nn.Linear(384, 1000)
+    released = dict(backbone.state_dict(), **{'head.weight': head.weight.detach(), 'head.bias': head.bias.detach()})
+    converted = convert_official_checkpoint({'model': released})['state_dict']
+    cfg = Config(dict(model=dict(
+        type='ImageClassifier',
+        backbone=dict(type='TransNeXt', arch='micro', img_size=64, pretrain_size=224, out_indices=(3, )),
+        neck=dict(type='GlobalAveragePooling'),
+        head=dict(type='LinearClsHead', num_classes=1000, in_channels=384))))
+    model = _build(cfg).eval()
+    model.load_state_dict(converted, strict=True)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        expected = head(backbone(x)[0].flatten(2).mean(-1))
+        torch.testing.assert_close(model(x, mode='tensor'), expected, atol=1e-5, rtol=0)

@@ -78,6 +78,9 @@ def test_maskrcnn_train_test_resume_and_official_layout(toy_coco):
     metrics = printed_metrics(run_tool('tools/test.py', MASKRCNN_TOY, 'wd/epoch_1.pth', '--work-dir', 'wd', cwd=cwd))
     assert {'coco/bbox_mAP', 'coco/segm_mAP', 'coco/bbox_mAP_50'} <= set(metrics)
     state = torch.load(cwd / 'wd/epoch_1.pth', weights_only=False)['state_dict']
+    run_tool('tools/demo/image_demo.py', 'data/toy_coco/val/00000.png', MASKRCNN_TOY, 'wd/epoch_1.pth', '--out',
+             'demo/det.png', cwd=cwd)
+    assert (cwd / 'demo/det.png').stat().st_size > 0
 
     # --resume continues from epoch 1 (iteration 2) with its optimizer state
     result = run_tool('tools/train.py', MASKRCNN_TOY, '--work-dir', 'wd', '--resume', '--cfg-options',
