@@ -11,31 +11,25 @@ import warnings
 # mmengine imports pkg_resources (kept on purpose: it resolves mmdet:: / mmseg:: base configs)
 warnings.filterwarnings('ignore', message='pkg_resources is deprecated', category=UserWarning)
 
-from mmengine.config import DictAction  # noqa: E402
 from mmengine.registry import RUNNERS  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
 import mmtransnext  # noqa: E402,F401  (registers TransNeXt, fixes mmengine checkpoint loading)
+from mmtransnext.utils.config import (add_runner_args, enable_visualization, load_config,  # noqa: E402
+                                      parse_runner_args)
 from mmtransnext.utils.dist import prepare_cpu_distributed  # noqa: E402
-from mmtransnext.utils.config import enable_visualization, load_config
-from mmtransnext.utils.preflight import format_problems, missing_inputs
+from mmtransnext.utils.preflight import format_problems, missing_inputs  # noqa: E402
 
 
 def parse_args():
     parser = argparse.ArgumentParser(description='Test a checkpoint with mmengine\'s Runner')
     parser.add_argument('config', help='config file')
     parser.add_argument('checkpoint', help='checkpoint file')
-    parser.add_argument('--work-dir', help='where logs and metrics go (default: work_dirs/CONFIG_NAME)')
     parser.add_argument('--show-dir', help='draw predictions into this folder (under the work dir for mmseg)')
     parser.add_argument('--tta', action='store_true', help='test-time augmentation (the config\'s tta_model / '
                         'tta_pipeline)')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override config entries, e.g. test_dataloader.batch_size=4')
-    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args()
-    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
-    return args
+    add_runner_args(parser, 'logs and metrics')
+    return parse_runner_args(parser)
 
 
 def main():

@@ -3,39 +3,31 @@
     python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [--amp] [--cfg-options k=v ...]
 """
 import argparse
-import os
 import sys
 import warnings
 
 # mmengine imports pkg_resources (kept on purpose: it resolves mmdet:: / mmseg:: base configs)
 warnings.filterwarnings('ignore', message='pkg_resources is deprecated', category=UserWarning)
 
-from mmengine.config import DictAction  # noqa: E402
 from mmengine.registry import RUNNERS  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
 import mmtransnext  # noqa: E402,F401  (registers TransNeXt, fixes mmengine checkpoint loading)
+from mmtransnext.utils.config import add_runner_args, load_config, parse_runner_args  # noqa: E402
 from mmtransnext.utils.dist import prepare_cpu_distributed  # noqa: E402
-from mmtransnext.utils.config import load_config
-from mmtransnext.utils.preflight import format_problems, missing_inputs
+from mmtransnext.utils.preflight import format_problems, missing_inputs  # noqa: E402
 
 
 def parse_args():
     parser = argparse.ArgumentParser(description='Train a model with mmengine\'s Runner')
     parser.add_argument('config', help='config file')
-    parser.add_argument('--work-dir', help='where logs and checkpoints go (default: work_dirs/CONFIG_NAME)')
     parser.add_argument('--resume', nargs='?', const='auto',
                         help='resume from CKPT, or from the latest checkpoint in the work dir when no CKPT given')
     parser.add_argument('--amp', action='store_true', help='automatic mixed precision')
     parser.add_argument('--auto-scale-lr', action='store_true',
                         help='scale the learning rate by actual batch / auto_scale_lr.base_batch_size')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override config entries, e.g. train_dataloader.batch_size=4')
-    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args()
-    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
-    return args
+    add_runner_args(parser, 'logs and checkpoints')
+    return parse_runner_args(parser)
 
 
 def main():

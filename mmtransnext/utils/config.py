@@ -1,7 +1,24 @@
 """Config handling shared by tools/train.py and tools/test.py."""
+import argparse
+import os
 import os.path as osp
 
-from mmengine.config import Config
+from mmengine.config import Config, DictAction
+
+
+def add_runner_args(parser: argparse.ArgumentParser, what: str):
+    """Options both tools take: --work-dir, --cfg-options, --launcher, --local-rank."""
+    parser.add_argument('--work-dir', help=f'where {what} go (default: work_dirs/CONFIG_NAME)')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override config entries, e.g. train_dataloader.batch_size=4')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+
+
+def parse_runner_args(parser: argparse.ArgumentParser):
+    args = parser.parse_args()
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    return args
 
 
 def load_config(path: str, cfg_options=None, work_dir=None, launcher='none') -> Config:
