@@ -80,3 +80,29 @@ def test_out_indices_select_stages(golden):
     assert len(outputs) == 2
     torch.testing.assert_close(outputs[0], case['outputs'][1], atol=1e-4, rtol=0)
     torch.testing.assert_close(outputs[1], case['outputs'][3], atol=1e-4, rtol=0)
+
+
+def _pairwise_table(query_size, key_size, pretrain_size):
+    """The definition: unique log-spaced (dh, dw) over all query / pooled-key pairs (sorts Nq * Nk rows)."""
+    import torch.nn.functional as F
+    axes = []
+    for q_len, k_len in zip(query_size, key_size):
+        q = torch.arange(q_len, dtype=torch.float32)
+        axes.append((q, F.adaptive_avg_pool1d(q[None], k_len)[0]))
+    (qh, kh), (qw, kw) = axes
+    qh, qw = (t.reshape(-1) for t in torch.meshgrid(qh, qw, indexing='ij'))
+    kh, kw = (t.reshape(-1) for t in torch.meshgrid(kh, kw, indexing='ij'))
+    dh = (qh[:, None] - kh[None]) / (pretrain_size[0] - 1) * 8
+    dw = (qw[:, None] - kw[None]) / (pretrain_size[1] - 1) * 8
+    table, index = torch.unique(torch.stack([dh, dw], -1).view(-1, 2), return_inverse=True, dim=0)
+    return index, torch.sign(table) * torch.log2(table.abs() + 1.0) / torch.log2(torch.tensor(8.))
+
+
+@pytest.mark.parametrize('query, key, pretrain', [((16, 16), (2, 2), (56, 56)), ((18, 26), (2, 3), (56, 56)),
+                                                  ((7, 9), (7, 9), (7, 7)), ((25, 31), (6, 7), (14, 14)),
+                                                  ((1, 3), (1, 1), (2, 2))])
+def test_per_axis_position_table_is_bit_identical_to_the_pairwise_definition(query, key, pretrain):
+    from mmtransnext.models.layers import relative_position_table
+    index, table = relative_position_table(query, key, pretrain)
+    ref_index, ref_table = _pairwise_table(query, key, pretrain)
+    assert torch.equal(table, ref_table) and torch.equal(index, ref_index)

@@ -121,7 +121,7 @@ def test_dino_trains_and_reports_ap(toy_coco):
 def test_plain_mmdet_project_trains_with_mmdets_own_tool(toy_coco):
     """An existing project's config: mmdet's base + custom_imports + a TransNeXt backbone."""
     config = toy_coco / 'my_project_maskrcnn.py'
-    config.write_text(textwrap.dedent(f"""
+    config.write_text(textwrap.dedent("""
         _base_ = 'mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py'
         custom_imports = dict(imports=['mmtransnext'], allow_failed_imports=False)
         model = dict(

@@ -80,7 +80,7 @@ def main():
         print(json.dumps(measure(row, int(h), int(w), int(repeats))))
         return
 
-    print(f'| input | backbone | forward (s) | fwd+bwd (s) | peak memory (MiB) | fwd+bwd / Swin-T | memory / Swin-T |')
+    print('| input | backbone | forward (s) | fwd+bwd (s) | peak memory (MiB) | fwd+bwd / Swin-T | memory / Swin-T |')
     print('|---|---|---|---|---|---|---|')
     for size in args.sizes:
         h, w = map(int, size.split('x'))

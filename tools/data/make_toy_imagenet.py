@@ -9,7 +9,6 @@ import argparse
 import os
 import os.path as osp
 
-import numpy as np
 from PIL import Image
 
 from mmtransnext.utils.toy_shapes import SHAPE_CLASSES, make_image

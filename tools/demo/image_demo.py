@@ -7,7 +7,6 @@ import argparse
 import glob
 import os
 import os.path as osp
-import shutil
 import sys
 import tempfile
 import warnings

@@ -33,18 +33,21 @@ def relative_position_table(query_size: Size2d, key_size: Size2d, pretrain_size:
     if min(pretrain_size) < 2:
         raise ValueError(f'pretrain_size gives a {pretrain_size} grid at this stage; it must be at '
                          'least 2 x 2 (use the resolution the checkpoint was pretrained at, e.g. 224)')
-    axes = []
+    # The (h, w) offsets of all query-key pairs form the Cartesian product of the per-axis offsets,
+    # so the unique rows of the official `torch.unique(pairs, dim=0)` are the product of the per-axis
+    # unique values (in the same lexicographic order): found per axis, without sorting Nq * Nk rows.
+    uniques, inverses = [], []
     for q_len, k_len, p_len in zip(query_size, key_size, pretrain_size):
         q_axis = torch.arange(q_len, dtype=torch.float32, device=device)
         k_axis = F.adaptive_avg_pool1d(q_axis.unsqueeze(0), k_len).squeeze(0)
-        axes.append((q_axis, k_axis, p_len))
-    (qh, kh, ph), (qw, kw, pw) = axes
-    qh, qw = (t.reshape(-1) for t in torch.meshgrid(qh, qw, indexing='ij'))
-    kh, kw = (t.reshape(-1) for t in torch.meshgrid(kh, kw, indexing='ij'))
-    relative_h = (qh[:, None] - kh[None, :]) / (ph - 1) * 8
-    relative_w = (qw[:, None] - kw[None, :]) / (pw - 1) * 8
-    relative_hw = torch.stack([relative_h, relative_w], dim=-1).view(-1, 2)
-    table, index = torch.unique(relative_hw, return_inverse=True, dim=0)
+        relative = (q_axis[:, None] - k_axis[None, :]) / (p_len - 1) * 8  # (q_len, k_len)
+        values, inverse = torch.unique(relative, return_inverse=True)
+        uniques.append(values)
+        inverses.append(inverse)
+    (values_h, values_w), (inverse_h, inverse_w) = uniques, inverses
+    table = torch.stack(torch.meshgrid(values_h, values_w, indexing='ij'), dim=-1).reshape(-1, 2)
+    # index of the pair (query (qh, qw), key (kh, kw)), laid out as (qh, qw, kh, kw)
+    index = (inverse_h[:, None, :, None] * len(values_w) + inverse_w[None, :, None, :]).reshape(-1)
     table = torch.sign(table) * torch.log2(table.abs() + 1.0) / torch.log2(
         torch.tensor(8, dtype=torch.float32, device=device))
     return index, table
