@@ -39,7 +39,7 @@ def _dataset_problems(dataset) -> List[str]:
         return []
     kind = dataset.get('type', 'dataset')
     hint = _DATASET_HINTS.get(kind, 'create it, or point data_root at your copy').format(
-        root=root, root_parent=osp.dirname(osp.normpath(root)) or '.')
+        root=osp.join(root, '') if root else '', root_parent=osp.dirname(osp.normpath(root)) or '.')
     return [f'{kind}: {", ".join(missing)} not found. To fix: {hint}; or set another location with '
             f'--cfg-options (e.g. train_dataloader.dataset.data_root=...).']
 
