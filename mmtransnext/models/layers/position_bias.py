@@ -4,6 +4,7 @@ padding mask and sequence-length scale.
 Everything here is a pure function of the feature size (and the stage's settings), computed
 without gradients, so the backbone can cache it per input size.
 """
+import functools
 from typing import NamedTuple, Optional, Tuple
 
 import torch
@@ -12,6 +13,10 @@ import torch.nn.functional as F
 Size2d = Tuple[int, int]
 
 
+# Memoised: in interpolation mode every input size of a stage uses the same img_size-grid table,
+# whose index alone is Nq * Nk int64 (200 MB for stage 1 at img_size 800); keep one copy, not one per
+# cached size. Callers must not modify the returned tensors.
+@functools.lru_cache(maxsize=16)
 def relative_position_table(query_size: Size2d, key_size: Size2d, pretrain_size: Size2d,
                             device=None) -> Tuple[torch.Tensor, torch.Tensor]:
     """Log-spaced relative coordinates between a query grid and its pooled key grid.
@@ -111,7 +116,8 @@ def stage_geometry(size: Size2d, sr_ratio: int, window_size: Optional[int], pret
     if min(key_grid) < 1:
         raise ValueError(f'img_size gives a {query_grid} grid, smaller than the pooling ratio '
                          f'{sr_ratio} of its stage: increase img_size')
-    rel_index, rel_table = relative_position_table(query_grid, key_grid, pretrain_grid, device)
+    rel_index, rel_table = relative_position_table(tuple(query_grid), key_grid, tuple(pretrain_grid),
+                                                   None if device is None else torch.device(device))
     pool_len = pool_size[0] * pool_size[1]
     if window_size is None:
         seq_length_scale = torch.log(torch.as_tensor(float(pool_len), device=device))
