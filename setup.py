@@ -1,4 +1,6 @@
 """mmtransnext: TransNeXt backbones for MMDetection, MMSegmentation and MMPretrain."""
+import glob
+import os
 import os.path as osp
 
 from setuptools import find_packages, setup
@@ -20,6 +22,34 @@ def read_requirements(name):
         return [line for line in lines if line]
 
 
+def make_extensions():
+    """The attention op ``mmtransnext._ext``, in mmcv's layout: C++ CPU kernels always, CUDA kernels
+    when a GPU is visible or FORCE_CUDA=1. MMTRANSNEXT_WITH_OPS=0 skips it (the backbone then uses
+    its pure-PyTorch attention)."""
+    if os.getenv('MMTRANSNEXT_WITH_OPS', '1') == '0':
+        return [], {}
+    try:
+        import torch
+        from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
+    except ImportError:
+        print('mmtransnext: torch is not importable at build time, so the attention op is not built; '
+              'install torch first and build with `pip install --no-build-isolation -e .`')
+        return [], {}
+    csrc = osp.join('mmtransnext', 'ops', 'csrc')
+    sources = sorted(glob.glob(osp.join(csrc, 'pytorch', '*.cpp')) + glob.glob(osp.join(csrc, 'pytorch', 'cpu', '*.cpp')))
+    flags = {'cxx': ['-O3']}
+    with_cuda = os.getenv('FORCE_CUDA', '0') == '1' or (torch.cuda.is_available() and CUDA_HOME is not None)
+    if with_cuda:
+        sources += sorted(glob.glob(osp.join(csrc, 'pytorch', 'cuda', '*.cu')))
+        flags['nvcc'] = ['-O3', '--expt-relaxed-constexpr']
+        extension = CUDAExtension('mmtransnext._ext', sources, define_macros=[('WITH_CUDA', None)],
+                                  extra_compile_args=flags)
+    else:
+        extension = CppExtension('mmtransnext._ext', sources, extra_compile_args=flags)
+    return [extension], {'build_ext': BuildExtension}
+
+
+ext_modules, cmdclass = make_extensions()
 extras = {task: read_requirements(task) for task in ('det', 'seg', 'cls', 'tests')}
 extras['all'] = sorted({req for task in ('det', 'seg', 'cls') for req in extras[task]})
 
@@ -35,5 +65,7 @@ setup(
     include_package_data=True,
     install_requires=read_requirements('runtime'),
     extras_require=extras,
+    ext_modules=ext_modules,
+    cmdclass=cmdclass,
     zip_safe=False,
 )

@@ -3,8 +3,12 @@ import pytest
 import torch
 
 from mmtransnext.models import TransNeXt
+from mmtransnext.ops import ext_available
 
 from .conftest import golden_arch
+
+# every attention implementation this build has, each held to the fixtures
+IMPLS = ['pytorch'] + (['ext'] if ext_available('cpu') else [])
 
 CASES = ['same_size', 'interpolate', 'interpolate_odd', 'extrapolate', 'extrapolate_odd']
 
@@ -31,10 +35,11 @@ def _assert_grad_close(actual, expected, name):
     assert err <= tol, f'{name}: max error {err:.3e} > {tol:.3e}'
 
 
+@pytest.mark.parametrize('attn_impl', IMPLS)
 @pytest.mark.parametrize('name', CASES)
-def test_outputs_loss_and_input_grad(golden, name):
+def test_outputs_loss_and_input_grad(golden, name, attn_impl):
     case = _case(golden, name)
-    _, x, outputs, loss = _run_case(golden, case)
+    _, x, outputs, loss = _run_case(golden, case, attn_impl=attn_impl)
     assert len(outputs) == len(case['outputs'])
     for i, (out, ref) in enumerate(zip(outputs, case['outputs'])):
         assert out.shape == ref.shape
@@ -44,9 +49,10 @@ def test_outputs_loss_and_input_grad(golden, name):
     _assert_grad_close(x.grad, case['input_grad'], 'input grad')
 
 
-def test_parameter_gradients(golden):
+@pytest.mark.parametrize('attn_impl', IMPLS)
+def test_parameter_gradients(golden, attn_impl):
     case = _case(golden, 'interpolate')
-    model, *_ = _run_case(golden, case)
+    model, *_ = _run_case(golden, case, attn_impl=attn_impl)
     params = dict(model.named_parameters())
     assert set(case['param_grads']) == set(params)
     largest = max(ref.abs().max().item() for ref in case['param_grads'].values())
@@ -57,6 +63,30 @@ def test_parameter_gradients(golden):
             assert params[name].grad.abs().max().item() < 1e-8 * largest, name
         else:
             _assert_grad_close(params[name].grad, ref, name)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a GPU')
+@pytest.mark.parametrize('attn_impl', ['pytorch', 'ext'])
+@pytest.mark.parametrize('name', ['interpolate_odd', 'extrapolate_odd'])
+def test_fixture_cases_on_cuda(golden, name, attn_impl):
+    if attn_impl == 'ext' and not ext_available('cuda'):
+        pytest.skip('mmtransnext._ext was built without CUDA kernels')
+    case = _case(golden, name)
+    model = TransNeXt(arch=golden_arch(golden), img_size=case['img_size'], pretrain_size=case['pretrain_size'],
+                      is_extrapolation=case['is_extrapolation'], attn_impl=attn_impl)
+    model.load_state_dict(golden['backbone_state_dict'])
+    model.cuda().eval()
+    x = case['input'].cuda().requires_grad_(True)
+    tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False  # float32 means float32 here
+    try:
+        outputs = model(x)
+        sum((o * w.cuda()).sum() for o, w in zip(outputs, case['loss_weights'])).backward()
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
+    for out, ref in zip(outputs, case['outputs']):
+        torch.testing.assert_close(out.cpu(), ref, atol=1e-4, rtol=0)
+    _assert_grad_close(x.grad.cpu(), case['input_grad'], 'input grad on cuda')
 
 
 def test_activation_checkpointing_is_exact(golden):
@@ -103,6 +133,48 @@ def _pairwise_table(query_size, key_size, pretrain_size):
                                                   ((1, 3), (1, 1), (2, 2))])
 def test_per_axis_position_table_is_bit_identical_to_the_pairwise_definition(query, key, pretrain):
     from mmtransnext.models.layers import relative_position_table
-    index, table = relative_position_table(query, key, pretrain)
+    inverse_h, inverse_w, table = relative_position_table(query, key, pretrain)
+    index = (inverse_h[:, None, :, None] * (inverse_w.max() + 1) + inverse_w[None, :, None, :]).reshape(-1)
     ref_index, ref_table = _pairwise_table(query, key, pretrain)
     assert torch.equal(table, ref_table) and torch.equal(index, ref_index)
+
+
+def _resized_bias_definition(values, inverse_h, inverse_w, size, pool_size):
+    """The official way: materialise the bias on the table's grids, then resize keys, then queries."""
+    import torch.nn.functional as F
+    heads, u_w = values.shape[0], inverse_w.max().item() + 1
+    (qh, kh), (qw, kw) = inverse_h.shape, inverse_w.shape
+    index = (inverse_h[:, None, :, None] * u_w + inverse_w[None, :, None, :]).reshape(-1)
+    bias = values[:, index].view(heads, qh * qw, kh, kw)
+    (H, W), (ph, pw) = size, pool_size
+    if (kh, kw) != (ph, pw):
+        bias = F.interpolate(bias, (ph, pw), mode='bilinear')
+    bias = bias.reshape(heads, qh * qw, ph * pw).transpose(1, 2)
+    if (qh, qw) != (H, W):
+        bias = F.interpolate(bias.reshape(heads, ph * pw, qh, qw), (H, W), mode='bilinear')
+    return bias.reshape(heads, ph * pw, H * W).transpose(1, 2)
+
+
+@pytest.mark.parametrize('grid, pool, size, pool_size', [
+    ((16, 16), (2, 2), (16, 16), (2, 2)),  # no resizing: a pure gather, bit-identical
+    ((16, 16), (2, 2), (9, 13), (1, 1)),   # smaller input
+    ((12, 20), (3, 5), (31, 17), (7, 4)),  # larger and odd
+    ((8, 8), (8, 8), (5, 11), (5, 11)),    # full attention (sr_ratio 1)
+    ((2, 2), (1, 1), (3, 1), (1, 1)),      # degenerate grids
+])
+def test_per_axis_bias_gather_equals_materialise_and_resize(grid, pool, size, pool_size):
+    from mmtransnext.models.layers import bias_taps, gather_position_bias, relative_position_table
+    inverse_h, inverse_w, table = relative_position_table(grid, pool, (14, 14))
+    values = torch.randn(3, table.shape[0], requires_grad=True)
+    shape = (inverse_h.max().item() + 1, inverse_w.max().item() + 1)
+    taps = bias_taps(inverse_h, inverse_w, size, pool_size, shape)
+    ours = gather_position_bias(values, taps, size, pool_size)
+    ref = _resized_bias_definition(values, inverse_h, inverse_w, size, pool_size)
+    if (grid, pool) == (size, pool_size):
+        assert taps.rows_weight is None and taps.cols_weight is None and torch.equal(ours, ref)
+    # float32: the same weights, summed in another order
+    torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-6)
+    grad = torch.randn_like(ref)
+    ours_grad, = torch.autograd.grad(ours, values, grad)
+    ref_grad, = torch.autograd.grad(ref, values, grad)
+    torch.testing.assert_close(ours_grad, ref_grad, rtol=1e-5, atol=1e-5)

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from mmtransnext.models import TransNeXt
+from mmtransnext.ops import ext_available
 
 from .conftest import golden_arch
 from .helpers import ROOT, printed_metrics, run_tool
@@ -103,18 +104,27 @@ def test_truncated_checkpoint_refused_by_resume(toy_imagenet, tmp_path):
     assert 'iter_2.pth' in result.stderr and 'truncated, corrupt' in result.stderr
 
 
-def test_bfloat16_autocast_close_to_float32(golden):
+_AUTOCAST = [('cpu', torch.bfloat16, impl) for impl in ('pytorch', 'ext')] + [
+    pytest.param('cuda', dtype, impl, marks=pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a GPU'))
+    for dtype in (torch.float16, torch.bfloat16) for impl in ('pytorch', 'ext')]
+
+
+@pytest.mark.parametrize('device, dtype, attn_impl', _AUTOCAST)
+def test_autocast_close_to_float32(golden, device, dtype, attn_impl):
+    if attn_impl == 'ext' and not ext_available(device):
+        pytest.skip(f'mmtransnext._ext has no {device} kernels in this build')
     case = golden['cases'][1]
-    model = TransNeXt(arch=golden_arch(golden), img_size=64, pretrain_size=224).eval()
+    model = TransNeXt(arch=golden_arch(golden), img_size=64, pretrain_size=224, attn_impl=attn_impl).eval()
     model.load_state_dict(golden['backbone_state_dict'])
-    x = case['input'].clone().requires_grad_(True)
-    with torch.autocast('cpu', dtype=torch.bfloat16):
+    model.to(device)
+    x = case['input'].clone().to(device).requires_grad_(True)
+    with torch.autocast(device, dtype=dtype):
         outs = model(x)
-        loss = sum((o.float() * w).sum() for o, w in zip(outs, case['loss_weights']))
+        loss = sum((o.float() * w.to(device)).sum() for o, w in zip(outs, case['loss_weights']))
     loss.backward()
     assert all(torch.isfinite(o).all() for o in outs) and torch.isfinite(x.grad).all()
     for out, ref in zip(outs, case['outputs']):
-        rel = (out.float() - ref).norm() / ref.norm()
+        rel = (out.float().cpu() - ref).norm() / ref.norm()
         assert rel < 0.05, rel
-    grad_rel = (x.grad - case['input_grad']).norm() / case['input_grad'].norm()
+    grad_rel = (x.grad.cpu() - case['input_grad']).norm() / case['input_grad'].norm()
     assert grad_rel < 0.1, grad_rel

@@ -1,13 +1,17 @@
-"""Time and peak memory of TransNeXt-T against mmdet's Swin-T, batch 1, all rows in one run.
+"""Time and peak memory of TransNeXt-T (each attention implementation) against mmdet's Swin-T,
+batch 1, all rows measured in one run.
 
-    python tools/analysis/benchmark.py [--sizes 512x512 800x1216] [--repeats 3] [--rows ...]
+    python tools/analysis/benchmark.py [--sizes 512x512 800x1216] [--repeats 3] [--rows ...] [--amp bf16]
 
 Each row runs in a fresh subprocess, so that peak memory is that row's alone: on the CPU the peak
 resident set size (ru_maxrss) above the process's size just before the first forward; on a GPU
 torch.cuda.max_memory_allocated. Times are the median over --repeats after one warm-up.
-Rows: transnext (pure-PyTorch attention), transnext_cp (with_cp=True), swin.
+Rows: transnext_pytorch (attn_impl='pytorch', the reference), transnext_ext (the C++/CUDA op),
+transnext_ext_cp (the op and with_cp=True), swin (mmdet's Swin-T; skipped where mmdet is absent).
+Ratios are to Swin-T when it is measured, else to transnext_pytorch.
 """
 import argparse
+import importlib.util
 import json
 import resource
 import statistics
@@ -16,25 +20,31 @@ import sys
 import time
 import warnings
 
-ROWS = ('transnext', 'transnext_cp', 'swin')
+ROWS = ('transnext_pytorch', 'transnext_ext', 'transnext_ext_cp', 'swin')
 
 
-def build(row):
+def build(row, img_size):
     warnings.filterwarnings('ignore')
     if row == 'swin':
         from mmdet.models.backbones import SwinTransformer
         return SwinTransformer(embed_dims=96, depths=[2, 2, 6, 2], num_heads=[3, 6, 12, 24], window_size=7,
                                drop_path_rate=0.2)
     from mmtransnext.models import TransNeXt
-    return TransNeXt(arch='tiny', img_size=800, pretrain_size=224, drop_path_rate=0.2, with_cp=row.endswith('_cp'))
+    impl = 'ext' if row.startswith('transnext_ext') else 'pytorch'
+    return TransNeXt(arch='tiny', img_size=img_size, pretrain_size=224, drop_path_rate=0.2, with_cp=row.endswith('_cp'),
+                     attn_impl=impl)
 
 
-def measure(row, h, w, repeats):
+def measure(row, h, w, repeats, amp, img_size):
     """One row in this process: {'forward': s, 'train': s, 'peak_mb': MB}."""
+    import contextlib
+
     import torch
     device = 'cuda' if torch.cuda.is_available() else 'cpu'
-    model = build(row).to(device)
+    model = build(row, img_size).to(device)
     x = torch.randn(1, 3, h, w, device=device)
+    dtype = dict(fp16=torch.float16, bf16=torch.bfloat16).get(amp)
+    autocast = (lambda: torch.autocast(device, dtype=dtype)) if dtype else contextlib.nullcontext
 
     def sync():
         if device == 'cuda':
@@ -42,12 +52,14 @@ def measure(row, h, w, repeats):
 
     def forward():
         model.eval()
-        with torch.no_grad():
+        with torch.no_grad(), autocast():
             model(x)
 
     def train_step():
         model.train()
-        sum(o.float().mean() for o in model(x)).backward()
+        with autocast():
+            loss = sum(o.float().mean() for o in model(x))
+        loss.backward()
 
     base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     result = {}
@@ -73,28 +85,46 @@ def main():
     parser.add_argument('--sizes', nargs='+', default=['512x512', '800x1216'])
     parser.add_argument('--repeats', type=int, default=3)
     parser.add_argument('--rows', nargs='+', default=list(ROWS), choices=ROWS)
+    parser.add_argument('--img-size', type=int, help="TransNeXt's img_size (default: the input's shorter side, as "
+                        'the paper configs set it: 512 for ADE20K crops, 800 for COCO)')
+    parser.add_argument('--amp', choices=['none', 'fp16', 'bf16'], default='none', help='torch.autocast dtype')
     parser.add_argument('--child', nargs=4, metavar=('ROW', 'H', 'W', 'REPEATS'), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         row, h, w, repeats = args.child
-        print(json.dumps(measure(row, int(h), int(w), int(repeats))))
+        print(json.dumps(measure(row, int(h), int(w), int(repeats), args.amp, args.img_size)))
         return
+    rows = list(args.rows)
+    if 'swin' in rows and importlib.util.find_spec('mmdet') is None:
+        print('mmdet is not installed: no Swin-T row', file=sys.stderr)
+        rows.remove('swin')
+    import torch
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else f'CPU, {torch.get_num_threads()} threads'
+    print(f'device: {device}; batch 1; autocast: {args.amp}; median of {args.repeats}')
+    baseline = 'swin' if 'swin' in rows else 'transnext_pytorch'
+    base_name = 'Swin-T' if baseline == 'swin' else 'PyTorch path'
 
-    print('| input | backbone | forward (s) | fwd+bwd (s) | peak memory (MiB) | fwd+bwd / Swin-T | memory / Swin-T |')
+    print(f'| input | backbone | forward (s) | fwd+bwd (s) | peak memory (MiB) | fwd+bwd / {base_name} | '
+          f'memory / {base_name} |')
     print('|---|---|---|---|---|---|---|')
     for size in args.sizes:
         h, w = map(int, size.split('x'))
         results = {}
-        for row in args.rows:
-            out = subprocess.run([sys.executable, __file__, '--child', row, str(h), str(w), str(args.repeats)],
-                                 capture_output=True, text=True, check=True).stdout
+        for row in rows:
+            proc = subprocess.run([sys.executable, __file__, '--child', row, str(h), str(w), str(args.repeats),
+                                   '--amp', args.amp, '--img-size', str(args.img_size or min(h, w))],
+                                  capture_output=True, text=True)
+            if proc.returncode != 0:
+                print(f'  {row} at {size} failed:\n{proc.stderr[-2000:]}', file=sys.stderr, flush=True)
+                continue
+            out = proc.stdout
             results[row] = json.loads(out.strip().splitlines()[-1])
             print(f'  measured {row} at {size}', file=sys.stderr, flush=True)
-        swin = results.get('swin')
+        base = results.get(baseline)
         for row, r in results.items():
-            ratio_t = f'{r["train"] / swin["train"]:.2f}x' if swin else '-'
-            ratio_m = f'{r["peak_mb"] / swin["peak_mb"]:.2f}x' if swin else '-'
-            print(f'| {h} x {w} | {row} | {r["forward"]:.2f} | {r["train"]:.2f} | {r["peak_mb"]:.0f} | {ratio_t} | '
+            ratio_t = f'{r["train"] / base["train"]:.2f}x' if base else '-'
+            ratio_m = f'{r["peak_mb"] / base["peak_mb"]:.2f}x' if base else '-'
+            print(f'| {h} x {w} | {row} | {r["forward"]:.3f} | {r["train"]:.3f} | {r["peak_mb"]:.0f} | {ratio_t} | '
                   f'{ratio_m} |', flush=True)
 
 

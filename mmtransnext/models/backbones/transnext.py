@@ -10,6 +10,7 @@ from mmengine.model import BaseModule
 from mmengine.model.weight_init import trunc_normal_
 from mmengine.registry import MODELS
 
+from ...ops import ATTN_IMPLS, resolve_attn_impl
 from ...utils.checkpoint import load_backbone_weights
 from ..layers import (AggregatedAttention, ConvolutionalGLU, FullAttention, OverlapPatchEmbed, StageGeometry,
                       stage_geometry)
@@ -30,17 +31,19 @@ class TransNeXtBlock(nn.Module):
         drop (float): dropout rate after projections. Defaults to 0.
         attn_drop (float): dropout rate on attention weights. Defaults to 0.
         drop_path (float): stochastic depth rate. Defaults to 0.
+        attn_impl (str): see :class:`AggregatedAttention`. Defaults to 'auto'.
     """
 
     def __init__(self, dim, num_heads, mlp_ratio, sr_ratio, window_size=3, qkv_bias=True, drop=0.,
-                 attn_drop=0., drop_path=0.):
+                 attn_drop=0., drop_path=0., attn_impl='auto'):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=1e-6)
         if sr_ratio == 1:
             self.attn = FullAttention(dim, num_heads, qkv_bias=qkv_bias, attn_drop=attn_drop, proj_drop=drop)
         else:
             self.attn = AggregatedAttention(dim, num_heads, window_size=window_size, sr_ratio=sr_ratio,
-                                            qkv_bias=qkv_bias, attn_drop=attn_drop, proj_drop=drop)
+                                            qkv_bias=qkv_bias, attn_drop=attn_drop, proj_drop=drop,
+                                            attn_impl=attn_impl)
         self.norm2 = nn.LayerNorm(dim, eps=1e-6)
         self.mlp = ConvolutionalGLU(dim, int(dim * mlp_ratio), drop=drop)
         self.drop_path = DropPath(drop_path) if drop_path > 0. else nn.Identity()
@@ -86,6 +89,10 @@ class TransNeXt(BaseModule):
             Defaults to 0.
         with_cp (bool): activation checkpointing per block, trading compute for memory.
             Defaults to False.
+        attn_impl (str): local-window attention implementation: 'auto' (the C++/CUDA op
+            ``mmtransnext._ext`` where it is built for the input's device, else PyTorch), 'ext'
+            (the op; an error naming how to build it if it is missing) or 'pytorch' (the
+            reference, exactly the official arithmetic). Defaults to 'auto'.
         frozen_stages (int): -1 freezes nothing, 0 the first patch embedding (the stem), k >= 1
             stages 1..k entirely (patch embedding, blocks, norm). Defaults to -1.
         init_cfg (dict, optional): ``dict(type='Pretrained', checkpoint=PATH)`` loads a released
@@ -125,6 +132,7 @@ class TransNeXt(BaseModule):
                  attn_drop_rate: float = 0.,
                  drop_path_rate: float = 0.,
                  with_cp: bool = False,
+                 attn_impl: str = 'auto',
                  frozen_stages: int = -1,
                  init_cfg=None):
         super().__init__(init_cfg=init_cfg)
@@ -144,6 +152,11 @@ class TransNeXt(BaseModule):
             raise ValueError(f'frozen_stages must be in [-1, {self.num_stages}], got {frozen_stages}')
         self.frozen_stages = frozen_stages
         self.with_cp = with_cp
+        if attn_impl not in ATTN_IMPLS:
+            raise ValueError(f'attn_impl must be one of {ATTN_IMPLS}, got {attn_impl!r}')
+        if attn_impl == 'ext':
+            resolve_attn_impl(attn_impl, 'cpu')  # fails early, saying how to build the op
+        self.attn_impl = attn_impl
 
         dpr = torch.linspace(0, drop_path_rate, sum(self.depths)).tolist()
         for i in range(self.num_stages):
@@ -157,7 +170,7 @@ class TransNeXt(BaseModule):
             blocks = nn.ModuleList([
                 TransNeXtBlock(self.embed_dims[i], s['num_heads'][i], s['mlp_ratios'][i], self.sr_ratios[i],
                                window_size=self.window_sizes[i], qkv_bias=qkv_bias, drop=drop_rate,
-                               attn_drop=attn_drop_rate, drop_path=dpr[start + j])
+                               attn_drop=attn_drop_rate, drop_path=dpr[start + j], attn_impl=attn_impl)
                 for j in range(self.depths[i])
             ])
             setattr(self, f'patch_embed{i + 1}', patch_embed)

@@ -8,7 +8,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .position_bias import StageGeometry, resize_pool_bias
+from ...ops import local_aggregation, local_similarity
+from .position_bias import StageGeometry, gather_position_bias
 
 
 class _CosineAttention(nn.Module):
@@ -36,10 +37,8 @@ class _CosineAttention(nn.Module):
     def position_bias(self, geometry: StageGeometry) -> torch.Tensor:
         """Continuous position bias (heads, N, pool_len) for the current feature size."""
         table = geometry.rel_table.to(self.cpb_fc1.weight.dtype)
-        bias = self.cpb_fc2(self.cpb_act(self.cpb_fc1(table))).transpose(0, 1)
-        (qh, qw), (kh, kw) = geometry.bias_query_grid, geometry.bias_key_grid
-        bias = bias[:, geometry.rel_index.view(-1)].view(-1, qh * qw, kh * kw)
-        return resize_pool_bias(bias, geometry)
+        values = self.cpb_fc2(self.cpb_act(self.cpb_fc1(table))).transpose(0, 1)  # (heads, offsets)
+        return gather_position_bias(values, geometry.bias_taps, geometry.size, geometry.pool_size)
 
     def scale_queries(self, q_norm: torch.Tensor, geometry: StageGeometry) -> torch.Tensor:
         return (q_norm + self.query_embedding) * F.softplus(self.temperature) * geometry.seq_length_scale
@@ -60,13 +59,17 @@ class AggregatedAttention(_CosineAttention):
         qkv_bias (bool): bias in the query / key-value projections. Defaults to True.
         attn_drop (float): dropout on attention weights. Defaults to 0.
         proj_drop (float): dropout after the output projection. Defaults to 0.
+        attn_impl (str): local-window attention by 'auto' (the C++/CUDA op where built for the
+            input's device), 'ext' (the op, an error if it is not built) or 'pytorch' (the
+            reference). Defaults to 'auto'.
     """
 
     def __init__(self, dim, num_heads, window_size=3, sr_ratio=8, qkv_bias=True, attn_drop=0.,
-                 proj_drop=0.):
+                 proj_drop=0., attn_impl='auto'):
         super().__init__(dim, num_heads, attn_drop, proj_drop)
         if window_size % 2 != 1:
             raise ValueError(f'window_size must be odd, got {window_size}')
+        self.attn_impl = attn_impl
         self.window_size = window_size
         self.local_len = window_size**2
         self.sr_ratio = sr_ratio
@@ -86,7 +89,6 @@ class AggregatedAttention(_CosineAttention):
 
     def forward(self, x: torch.Tensor, geometry: StageGeometry) -> torch.Tensor:
         B, N, C = x.shape
-        H, W = geometry.size
         pool_len = geometry.pool_size[0] * geometry.pool_size[1]
         heads, head_dim = self.num_heads, self.head_dim
 
@@ -94,17 +96,12 @@ class AggregatedAttention(_CosineAttention):
         q_scaled = self.scale_queries(q_norm, geometry)
 
         # local keys / values: every pixel's window, keys L2-normalised
-        k_local, v_local = self.kv(x).chunk(2, dim=-1)
-        k_local = F.normalize(k_local.reshape(B, N, heads, head_dim), dim=-1).reshape(B, N, -1)
-        kv_local = torch.cat([k_local, v_local], dim=-1).permute(0, 2, 1).reshape(B, -1, H, W)
-        kv_local = F.unfold(kv_local, self.window_size, padding=self.window_size // 2)
-        k_local, v_local = kv_local.reshape(B, 2 * heads, head_dim, self.local_len, N).permute(
-            0, 1, 4, 2, 3).chunk(2, dim=1)
-        attn_local = (q_scaled.unsqueeze(-2) @ k_local).squeeze(-2) + self.relative_pos_bias_local.unsqueeze(1)
-        attn_local = attn_local.masked_fill(geometry.padding_mask, float('-inf'))
+        k_local, v_local = self.kv(x).reshape(B, N, 2 * heads, head_dim).permute(0, 2, 1, 3).chunk(2, dim=1)
+        attn_local = local_similarity(q_scaled, F.normalize(k_local, dim=-1), self.relative_pos_bias_local,
+                                      geometry.size, self.window_size, self.attn_impl, geometry.padding_mask)
 
         # pooled keys / values
-        x_pool = x.permute(0, 2, 1).reshape(B, -1, H, W)
+        x_pool = x.permute(0, 2, 1).reshape(B, -1, *geometry.size)
         x_pool = F.adaptive_avg_pool2d(self.act(self.sr(x_pool)), geometry.pool_size)
         x_pool = self.norm(x_pool.reshape(B, -1, pool_len).permute(0, 2, 1))
         k_pool, v_pool = self.kv(x_pool).reshape(B, pool_len, 2 * heads, head_dim).permute(0, 2, 1, 3).chunk(
@@ -117,7 +114,7 @@ class AggregatedAttention(_CosineAttention):
         attn_local, attn_pool = torch.split(attn, [self.local_len, pool_len], dim=-1)
 
         local_weights = (q_norm @ self.learnable_tokens) + self.learnable_bias + attn_local
-        x_local = (local_weights.unsqueeze(-2) @ v_local.transpose(-2, -1)).squeeze(-2)
+        x_local = local_aggregation(local_weights, v_local, geometry.size, self.window_size, self.attn_impl)
         out = (x_local + attn_pool @ v_pool).transpose(1, 2).reshape(B, N, C)
         return self.project(out)
 

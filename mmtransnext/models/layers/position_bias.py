@@ -13,17 +13,21 @@ import torch.nn.functional as F
 Size2d = Tuple[int, int]
 
 
-# Memoised: in interpolation mode every input size of a stage uses the same img_size-grid table,
-# whose index alone is Nq * Nk int64 (200 MB for stage 1 at img_size 800); keep one copy, not one per
-# cached size. Callers must not modify the returned tensors.
+# Memoised: in interpolation mode every input size of a stage shares the img_size-grid table.
+# Callers must not modify the returned tensors.
 @functools.lru_cache(maxsize=16)
 def relative_position_table(query_size: Size2d, key_size: Size2d, pretrain_size: Size2d,
-                            device=None) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Log-spaced relative coordinates between a query grid and its pooled key grid.
+                            device=None) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Log-spaced relative coordinates between a query grid and its pooled key grid, per axis.
 
     Key positions are the average-pooled query coordinates (the pooled tokens sit at the centre of
     their pooling window). Coordinates are normalised by the pretraining grid, so that a model
     pretrained at 224 px sees the same coordinate range at any resolution.
+
+    The (h, w) offsets of all query-key pairs form the Cartesian product of the per-axis offsets,
+    so the unique rows of the official ``torch.unique(pairs, dim=0)`` are the product of the
+    per-axis unique values, in the same lexicographic order: found per axis, without sorting
+    Nq * Nk rows.
 
     Args:
         query_size (tuple[int]): (H, W) of the query grid.
@@ -32,15 +36,13 @@ def relative_position_table(query_size: Size2d, key_size: Size2d, pretrain_size:
         device (torch.device, optional): where to build the tensors. Defaults to None (CPU).
 
     Returns:
-        tuple[Tensor, Tensor]: ``index`` (Nq * Nk,) into ``table`` (T, 2), the unique transformed
-        coordinates, so that the bias MLP runs on each distinct offset once.
+        tuple[Tensor, Tensor, Tensor]: ``inverse_h`` (H_q, H_k) and ``inverse_w`` (W_q, W_k), the
+        per-axis offset indices, and ``table`` (U_h * U_w, 2), the unique transformed coordinates
+        (row ``inverse_h * U_w + inverse_w`` for a pair), so the bias MLP runs on each offset once.
     """
     if min(pretrain_size) < 2:
         raise ValueError(f'pretrain_size gives a {pretrain_size} grid at this stage; it must be at '
                          'least 2 x 2 (use the resolution the checkpoint was pretrained at, e.g. 224)')
-    # The (h, w) offsets of all query-key pairs form the Cartesian product of the per-axis offsets,
-    # so the unique rows of the official `torch.unique(pairs, dim=0)` are the product of the per-axis
-    # unique values (in the same lexicographic order): found per axis, without sorting Nq * Nk rows.
     uniques, inverses = [], []
     for q_len, k_len, p_len in zip(query_size, key_size, pretrain_size):
         q_axis = torch.arange(q_len, dtype=torch.float32, device=device)
@@ -49,13 +51,94 @@ def relative_position_table(query_size: Size2d, key_size: Size2d, pretrain_size:
         values, inverse = torch.unique(relative, return_inverse=True)
         uniques.append(values)
         inverses.append(inverse)
-    (values_h, values_w), (inverse_h, inverse_w) = uniques, inverses
-    table = torch.stack(torch.meshgrid(values_h, values_w, indexing='ij'), dim=-1).reshape(-1, 2)
-    # index of the pair (query (qh, qw), key (kh, kw)), laid out as (qh, qw, kh, kw)
-    index = (inverse_h[:, None, :, None] * len(values_w) + inverse_w[None, :, None, :]).reshape(-1)
+    table = torch.stack(torch.meshgrid(*uniques, indexing='ij'), dim=-1).reshape(-1, 2)
     table = torch.sign(table) * torch.log2(table.abs() + 1.0) / torch.log2(
         torch.tensor(8, dtype=torch.float32, device=device))
-    return index, table
+    return inverses[0], inverses[1], table
+
+
+def linear_resize_taps(in_len: int, out_len: int, device=None) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Source indices and weights of ``F.interpolate(mode='bilinear')`` along one axis.
+
+    Bilinear resizing is separable: each output position reads at most two inputs of each axis,
+    with the same weights as 1-d linear resizing (read off by resizing the identity).
+
+    Returns:
+        tuple[Tensor, Tensor]: (out_len, taps) long indices and float weights.
+    """
+    if in_len == out_len:
+        return torch.arange(out_len, device=device)[:, None], torch.ones(out_len, 1, device=device)
+    matrix = F.interpolate(torch.eye(in_len, device=device)[None], out_len, mode='linear')[0].T
+    weight, index = matrix.topk(min(2, in_len), dim=-1)
+    return index, weight
+
+
+def _axis_bias_taps(inverse: torch.Tensor, out_query: int, out_key: int):
+    """Taps of one axis of the resized bias: for output (query y, key k), the unique offsets and
+    weights that bilinear resizing of the query and key grids combines.
+
+    Returns:
+        tuple[Tensor, Tensor]: (taps, out_query, out_key) indices into the axis' unique offsets and
+        float weights; taps that are zero everywhere are dropped (one tap without resizing).
+    """
+    q_index, q_weight = linear_resize_taps(inverse.shape[0], out_query, inverse.device)
+    k_index, k_weight = linear_resize_taps(inverse.shape[1], out_key, inverse.device)
+    index = inverse[q_index[:, None, :, None], k_index[None, :, None, :]].flatten(2)
+    weight = (q_weight[:, None, :, None] * k_weight[None, :, None, :]).flatten(2)
+    used = weight.ne(0).flatten(0, 1).any(0)
+    return index[..., used].permute(2, 0, 1), weight[..., used].permute(2, 0, 1)
+
+
+class BiasTaps(NamedTuple):
+    """Where the resized position bias (heads, H * W, ph * pw) reads the MLP's per-offset values
+    (heads, U_h, U_w): first along H (``rows``: (taps, H * ph) indices into U_h), then along W
+    (``cols``: (taps, W * ph * pw) indices into the (ph, U_w) rows). Weights are None for a
+    single tap of weight 1 (no resizing on that axis), so that case is a pure gather."""
+    table_shape: Size2d
+    rows_index: torch.Tensor
+    rows_weight: Optional[torch.Tensor]
+    cols_index: torch.Tensor
+    cols_weight: Optional[torch.Tensor]
+
+
+def bias_taps(inverse_h: torch.Tensor, inverse_w: torch.Tensor, size: Size2d, pool_size: Size2d,
+              table_shape: Size2d) -> BiasTaps:
+    (H, W), (ph, pw), (_, u_w) = size, pool_size, table_shape
+    rows_index, rows_weight = _axis_bias_taps(inverse_h, H, ph)  # (taps, H, ph)
+    cols_index, cols_weight = _axis_bias_taps(inverse_w, W, pw)  # (taps, W, pw)
+    # column taps address the (ph, U_w) plane of one query row, laid out as (W, ph, pw)
+    ky = torch.arange(ph, device=cols_index.device)[None, None, :, None]
+    cols_index = (ky * u_w + cols_index[:, :, None, :]).flatten(1)
+
+    def single(weight):
+        return weight.shape[0] == 1 and bool(weight.eq(1).all())
+
+    return BiasTaps(table_shape, rows_index.flatten(1), None if single(rows_weight) else rows_weight.flatten(1)[..., None],
+                    cols_index, None if single(cols_weight) else cols_weight[:, :, None, :])
+
+
+def gather_position_bias(values: torch.Tensor, taps: BiasTaps, size: Size2d, pool_size: Size2d) -> torch.Tensor:
+    """The position bias (heads, H * W, ph * pw) from the MLP's values (heads, U_h * U_w).
+
+    Equals generating the bias on the ``img_size`` grids and resizing it bilinearly (keys, then
+    queries, as the official model does) up to float rounding, without materialising it at the
+    ``img_size`` grids: two per-axis gathers of at most 4 taps each.
+    """
+    (H, W), (ph, pw) = size, pool_size
+    heads = values.shape[0]
+    values = values.reshape(heads, *taps.table_shape)
+    rows = None
+    for t, index in enumerate(taps.rows_index):
+        term = values.index_select(1, index)
+        term = term if taps.rows_weight is None else term * taps.rows_weight[t]
+        rows = term if rows is None else rows + term
+    rows = rows.reshape(heads, H, ph * taps.table_shape[1])
+    bias = None
+    for t, index in enumerate(taps.cols_index):
+        term = rows.index_select(2, index).view(heads, H, W, ph, pw)
+        term = term if taps.cols_weight is None else term * taps.cols_weight[t]
+        bias = term if bias is None else bias + term
+    return bias.reshape(heads, H * W, ph * pw)
 
 
 def local_window_stats(size: Size2d, window_size: int, device=None) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -80,16 +163,14 @@ def local_window_stats(size: Size2d, window_size: int, device=None) -> Tuple[tor
 class StageGeometry(NamedTuple):
     """What one stage's attention needs about the current feature size.
 
-    ``bias_query_grid`` / ``bias_key_grid`` are the grids the position bias is generated on: the
-    ``img_size`` grids in interpolation mode (resized bilinearly to ``size`` / ``pool_size``), the
-    real grids in extrapolation mode.
+    ``rel_table`` holds the coordinates the bias MLP runs on: offsets on the ``img_size`` grids in
+    interpolation mode (the bias is then resized bilinearly to ``size`` / ``pool_size``, through
+    ``bias_taps``), on the real grids in extrapolation mode.
     """
     size: Size2d
     pool_size: Size2d
-    rel_index: torch.Tensor
     rel_table: torch.Tensor
-    bias_query_grid: Size2d
-    bias_key_grid: Size2d
+    bias_taps: BiasTaps
     seq_length_scale: torch.Tensor
     padding_mask: Optional[torch.Tensor]
 
@@ -116,8 +197,9 @@ def stage_geometry(size: Size2d, sr_ratio: int, window_size: Optional[int], pret
     if min(key_grid) < 1:
         raise ValueError(f'img_size gives a {query_grid} grid, smaller than the pooling ratio '
                          f'{sr_ratio} of its stage: increase img_size')
-    rel_index, rel_table = relative_position_table(tuple(query_grid), key_grid, tuple(pretrain_grid),
-                                                   None if device is None else torch.device(device))
+    inverse_h, inverse_w, rel_table = relative_position_table(tuple(query_grid), key_grid, tuple(pretrain_grid),
+                                                              None if device is None else torch.device(device))
+    taps = bias_taps(inverse_h, inverse_w, size, pool_size, (inverse_h.max().item() + 1, inverse_w.max().item() + 1))
     pool_len = pool_size[0] * pool_size[1]
     if window_size is None:
         seq_length_scale = torch.log(torch.as_tensor(float(pool_len), device=device))
@@ -125,28 +207,4 @@ def stage_geometry(size: Size2d, sr_ratio: int, window_size: Optional[int], pret
     else:
         local_len, padding_mask = local_window_stats(size, window_size, device)
         seq_length_scale = torch.log(local_len + pool_len)
-    return StageGeometry(size, pool_size, rel_index, rel_table, query_grid, key_grid,
-                         seq_length_scale, padding_mask)
-
-
-def resize_pool_bias(bias: torch.Tensor, geometry: StageGeometry) -> torch.Tensor:
-    """Bilinearly resize a bias generated on the ``img_size`` grids to the real grids.
-
-    Keys first, then queries, as the official implementation does (bilinear resizing is not
-    exactly commutative in floating point).
-
-    Args:
-        bias (Tensor): (heads, Nq_grid, Nk_grid).
-
-    Returns:
-        Tensor: (heads, N, pool_len).
-    """
-    (qh, qw), (kh, kw) = geometry.bias_query_grid, geometry.bias_key_grid
-    (H, W), (ph, pw) = geometry.size, geometry.pool_size
-    heads = bias.shape[0]
-    if (kh, kw) != (ph, pw):
-        bias = F.interpolate(bias.reshape(heads, qh * qw, kh, kw), (ph, pw), mode='bilinear')
-    bias = bias.reshape(heads, qh * qw, ph * pw).transpose(1, 2)
-    if (qh, qw) != (H, W):
-        bias = F.interpolate(bias.reshape(heads, ph * pw, qh, qw), (H, W), mode='bilinear')
-    return bias.reshape(heads, ph * pw, H * W).transpose(1, 2)
+    return StageGeometry(size, pool_size, rel_table, taps, seq_length_scale, padding_mask)

@@ -1,0 +1,214 @@
+"""The local part of aggregated attention: each pixel's ``window_size`` x ``window_size`` neighbourhood.
+
+Two operations, each with a pure-PyTorch reference (``F.unfold``, exactly the official model's
+arithmetic) and the C++/CUDA extension ``mmtransnext._ext``:
+
+* ``local_similarity``: ``query . key[neighbour] + bias[head, neighbour]``, ``-inf`` for neighbours
+  outside the feature map -> (B, heads, N, window_size**2);
+* ``local_aggregation``: ``sum_l weights[l] * value[neighbour l]`` (zero outside) -> (B, heads, N, D).
+
+Query / key / value are (B, heads, N, D) with N = H * W. The extension is registered with
+``torch.library`` (``mmtransnext::local_similarity`` ...), so ``torch.compile`` traces through it.
+"""
+from typing import Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+try:
+    from .. import _ext
+except ImportError:  # built without the op (MMTRANSNEXT_WITH_OPS=0, or torch missing at build time)
+    _ext = None
+
+ATTN_IMPLS = ('auto', 'ext', 'pytorch')
+BUILD_HINT = ('build it with `bash tools/setup_env.sh` (or `pip install --no-build-isolation -e .` with torch '
+              'installed; add FORCE_CUDA=1 for the CUDA kernels), or set attn_impl="pytorch"')
+
+
+def ext_available(device: Optional[torch.device] = None) -> bool:
+    """Whether the extension is built, and (given a device) has kernels for it."""
+    if _ext is None:
+        return False
+    if device is None:
+        return True
+    device = torch.device(device)
+    return device.type == 'cpu' or (device.type == 'cuda' and bool(_ext.with_cuda))
+
+
+def resolve_attn_impl(attn_impl: str, device: torch.device) -> str:
+    """'ext' or 'pytorch' for tensors on ``device``; a clear error when 'ext' cannot run there."""
+    if attn_impl not in ATTN_IMPLS:
+        raise ValueError(f'attn_impl must be one of {ATTN_IMPLS}, got {attn_impl!r}')
+    if attn_impl == 'auto':
+        return 'ext' if ext_available(device) else 'pytorch'
+    if attn_impl == 'ext' and not ext_available(device):
+        what = 'is not built' if _ext is None else f'was built without kernels for {torch.device(device).type}'
+        raise RuntimeError(f'attn_impl="ext": the attention op mmtransnext._ext {what}; {BUILD_HINT}')
+    return attn_impl
+
+
+# ----------------------------------------------------------------------------- reference (PyTorch)
+
+def _unfold_windows(pixels: Tensor, height: int, width: int, window_size: int) -> Tensor:
+    """(B, heads, N, D) -> each pixel's window (B, heads, N, D, L), zero outside the map."""
+    B, heads, N, D = pixels.shape
+    windows = F.unfold(pixels.transpose(-1, -2).reshape(B, heads * D, height, width), window_size,
+                       padding=window_size // 2)
+    return windows.reshape(B, heads, D, window_size**2, N).permute(0, 1, 4, 2, 3)
+
+
+def local_similarity_reference(query: Tensor, key: Tensor, bias: Tensor, height: int, width: int,
+                               window_size: int, padding_mask: Optional[Tensor] = None) -> Tensor:
+    if padding_mask is None:
+        from ..models.layers.position_bias import local_window_stats
+        padding_mask = local_window_stats((height, width), window_size, query.device)[1]
+    attn = (query.unsqueeze(-2) @ _unfold_windows(key, height, width, window_size)).squeeze(-2)
+    return (attn + bias.unsqueeze(1)).masked_fill(padding_mask, float('-inf'))
+
+
+def local_aggregation_reference(weights: Tensor, value: Tensor, height: int, width: int,
+                                window_size: int) -> Tensor:
+    windows = _unfold_windows(value, height, width, window_size)
+    return (weights.unsqueeze(-2) @ windows.transpose(-2, -1)).squeeze(-2)
+
+
+# ----------------------------------------------------------------------------- extension
+
+def _similarity_forward(query: Tensor, key: Tensor, bias: Tensor, height: int, width: int,
+                        window_size: int) -> Tensor:
+    return _ext.local_similarity_forward(query, key, bias, height, width, window_size)
+
+
+def _similarity_backward(grad: Tensor, query: Tensor, key: Tensor, height: int, width: int,
+                         window_size: int) -> Tuple[Tensor, Tensor, Tensor]:
+    grad_query, grad_key, grad_bias = _ext.local_similarity_backward(grad.contiguous(), query, key, height, width,
+                                                                     window_size)
+    return grad_query, grad_key, grad_bias
+
+
+def _aggregation_forward(weights: Tensor, value: Tensor, height: int, width: int, window_size: int) -> Tensor:
+    return _ext.local_aggregation_forward(weights, value, height, width, window_size)
+
+
+def _aggregation_backward(grad: Tensor, weights: Tensor, value: Tensor, height: int, width: int,
+                          window_size: int) -> Tuple[Tensor, Tensor]:
+    grad_weights, grad_value = _ext.local_aggregation_backward(grad.contiguous(), weights, value, height, width,
+                                                               window_size)
+    return grad_weights, grad_value
+
+
+def _save(ctx, inputs, output):
+    ctx.save_for_backward(*inputs[:2])
+    ctx.window = inputs[-3:]
+
+
+if hasattr(torch.library, 'custom_op'):  # torch >= 2.4: visible to torch.compile
+    _similarity_forward_op = torch.library.custom_op('mmtransnext::local_similarity', _similarity_forward,
+                                                     mutates_args=())
+    _similarity_backward_op = torch.library.custom_op('mmtransnext::local_similarity_backward',
+                                                      _similarity_backward, mutates_args=())
+    _aggregation_forward_op = torch.library.custom_op('mmtransnext::local_aggregation', _aggregation_forward,
+                                                      mutates_args=())
+    _aggregation_backward_op = torch.library.custom_op('mmtransnext::local_aggregation_backward',
+                                                       _aggregation_backward, mutates_args=())
+
+    @_similarity_forward_op.register_fake
+    def _(query, key, bias, height, width, window_size):
+        return query.new_empty(*query.shape[:3], window_size**2)
+
+    @_similarity_backward_op.register_fake
+    def _(grad, query, key, height, width, window_size):
+        return torch.empty_like(query), torch.empty_like(key), query.new_empty(query.shape[1], window_size**2)
+
+    @_aggregation_forward_op.register_fake
+    def _(weights, value, height, width, window_size):
+        return torch.empty_like(value)
+
+    @_aggregation_backward_op.register_fake
+    def _(grad, weights, value, height, width, window_size):
+        return torch.empty_like(weights), torch.empty_like(value)
+
+    def _similarity_grad(ctx, grad):
+        return (*_similarity_backward_op(grad, *ctx.saved_tensors, *ctx.window), None, None, None)
+
+    def _aggregation_grad(ctx, grad):
+        return (*_aggregation_backward_op(grad, *ctx.saved_tensors, *ctx.window), None, None, None)
+
+    _similarity_forward_op.register_autograd(_similarity_grad, setup_context=_save)
+    _aggregation_forward_op.register_autograd(_aggregation_grad, setup_context=_save)
+    _similarity_apply, _aggregation_apply = _similarity_forward_op, _aggregation_forward_op
+else:  # older torch: plain autograd functions
+
+    class _Similarity(torch.autograd.Function):
+
+        @staticmethod
+        def forward(ctx, query, key, bias, height, width, window_size):
+            _save(ctx, (query, key, bias, height, width, window_size), None)
+            return _similarity_forward(query, key, bias, height, width, window_size)
+
+        @staticmethod
+        def backward(ctx, grad):
+            return (*_similarity_backward(grad, *ctx.saved_tensors, *ctx.window), None, None, None)
+
+    class _Aggregation(torch.autograd.Function):
+
+        @staticmethod
+        def forward(ctx, weights, value, height, width, window_size):
+            _save(ctx, (weights, value, height, width, window_size), None)
+            return _aggregation_forward(weights, value, height, width, window_size)
+
+        @staticmethod
+        def backward(ctx, grad):
+            return (*_aggregation_backward(grad, *ctx.saved_tensors, *ctx.window), None, None, None)
+
+    _similarity_apply, _aggregation_apply = _Similarity.apply, _Aggregation.apply
+
+
+# ----------------------------------------------------------------------------- public face
+
+def local_similarity(query: Tensor, key: Tensor, bias: Tensor, size: Tuple[int, int], window_size: int,
+                     attn_impl: str = 'auto', padding_mask: Optional[Tensor] = None) -> Tensor:
+    """Similarity of each query with the keys of its window, plus a per-neighbour bias.
+
+    Args:
+        query, key (Tensor): (B, heads, H * W, D).
+        bias (Tensor): (heads, window_size**2).
+        size (tuple[int]): (H, W) of the feature map.
+        window_size (int): odd side of the window.
+        attn_impl (str): 'auto' (the extension where built), 'ext' or 'pytorch'.
+        padding_mask (Tensor, optional): (N, window_size**2), True outside the map; used by the
+            PyTorch path (computed when not given).
+
+    Returns:
+        Tensor: (B, heads, H * W, window_size**2), ``-inf`` for neighbours outside the map.
+    """
+    height, width = size
+    if resolve_attn_impl(attn_impl, query.device) == 'pytorch':
+        return local_similarity_reference(query, key, bias, height, width, window_size, padding_mask)
+    # one dtype for the kernel (autocast may hand over a mix); autograd casts the gradients back
+    dtype = torch.promote_types(query.dtype, key.dtype)
+    return _similarity_apply(query.to(dtype).contiguous(), key.to(dtype).contiguous(),
+                             bias.to(dtype).contiguous(), height, width, window_size)
+
+
+def local_aggregation(weights: Tensor, value: Tensor, size: Tuple[int, int], window_size: int,
+                      attn_impl: str = 'auto') -> Tensor:
+    """Weighted sum of each pixel's window of values.
+
+    Args:
+        weights (Tensor): (B, heads, H * W, window_size**2).
+        value (Tensor): (B, heads, H * W, D).
+        size (tuple[int]): (H, W) of the feature map.
+        window_size (int): odd side of the window.
+        attn_impl (str): 'auto', 'ext' or 'pytorch'.
+
+    Returns:
+        Tensor: (B, heads, H * W, D).
+    """
+    height, width = size
+    if resolve_attn_impl(attn_impl, value.device) == 'pytorch':
+        return local_aggregation_reference(weights, value, height, width, window_size)
+    dtype = torch.promote_types(weights.dtype, value.dtype)
+    return _aggregation_apply(weights.to(dtype).contiguous(), value.to(dtype).contiguous(), height, width,
+                              window_size)

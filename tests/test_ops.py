@@ -1,0 +1,170 @@
+"""The attention op mmtransnext._ext against its PyTorch reference (CPU always, CUDA when present)."""
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from mmtransnext.ops import (ext_available, local_aggregation, local_aggregation_reference, local_similarity,
+                             local_similarity_reference)
+
+REPO = Path(__file__).resolve().parents[1]
+needs_ext = pytest.mark.skipif(not ext_available('cpu'), reason='mmtransnext._ext is not built')
+needs_cuda_ext = pytest.mark.skipif(not (torch.cuda.is_available() and ext_available('cuda')),
+                                    reason='needs a GPU and the op built with CUDA')
+
+# (B, heads, H, W, D, window): 1x1 maps, maps smaller than the window, odd sizes, several heads / dims
+SHAPES = [(1, 1, 1, 1, 4, 3), (2, 3, 2, 1, 5, 3), (1, 2, 2, 2, 8, 5), (2, 2, 5, 7, 16, 3), (1, 4, 9, 4, 32, 3),
+          (3, 1, 6, 11, 3, 5), (1, 2, 13, 13, 24, 7)]
+
+
+def _inputs(B, heads, H, W, D, ws, dtype=torch.float64, device='cpu'):
+    g = torch.Generator().manual_seed(B * 1000 + H * 10 + W)
+    q, k, v = (torch.randn(B, heads, H * W, D, generator=g, dtype=dtype).to(device) for _ in range(3))
+    bias = torch.randn(heads, ws * ws, generator=g, dtype=dtype).to(device)
+    weights = torch.randn(B, heads, H * W, ws * ws, generator=g, dtype=dtype).to(device)
+    return q, k, v, bias, weights
+
+
+def test_ci_builds_the_extension():
+    """CI (MMTRANSNEXT_REQUIRE_EXT=1) must not silently fall back to the PyTorch path."""
+    if os.environ.get('MMTRANSNEXT_REQUIRE_EXT') == '1':
+        assert ext_available('cpu'), 'mmtransnext._ext failed to build or import'
+
+
+@needs_ext
+@pytest.mark.parametrize('shape', [(1, 1, 1, 1, 4, 3), (2, 3, 2, 1, 5, 3), (1, 2, 2, 2, 3, 5), (2, 2, 3, 5, 4, 3),
+                                   (1, 1, 4, 3, 2, 5)])
+def test_gradcheck_float64(shape):
+    B, heads, H, W, D, ws = shape
+    q, k, v, bias, weights = (t.requires_grad_() for t in _inputs(*shape))
+    outside = ~torch.isfinite(local_similarity_reference(q, k, bias, H, W, ws))
+
+    def similarity(q, k, bias):  # -inf entries do not depend on the inputs
+        return local_similarity(q, k, bias, (H, W), ws, 'ext').masked_fill(outside, 0)
+
+    assert torch.autograd.gradcheck(similarity, (q, k, bias))
+    assert torch.autograd.gradcheck(lambda w, v: local_aggregation(w, v, (H, W), ws, 'ext'), (weights, v))
+
+
+def _compare(shape, dtype, device, atol):
+    B, heads, H, W, D, ws = shape
+    q, k, v, bias, weights = _inputs(*shape, dtype=torch.float64, device=device)
+    ref_inputs = [t.clone().requires_grad_() for t in (q, k, bias, weights, v)]
+    ext_inputs = [t.to(dtype).requires_grad_() for t in (q, k, bias, weights, v)]
+    results = []
+    for impl, (q_, k_, b_, w_, v_) in (('pytorch', ref_inputs), ('ext', ext_inputs)):
+        sim = local_similarity(q_, k_, b_, (H, W), ws, impl)
+        agg = local_aggregation(w_, v_, (H, W), ws, impl)
+        finite = torch.isfinite(sim)
+        (sim.masked_fill(~finite, 0).double().sum() * 0.5 + (agg.double() ** 2).sum()).backward()
+        results.append([sim.double(), agg.double()] + [t.grad.double() for t in (q_, k_, b_, w_, v_)])
+    names = ['similarity', 'aggregation', 'grad query', 'grad key', 'grad bias', 'grad weights', 'grad value']
+    for name, ref, ext in zip(names, *results):
+        assert torch.equal(torch.isinf(ref), torch.isinf(ext)), f'{name}: -inf pattern differs'
+        scale = ref[torch.isfinite(ref)].abs().max().clamp(min=1).item()
+        torch.testing.assert_close(ext.nan_to_num(0, 0, 0), ref.nan_to_num(0, 0, 0), rtol=0, atol=atol * scale,
+                                   msg=lambda m: f'{name} ({dtype}): {m}')
+
+
+@needs_ext
+@pytest.mark.parametrize('shape', SHAPES)
+def test_ext_matches_pytorch_on_cpu(shape):
+    _compare(shape, torch.float32, 'cpu', atol=1e-5)
+
+
+@needs_ext
+@pytest.mark.parametrize('dtype', [torch.bfloat16, torch.float16])
+def test_ext_low_precision_on_cpu(dtype):
+    _compare((2, 2, 5, 7, 16, 3), dtype, 'cpu', atol=3e-2 if dtype == torch.bfloat16 else 4e-3)
+
+
+@needs_ext
+def test_ext_mixed_dtypes_are_promoted():
+    """autocast may hand over a bfloat16 query and float32 key: one kernel dtype, grads in each input's."""
+    q, k, v, bias, weights = _inputs(1, 2, 4, 5, 8, 3, dtype=torch.float32)
+    q = q.bfloat16().requires_grad_()
+    k.requires_grad_()
+    out = local_similarity(q, k, bias, (4, 5), 3, 'ext')
+    assert out.dtype == torch.float32
+    out.masked_fill(torch.isinf(out), 0).sum().backward()
+    assert q.grad.dtype == torch.bfloat16 and k.grad.dtype == torch.float32
+
+
+@needs_ext
+def test_bad_arguments_name_the_problem():
+    q, k, v, bias, weights = _inputs(1, 2, 4, 5, 8, 3, dtype=torch.float32)
+    with pytest.raises(RuntimeError, match='expected H \\* W = 21 pixels'):
+        local_similarity(q, k, bias, (3, 7), 3, 'ext')
+    with pytest.raises(RuntimeError, match='window_size must be a positive odd number'):
+        local_aggregation(weights, v, (4, 5), 2, 'ext')
+    with pytest.raises(RuntimeError, match='bias must be \\(heads, window_size\\*\\*2\\)'):
+        local_similarity(q, k, bias[:, :4], (4, 5), 3, 'ext')
+    with pytest.raises(ValueError, match="attn_impl must be one of"):
+        local_aggregation(weights, v, (4, 5), 3, 'fast')
+
+
+def test_missing_extension_says_how_to_build_it(monkeypatch):
+    from mmtransnext.models import TransNeXt
+    from mmtransnext.ops import local_attention
+    monkeypatch.setattr(local_attention, '_ext', None)
+    with pytest.raises(RuntimeError, match='is not built; build it with `bash tools/setup_env.sh`'):
+        TransNeXt(arch='micro', attn_impl='ext')
+    model = TransNeXt(arch='micro', img_size=64, attn_impl='auto').eval()  # falls back to PyTorch
+    with torch.no_grad():
+        assert model(torch.randn(1, 3, 64, 64))[0].shape == (1, 48, 16, 16)
+
+
+@needs_ext
+def test_torch_compile_traces_through_the_op():
+    """Registered with torch.library: dynamo captures forward and backward in one graph, no break."""
+    q, k, v, bias, weights = (t.float().requires_grad_() for t in _inputs(1, 2, 4, 5, 8, 3))
+
+    def block(q, k, v, bias):
+        attn = local_similarity(q, k, bias, (4, 5), 3, 'ext').softmax(-1)
+        return local_aggregation(attn, v, (4, 5), 3, 'ext')
+
+    compiled = torch.compile(block, backend='aot_eager', fullgraph=True)
+    out = compiled(q, k, v, bias)
+    out.sum().backward()
+    grads = [t.grad.clone() for t in (q, k, v, bias)]
+    for t in (q, k, v, bias):
+        t.grad = None
+    block(q, k, v, bias).sum().backward()
+    for got, t in zip(grads, (q, k, v, bias)):
+        torch.testing.assert_close(got, t.grad)
+
+
+@needs_cuda_ext
+@pytest.mark.parametrize('dtype, atol', [(torch.float32, 1e-5), (torch.float16, 4e-3), (torch.bfloat16, 3e-2),
+                                         (torch.float64, 1e-12)])
+@pytest.mark.parametrize('shape', SHAPES)
+def test_ext_matches_pytorch_on_cuda(shape, dtype, atol):
+    _compare(shape, dtype, 'cuda', atol=atol)
+
+
+@needs_cuda_ext
+def test_gradcheck_cuda_float64():
+    B, heads, H, W, D, ws = shape = (2, 2, 5, 7, 8, 3)
+    q, k, v, bias, weights = (t.requires_grad_() for t in _inputs(*shape, device='cuda'))
+    outside = ~torch.isfinite(local_similarity_reference(q, k, bias, H, W, ws))
+    assert torch.autograd.gradcheck(
+        lambda q, k, b: local_similarity(q, k, b, (H, W), ws, 'ext').masked_fill(outside, 0), (q, k, bias))
+    assert torch.autograd.gradcheck(lambda w, v: local_aggregation(w, v, (H, W), ws, 'ext'), (weights, v))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which('nvcc') is None and not Path('/usr/local/cuda/bin/nvcc').exists(),
+                    reason='nvcc not found')
+def test_cuda_sources_compile(tmp_path):
+    """Compile the CUDA kernels (one architecture) even without a GPU, so a broken kernel cannot land."""
+    env = dict(os.environ, FORCE_CUDA='1', TORCH_CUDA_ARCH_LIST='9.0', MAX_JOBS=str(os.cpu_count() or 1),
+               CUDA_HOME=os.environ.get('CUDA_HOME', '/usr/local/cuda'))
+    proc = subprocess.run([sys.executable, 'setup.py', 'build_ext', '--build-temp', str(tmp_path / 'tmp'),
+                           '--build-lib', str(tmp_path / 'lib')], cwd=REPO, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    built = list((tmp_path / 'lib').rglob('_ext*.so'))
+    assert built and b'local_similarity_forward_kernel' in built[0].read_bytes()
