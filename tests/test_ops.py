@@ -168,3 +168,25 @@ def test_cuda_sources_compile(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     built = list((tmp_path / 'lib').rglob('_ext*.so'))
     assert built and b'local_similarity_forward_kernel' in built[0].read_bytes()
+
+
+@needs_ext
+def test_position_bias_mlp_gradcheck_and_reference():
+    from mmtransnext.ops import position_bias_mlp, position_bias_mlp_reference
+    torch.manual_seed(0)
+    fc1, fc2 = torch.nn.Linear(2, 512).double(), torch.nn.Linear(512, 3).double()
+    coords = torch.randn(37, 2, dtype=torch.float64)
+    params = (fc1.weight, fc1.bias, fc2.weight, fc2.bias)
+    assert torch.autograd.gradcheck(lambda *p: torch.ops.mmtransnext.position_bias_mlp(coords, *p), params)
+
+    fc1, fc2 = torch.nn.Linear(2, 512), torch.nn.Linear(512, 5)
+    coords, grad = torch.randn(3000, 2) * 2, torch.randn(5, 3000)
+    results = []
+    for use_ext in (True, False):
+        fc1.zero_grad(), fc2.zero_grad()
+        out = position_bias_mlp(coords, fc1, fc2, use_ext)
+        out.backward(grad)
+        results.append([out.detach()] + [p.grad.clone() for p in (*fc1.parameters(), *fc2.parameters())])
+    for ext, ref in zip(*results):
+        torch.testing.assert_close(ext, ref, rtol=0, atol=2e-6 * ref.abs().max().item())
+    assert torch.equal(position_bias_mlp_reference(coords, fc1, fc2), results[1][0])

@@ -87,10 +87,14 @@ fi
 log "mm* packages and test tools"
 "${PIP[@]}" -q -r "$ROOT/requirements/env.txt"
 
-log "mmtransnext (editable)"
-"${PIP[@]}" -q --no-build-isolation --no-deps -e "$ROOT"
+log "mmtransnext (editable) and its attention op mmtransnext._ext (C++; CUDA too with FORCE_CUDA=1 or a GPU)"
+MAX_JOBS="${MAX_JOBS:-$(nproc)}" "${PIP[@]}" -q --no-build-isolation --no-deps -e "$ROOT"
 
 "$PY" -c 'import mmtransnext, mmdet, mmseg, mmpretrain' || { log "import check failed"; exit 1; }
+if [[ "${MMTRANSNEXT_WITH_OPS:-1}" != 0 ]]; then
+    "$PY" -c 'from mmtransnext.ops import ext_available; assert ext_available("cpu")' \
+        || { log "mmtransnext._ext did not build; see the pip output above (MMTRANSNEXT_WITH_OPS=0 skips it)"; exit 1; }
+fi
 rm -f "$VENV"/.mmtransnext-setup-*
 touch "$STAMP"
 log "done: $VENV"

@@ -39,7 +39,8 @@ class TransNeXtBlock(nn.Module):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=1e-6)
         if sr_ratio == 1:
-            self.attn = FullAttention(dim, num_heads, qkv_bias=qkv_bias, attn_drop=attn_drop, proj_drop=drop)
+            self.attn = FullAttention(dim, num_heads, qkv_bias=qkv_bias, attn_drop=attn_drop, proj_drop=drop,
+                                      attn_impl=attn_impl)
         else:
             self.attn = AggregatedAttention(dim, num_heads, window_size=window_size, sr_ratio=sr_ratio,
                                             qkv_bias=qkv_bias, attn_drop=attn_drop, proj_drop=drop,

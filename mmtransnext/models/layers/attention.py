@@ -8,15 +8,16 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ...ops import local_aggregation, local_similarity
+from ...ops import local_aggregation, local_similarity, position_bias_mlp, resolve_attn_impl
 from .position_bias import StageGeometry, gather_position_bias
 
 
 class _CosineAttention(nn.Module):
     """Parts shared by both attentions: temperature, query embedding, bias MLP, output projection."""
 
-    def __init__(self, dim: int, num_heads: int, attn_drop: float = 0., proj_drop: float = 0.):
+    def __init__(self, dim: int, num_heads: int, attn_drop: float = 0., proj_drop: float = 0., attn_impl='auto'):
         super().__init__()
+        self.attn_impl = attn_impl
         if dim % num_heads != 0:
             raise ValueError(f'embed dim {dim} must be divisible by num_heads {num_heads}')
         self.dim = dim
@@ -37,7 +38,8 @@ class _CosineAttention(nn.Module):
     def position_bias(self, geometry: StageGeometry) -> torch.Tensor:
         """Continuous position bias (heads, N, pool_len) for the current feature size."""
         table = geometry.rel_table.to(self.cpb_fc1.weight.dtype)
-        values = self.cpb_fc2(self.cpb_act(self.cpb_fc1(table))).transpose(0, 1)  # (heads, offsets)
+        use_ext = resolve_attn_impl(self.attn_impl, table.device) == 'ext'
+        values = position_bias_mlp(table, self.cpb_fc1, self.cpb_fc2, use_ext)  # (heads, offsets)
         return gather_position_bias(values, geometry.bias_taps, geometry.size, geometry.pool_size)
 
     def scale_queries(self, q_norm: torch.Tensor, geometry: StageGeometry) -> torch.Tensor:
@@ -66,10 +68,9 @@ class AggregatedAttention(_CosineAttention):
 
     def __init__(self, dim, num_heads, window_size=3, sr_ratio=8, qkv_bias=True, attn_drop=0.,
                  proj_drop=0., attn_impl='auto'):
-        super().__init__(dim, num_heads, attn_drop, proj_drop)
+        super().__init__(dim, num_heads, attn_drop, proj_drop, attn_impl)
         if window_size % 2 != 1:
             raise ValueError(f'window_size must be odd, got {window_size}')
-        self.attn_impl = attn_impl
         self.window_size = window_size
         self.local_len = window_size**2
         self.sr_ratio = sr_ratio
@@ -128,10 +129,12 @@ class FullAttention(_CosineAttention):
         qkv_bias (bool): bias in the qkv projection. Defaults to True.
         attn_drop (float): dropout on attention weights. Defaults to 0.
         proj_drop (float): dropout after the output projection. Defaults to 0.
+        attn_impl (str): 'auto', 'ext' or 'pytorch', for the position-bias MLP (fused on the CPU by
+            the extension). Defaults to 'auto'.
     """
 
-    def __init__(self, dim, num_heads, qkv_bias=True, attn_drop=0., proj_drop=0.):
-        super().__init__(dim, num_heads, attn_drop, proj_drop)
+    def __init__(self, dim, num_heads, qkv_bias=True, attn_drop=0., proj_drop=0., attn_impl='auto'):
+        super().__init__(dim, num_heads, attn_drop, proj_drop, attn_impl)
         self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
 
     def forward(self, x: torch.Tensor, geometry: StageGeometry) -> torch.Tensor:

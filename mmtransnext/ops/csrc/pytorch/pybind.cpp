@@ -14,6 +14,10 @@ at::Tensor local_aggregation_forward(const at::Tensor& weights, const at::Tensor
 std::vector<at::Tensor> local_aggregation_backward(const at::Tensor& grad_out, const at::Tensor& weights,
                                                    const at::Tensor& value, int64_t height, int64_t width,
                                                    int64_t window_size);
+at::Tensor position_bias_mlp_forward(const at::Tensor& coords, const at::Tensor& w1, const at::Tensor& b1,
+                                     const at::Tensor& w2, const at::Tensor& b2);
+std::vector<at::Tensor> position_bias_mlp_backward(const at::Tensor& grad, const at::Tensor& coords,
+                                                   const at::Tensor& w1, const at::Tensor& b1, const at::Tensor& w2);
 }  // namespace mmtransnext
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -31,6 +35,12 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("local_aggregation_backward", &local_aggregation_backward, "gradients of local_aggregation_forward",
         py::arg("grad_out"), py::arg("weights"), py::arg("value"), py::arg("height"), py::arg("width"),
         py::arg("window_size"));
+  m.def("position_bias_mlp_forward", &position_bias_mlp_forward,
+        "fc2(relu(fc1(coords))) -> (heads, T) without materialising the hidden layer (CPU)", py::arg("coords"),
+        py::arg("w1"), py::arg("b1"), py::arg("w2"), py::arg("b2"));
+  m.def("position_bias_mlp_backward", &position_bias_mlp_backward,
+        "weight gradients of position_bias_mlp_forward (w1, b1, w2, b2)", py::arg("grad"), py::arg("coords"),
+        py::arg("w1"), py::arg("b1"), py::arg("w2"));
 #ifdef WITH_CUDA
   m.attr("with_cuda") = true;
 #else

@@ -1,0 +1,76 @@
+"""The continuous position-bias MLP ``fc2(relu(fc1(coords)))``, fused on the CPU.
+
+In every attention block the MLP runs on all distinct relative offsets (tens of thousands) through
+a 512-wide hidden layer; with ``nn.Linear`` that (T, 512) activation is written, re-read and kept
+for backward, which made it the largest cost of a CPU training step. The extension keeps each
+row's hidden layer in registers and recomputes it in backward. GPUs keep ``nn.Linear``.
+"""
+from typing import Tuple
+
+import torch
+from torch import Tensor
+
+from .local_attention import _ext
+
+
+def position_bias_mlp_reference(coords: Tensor, fc1: torch.nn.Linear, fc2: torch.nn.Linear) -> Tensor:
+    """(T, 2) coordinates -> (heads, T) bias values, through the modules (the official arithmetic)."""
+    return fc2(torch.relu(fc1(coords))).transpose(0, 1)
+
+
+def _forward(coords: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor) -> Tensor:
+    return _ext.position_bias_mlp_forward(coords, w1, b1, w2, b2)
+
+
+def _backward(grad: Tensor, coords: Tensor, w1: Tensor, b1: Tensor, w2: Tensor) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    grad_w1, grad_b1, grad_w2, grad_b2 = _ext.position_bias_mlp_backward(grad.contiguous(), coords, w1, b1, w2)
+    return grad_w1, grad_b1, grad_w2, grad_b2
+
+
+def _save(ctx, inputs, output):
+    ctx.save_for_backward(*inputs[:4])
+
+
+def _grad(ctx, grad):
+    return (None, *_backward_apply(grad, *ctx.saved_tensors))
+
+
+if hasattr(torch.library, 'custom_op'):
+    _forward_op = torch.library.custom_op('mmtransnext::position_bias_mlp', _forward, mutates_args=())
+    _backward_op = torch.library.custom_op('mmtransnext::position_bias_mlp_backward', _backward, mutates_args=())
+
+    @_forward_op.register_fake
+    def _(coords, w1, b1, w2, b2):
+        return coords.new_empty(w2.shape[0], coords.shape[0])
+
+    @_backward_op.register_fake
+    def _(grad, coords, w1, b1, w2):
+        return torch.empty_like(w1), torch.empty_like(b1), torch.empty_like(w2), w2.new_empty(w2.shape[0])
+
+    _forward_op.register_autograd(_grad, setup_context=_save)
+    _forward_apply, _backward_apply = _forward_op, _backward_op
+else:
+
+    class _PositionBiasMLP(torch.autograd.Function):
+
+        @staticmethod
+        def forward(ctx, coords, w1, b1, w2, b2):
+            _save(ctx, (coords, w1, b1, w2, b2), None)
+            return _forward(coords, w1, b1, w2, b2)
+
+        @staticmethod
+        def backward(ctx, grad):
+            return _grad(ctx, grad)
+
+    _forward_apply, _backward_apply = _PositionBiasMLP.apply, _backward
+
+
+def position_bias_mlp(coords: Tensor, fc1: torch.nn.Linear, fc2: torch.nn.Linear, use_ext: bool) -> Tensor:
+    """(T, 2) coordinates -> (heads, T) bias values; the fused kernel when ``use_ext`` and on the CPU."""
+    if not (use_ext and coords.device.type == 'cpu' and _ext is not None):
+        return position_bias_mlp_reference(coords, fc1, fc2)
+    dtype = fc2.weight.dtype  # float32 under autocast too: the bias feeds a softmax
+    if dtype not in (torch.float32, torch.float64):
+        return position_bias_mlp_reference(coords, fc1, fc2)
+    return _forward_apply(coords.to(dtype).contiguous(), fc1.weight.contiguous(), fc1.bias.contiguous(),
+                          fc2.weight.contiguous(), fc2.bias.contiguous())
