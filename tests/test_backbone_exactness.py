@@ -171,7 +171,7 @@ def test_per_axis_bias_gather_equals_materialise_and_resize(grid, pool, size, po
     ours = gather_position_bias(values, taps, size, pool_size)
     ref = _resized_bias_definition(values, inverse_h, inverse_w, size, pool_size)
     if (grid, pool) == (size, pool_size):
-        assert taps.rows_weight is None and taps.cols_weight is None and torch.equal(ours, ref)
+        assert taps.rows_weight is None and taps.cols_grid is None and torch.equal(ours, ref)
     # float32: the same weights, summed in another order
     torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-6)
     grad = torch.randn_like(ref)

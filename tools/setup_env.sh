@@ -4,6 +4,9 @@
 # Both of README's commands call it; a second run returns in seconds.
 #
 #   MMTRANSNEXT_PYTHON   interpreter that creates the venv (default: python3.11, else python3)
+#   MMTRANSNEXT_WITH_OPS 0 skips building the attention op (the backbone then runs its PyTorch path)
+#   FORCE_CUDA=1         build the op's CUDA kernels too (automatic when a GPU is visible);
+#                        TORCH_CUDA_ARCH_LIST picks the architectures
 #   MMTRANSNEXT_WHEELS   folder of prebuilt mmcv wheels (default: ../shared/wheels/torch2.14.1-cp311-linux_x86_64)
 set -euo pipefail
 
@@ -18,6 +21,7 @@ log() { echo "[setup_env] $*" >&2; }
 
 # Everything that decides what gets installed or built goes into the stamp.
 stamp_inputs() {
+    echo "ops=${MMTRANSNEXT_WITH_OPS:-1} cuda=${FORCE_CUDA:-0} arch=${TORCH_CUDA_ARCH_LIST:-}"
     cat "$ROOT/tools/setup_env.sh" "$ROOT/setup.py" "$ROOT"/requirements/*.txt
     if [[ -d "$ROOT/mmtransnext/ops/csrc" ]]; then
         find "$ROOT/mmtransnext/ops/csrc" -type f | sort | xargs -r cat

@@ -90,31 +90,37 @@ def _axis_bias_taps(inverse: torch.Tensor, out_query: int, out_key: int):
 
 
 class BiasTaps(NamedTuple):
-    """Where the resized position bias (heads, H * W, ph * pw) reads the MLP's per-offset values
-    (heads, U_h, U_w): first along H (``rows``: (taps, H * ph) indices into U_h), then along W
-    (``cols``: (taps, W * ph * pw) indices into the (ph, U_w) rows). Weights are None for a
-    single tap of weight 1 (no resizing on that axis), so that case is a pure gather."""
+    """How the real-size position bias (heads, H * W, ph * pw) is read from the MLP's per-offset
+    values (heads, U_h, U_w), one axis at a time.
+
+    H axis (small): ``rows_index`` (taps, H * ph) indices into U_h with ``rows_weight`` (taps,
+    H * ph, 1), or None for a single tap of weight 1 (no resizing along H).
+    W axis (full size): without resizing, ``cols_index`` (W * ph * pw,) gathers each query row's
+    (ph, U_w) plane straight into the (W, ph, pw) layout; with resizing (``cols_grid`` = the
+    (query, key) grid sizes along W), ``cols_index`` (grid_q * grid_k,) gathers the bias on that
+    grid and one bilinear ``F.interpolate`` resizes it, a single pass at full size.
+    """
     table_shape: Size2d
     rows_index: torch.Tensor
     rows_weight: Optional[torch.Tensor]
     cols_index: torch.Tensor
-    cols_weight: Optional[torch.Tensor]
+    cols_grid: Optional[Size2d]
 
 
 def bias_taps(inverse_h: torch.Tensor, inverse_w: torch.Tensor, size: Size2d, pool_size: Size2d,
               table_shape: Size2d) -> BiasTaps:
     (H, W), (ph, pw), (_, u_w) = size, pool_size, table_shape
     rows_index, rows_weight = _axis_bias_taps(inverse_h, H, ph)  # (taps, H, ph)
-    cols_index, cols_weight = _axis_bias_taps(inverse_w, W, pw)  # (taps, W, pw)
-    # column taps address the (ph, U_w) plane of one query row, laid out as (W, ph, pw)
-    ky = torch.arange(ph, device=cols_index.device)[None, None, :, None]
-    cols_index = (ky * u_w + cols_index[:, :, None, :]).flatten(1)
-
-    def single(weight):
-        return weight.shape[0] == 1 and bool(weight.eq(1).all())
-
-    return BiasTaps(table_shape, rows_index.flatten(1), None if single(rows_weight) else rows_weight.flatten(1)[..., None],
-                    cols_index, None if single(cols_weight) else cols_weight[:, :, None, :])
+    if rows_weight.shape[0] == 1 and bool(rows_weight.eq(1).all()):
+        rows_weight = None
+    else:
+        rows_weight = rows_weight.flatten(1)[..., None]
+    if tuple(inverse_w.shape) == (W, pw):
+        ky = torch.arange(ph, device=inverse_w.device)[None, :, None]
+        cols_index, cols_grid = (ky * u_w + inverse_w[:, None, :]).reshape(-1), None
+    else:
+        cols_index, cols_grid = inverse_w.reshape(-1), tuple(inverse_w.shape)
+    return BiasTaps(table_shape, rows_index.flatten(1), rows_weight, cols_index, cols_grid)
 
 
 def gather_position_bias(values: torch.Tensor, taps: BiasTaps, size: Size2d, pool_size: Size2d) -> torch.Tensor:
@@ -122,7 +128,8 @@ def gather_position_bias(values: torch.Tensor, taps: BiasTaps, size: Size2d, poo
 
     Equals generating the bias on the ``img_size`` grids and resizing it bilinearly (keys, then
     queries, as the official model does) up to float rounding, without materialising it at the
-    ``img_size`` grids: two per-axis gathers of at most 4 taps each.
+    ``img_size`` grids: bilinear resizing is separable, so the H axis is resized on the small
+    per-offset table and the W axis by one ``F.interpolate`` of (query, key) planes.
     """
     (H, W), (ph, pw) = size, pool_size
     heads = values.shape[0]
@@ -132,13 +139,11 @@ def gather_position_bias(values: torch.Tensor, taps: BiasTaps, size: Size2d, poo
         term = values.index_select(1, index)
         term = term if taps.rows_weight is None else term * taps.rows_weight[t]
         rows = term if rows is None else rows + term
-    rows = rows.reshape(heads, H, ph * taps.table_shape[1])
-    bias = None
-    for t, index in enumerate(taps.cols_index):
-        term = rows.index_select(2, index).view(heads, H, W, ph, pw)
-        term = term if taps.cols_weight is None else term * taps.cols_weight[t]
-        bias = term if bias is None else bias + term
-    return bias.reshape(heads, H * W, ph * pw)
+    if taps.cols_grid is None:  # (heads, H, ph * U_w) -> (heads, H, W, ph, pw)
+        return rows.reshape(heads, H, -1).index_select(2, taps.cols_index).reshape(heads, H * W, ph * pw)
+    planes = rows.index_select(2, taps.cols_index).reshape(heads * H, ph, *taps.cols_grid)
+    planes = F.interpolate(planes, (W, pw), mode='bilinear')  # (heads * H, ph, W, pw)
+    return planes.reshape(heads, H, ph, W, pw).transpose(2, 3).reshape(heads, H * W, ph * pw)
 
 
 def local_window_stats(size: Size2d, window_size: int, device=None) -> Tuple[torch.Tensor, torch.Tensor]:
