@@ -22,7 +22,7 @@ log() { echo "[setup_env] $*" >&2; }
 # Everything that decides what gets installed or built goes into the stamp.
 stamp_inputs() {
     echo "ops=${MMTRANSNEXT_WITH_OPS:-1} cuda=${FORCE_CUDA:-0} arch=${TORCH_CUDA_ARCH_LIST:-}"
-    cat "$ROOT/tools/setup_env.sh" "$ROOT/setup.py" "$ROOT"/requirements/*.txt
+    cat "$ROOT/tools/setup_env.sh" "$ROOT/setup.py" "$ROOT/pyproject.toml" "$ROOT"/requirements/*.txt
     if [[ -d "$ROOT/mmtransnext/ops/csrc" ]]; then
         find "$ROOT/mmtransnext/ops/csrc" -type f | sort | xargs -r cat
     fi
