@@ -5,7 +5,8 @@
 FLOPs are counted by tracing one forward pass with mmengine's FlopAnalyzer, which counts every
 matrix product (the attention's query-key and attention-value products included) as multiply-adds,
 the convention of the paper's tables. Default input: the backbone's img_size for classifiers
-(224, 256 or 384), 512 x 512 for segmentors, 1280 x 800 (W x H) for detectors.
+(224, 256 or 384), 512 x 512 for segmentors, 1280 x 800 (W x H) for detectors. The backbone is traced
+with attn_impl='pytorch': FLOPs belong to the model, and the tracer cannot see inside the C++ op.
 """
 import argparse
 import warnings
@@ -52,6 +53,8 @@ def count(config, shape=None, cfg_options=None):
     shape = tuple(shape or DEFAULT_SHAPES.get(scope, (224, 224)))
     if cfg.model.get('backbone'):
         cfg.model.backbone.init_cfg = None
+        if cfg.model.backbone.get('type') == 'TransNeXt':
+            cfg.model.backbone.attn_impl = 'pytorch'  # count the matrix products the op computes too
     with DefaultScope.overwrite_default_scope(scope):
         model = MODELS.build(cfg.model).eval()
     wrapped = TensorForward(model, scope, shape)
