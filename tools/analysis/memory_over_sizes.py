@@ -1,6 +1,6 @@
 """Resident memory of a training loop whose input size changes every iteration.
 
-    python tools/analysis/memory_over_sizes.py [--arch micro] [--iters 120] [--sizes 40]
+    python tools/analysis/memory_over_sizes.py [--arch micro] [--iters 120] [--sizes 40] [--min-side 128] [--step 8]
 
 Trains the backbone (forward + backward + AdamW step) on random inputs whose sides are drawn from
 --sizes distinct values (more than TransNeXt.geometry_cache_size), and prints the process's resident
@@ -24,11 +24,13 @@ def main():
     parser.add_argument('--arch', default='micro')
     parser.add_argument('--iters', type=int, default=120)
     parser.add_argument('--sizes', type=int, default=40, help='distinct input sides')
+    parser.add_argument('--min-side', type=int, default=128, help='smallest side')
+    parser.add_argument('--step', type=int, default=8, help='difference between consecutive sides')
     args = parser.parse_args()
     random.seed(0)
     model = TransNeXt(arch=args.arch, img_size=224)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    sides = [128 + 8 * i for i in range(args.sizes)]
+    sides = [args.min_side + args.step * i for i in range(args.sizes)]
     print(f'{"iter":>5} {"RSS (MiB)":>10} {"cached sizes":>13}')
     for it in range(1, args.iters + 1):
         x = torch.randn(1, 3, random.choice(sides), random.choice(sides))
