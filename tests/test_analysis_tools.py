@@ -1,0 +1,23 @@
+"""The measuring tools README quotes: they run and print what they promise."""
+import re
+
+from mmtransnext.ops import ext_available
+
+from .helpers import run_tool
+
+
+def test_benchmark_prints_one_row_per_implementation_with_ratios(tmp_path):
+    rows = ['transnext_pytorch'] + (['transnext_ext'] if ext_available('cpu') else [])
+    result = run_tool('tools/analysis/benchmark.py', '--sizes', '64x96', '--repeats', '1', '--rows', *rows,
+                      cwd=tmp_path)
+    table = [line for line in result.stdout.splitlines() if line.startswith('| 64 x 96 |')]
+    assert [line.split('|')[2].strip() for line in table] == rows
+    assert table[0].rstrip().endswith('| 1.00x | 1.00x |')  # the PyTorch path is the baseline without mmdet rows
+    assert all(re.search(r'\| \d+\.\d{2}x \| \d+\.\d{2}x \|$', line) for line in table)
+
+
+def test_memory_over_sizes_reports_the_bounded_cache(tmp_path):
+    result = run_tool('tools/analysis/memory_over_sizes.py', '--iters', '20', '--sizes', '3', '--min-side', '64',
+                      '--step', '8', cwd=tmp_path)
+    iteration, rss, cached = result.stdout.strip().splitlines()[-1].split()
+    assert iteration == '20' and float(rss) > 0 and int(cached) <= 32
