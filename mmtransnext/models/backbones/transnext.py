@@ -10,7 +10,7 @@ from mmengine.model import BaseModule
 from mmengine.model.weight_init import trunc_normal_
 from mmengine.registry import MODELS
 
-from ...ops import ATTN_IMPLS, resolve_attn_impl
+from ...ops import resolve_attn_impl
 from ...utils.checkpoint import load_backbone_weights
 from ..layers import (AggregatedAttention, ConvolutionalGLU, FullAttention, OverlapPatchEmbed, StageGeometry,
                       stage_geometry)
@@ -153,10 +153,7 @@ class TransNeXt(BaseModule):
             raise ValueError(f'frozen_stages must be in [-1, {self.num_stages}], got {frozen_stages}')
         self.frozen_stages = frozen_stages
         self.with_cp = with_cp
-        if attn_impl not in ATTN_IMPLS:
-            raise ValueError(f'attn_impl must be one of {ATTN_IMPLS}, got {attn_impl!r}')
-        if attn_impl == 'ext':
-            resolve_attn_impl(attn_impl, 'cpu')  # fails early, saying how to build the op
+        resolve_attn_impl(attn_impl, 'cpu')  # an unknown name, or 'ext' without the op, fails here saying why
         self.attn_impl = attn_impl
 
         dpr = torch.linspace(0, drop_path_rate, sum(self.depths)).tolist()

@@ -32,7 +32,6 @@ class _CosineAttention(nn.Module):
         self.proj_drop = nn.Dropout(proj_drop)
         # MLP generating the continuous relative position bias from coordinates
         self.cpb_fc1 = nn.Linear(2, 512, bias=True)
-        self.cpb_act = nn.ReLU(inplace=True)
         self.cpb_fc2 = nn.Linear(512, num_heads, bias=True)
 
     def position_bias(self, geometry: StageGeometry) -> torch.Tensor:
