@@ -37,15 +37,17 @@ def make_extensions():
         return [], {}
     csrc = osp.join('mmtransnext', 'ops', 'csrc')
     sources = sorted(glob.glob(osp.join(csrc, 'pytorch', '*.cpp')) + glob.glob(osp.join(csrc, 'pytorch', 'cpu', '*.cpp')))
-    flags = {'cxx': ['-O3', '-fopenmp-simd']}  # vectorise the kernels' '#pragma omp simd' loops
+    # -fopenmp: at::parallel_for is a header template over '#pragma omp parallel'; without it the
+    # kernels run on one thread (the OpenMP runtime is the one torch has already loaded)
+    flags = {'cxx': ['-O3', '-fopenmp']}
     with_cuda = os.getenv('FORCE_CUDA', '0') == '1' or (torch.cuda.is_available() and CUDA_HOME is not None)
     if with_cuda:
         sources += sorted(glob.glob(osp.join(csrc, 'pytorch', 'cuda', '*.cu')))
         flags['nvcc'] = ['-O3', '--expt-relaxed-constexpr']
         extension = CUDAExtension('mmtransnext._ext', sources, define_macros=[('WITH_CUDA', None)],
-                                  extra_compile_args=flags)
+                                  extra_compile_args=flags, extra_link_args=['-fopenmp'])
     else:
-        extension = CppExtension('mmtransnext._ext', sources, extra_compile_args=flags)
+        extension = CppExtension('mmtransnext._ext', sources, extra_compile_args=flags, extra_link_args=['-fopenmp'])
     return [extension], {'build_ext': BuildExtension}
 
 

@@ -8,8 +8,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ...ops import local_aggregation, local_similarity, position_bias_mlp, resolve_attn_impl
-from .position_bias import StageGeometry, gather_position_bias
+from ...ops import local_aggregation, local_similarity, pooled_attention, position_bias_mlp, resolve_attn_impl
+from .position_bias import StageGeometry, gather_position_bias, position_bias_rows
 
 
 class _CosineAttention(nn.Module):
@@ -34,12 +34,30 @@ class _CosineAttention(nn.Module):
         self.cpb_fc1 = nn.Linear(2, 512, bias=True)
         self.cpb_fc2 = nn.Linear(512, num_heads, bias=True)
 
-    def position_bias(self, geometry: StageGeometry) -> torch.Tensor:
-        """Continuous position bias (heads, N, pool_len) for the current feature size."""
+    def position_bias_values(self, geometry: StageGeometry) -> torch.Tensor:
+        """The bias MLP on every distinct relative offset: (heads, offsets)."""
         table = geometry.rel_table.to(self.cpb_fc1.weight.dtype)
         use_ext = resolve_attn_impl(self.attn_impl, table.device) == 'ext'
-        values = position_bias_mlp(table, self.cpb_fc1, self.cpb_fc2, use_ext)  # (heads, offsets)
-        return gather_position_bias(values, geometry.bias_taps, geometry.size, geometry.pool_size)
+        return position_bias_mlp(table, self.cpb_fc1, self.cpb_fc2, use_ext)
+
+    def position_bias(self, geometry: StageGeometry) -> torch.Tensor:
+        """Continuous position bias (heads, N, pool_len) for the current feature size."""
+        return gather_position_bias(self.position_bias_values(geometry), geometry.bias_taps, geometry.size,
+                                    geometry.pool_size)
+
+    def use_fused_softmax(self, device: torch.device) -> bool:
+        """Whether the softmax runs in the fused op (``mmtransnext.ops.pooled_attention``): never for
+        attn_impl='pytorch', and not where dropout on the attention weights would need them all."""
+        dropout = self.attn_drop.p > 0 and self.training
+        return not dropout and resolve_attn_impl(self.attn_impl, device) == 'ext'
+
+    def fused_softmax(self, q_scaled, key, value, local_logits, geometry: StageGeometry):
+        """softmax([local logits, q . key + position bias]) split into (pooled output, local weights),
+        without the (N, pool_len) logits."""
+        taps = geometry.bias_taps
+        rows = position_bias_rows(self.position_bias_values(geometry), taps, geometry.size, geometry.pool_size)
+        return pooled_attention(q_scaled, key, value, rows, taps.cols_taps_index, taps.cols_taps_weight,
+                                local_logits, geometry.size, self.attn_impl)
 
     def scale_queries(self, q_norm: torch.Tensor, geometry: StageGeometry) -> torch.Tensor:
         return (q_norm + self.query_embedding) * F.softplus(self.temperature) * geometry.seq_length_scale
@@ -60,9 +78,10 @@ class AggregatedAttention(_CosineAttention):
         qkv_bias (bool): bias in the query / key-value projections. Defaults to True.
         attn_drop (float): dropout on attention weights. Defaults to 0.
         proj_drop (float): dropout after the output projection. Defaults to 0.
-        attn_impl (str): local-window attention by 'auto' (the C++/CUDA op where built for the
-            input's device), 'ext' (the op, an error if it is not built) or 'pytorch' (the
-            reference). Defaults to 'auto'.
+        attn_impl (str): 'auto' (the C++/CUDA op where built for the input's device), 'ext' (the
+            op, an error if it is not built) or 'pytorch' (the reference arithmetic). The op computes
+            the local window and the split softmax over local and pooled keys, whose (N, pool_len)
+            logits it never materialises. Defaults to 'auto'.
     """
 
     def __init__(self, dim, num_heads, window_size=3, sr_ratio=8, qkv_bias=True, attn_drop=0.,
@@ -106,16 +125,22 @@ class AggregatedAttention(_CosineAttention):
         x_pool = self.norm(x_pool.reshape(B, -1, pool_len).permute(0, 2, 1))
         k_pool, v_pool = self.kv(x_pool).reshape(B, pool_len, 2 * heads, head_dim).permute(0, 2, 1, 3).chunk(
             2, dim=1)
-        attn_pool = q_scaled @ F.normalize(k_pool, dim=-1).transpose(-2, -1) + self.position_bias(geometry)
+        k_pool = F.normalize(k_pool, dim=-1)
 
         # one softmax over local + pooled similarities
-        attn = torch.cat([attn_local, attn_pool], dim=-1).softmax(dim=-1)
-        attn = self.attn_drop(attn)
-        attn_local, attn_pool = torch.split(attn, [self.local_len, pool_len], dim=-1)
+        if self.use_fused_softmax(x.device):
+            x_pool, attn_local = self.fused_softmax(q_scaled, k_pool, v_pool, attn_local, geometry)
+        else:
+            attn_pool = q_scaled @ k_pool.transpose(-2, -1) + self.position_bias(geometry)
+            attn = torch.cat([attn_local, attn_pool], dim=-1).softmax(dim=-1)
+            attn = self.attn_drop(attn)
+            attn_local, attn_pool = torch.split(attn, [self.local_len, pool_len], dim=-1)
+            x_pool = attn_pool @ v_pool
 
+        # the query-dependent local weights are linear in the value sum: added after the softmax
         local_weights = (q_norm @ self.learnable_tokens) + self.learnable_bias + attn_local
         x_local = local_aggregation(local_weights, v_local, geometry.size, self.window_size, self.attn_impl)
-        out = (x_local + attn_pool @ v_pool).transpose(1, 2).reshape(B, N, C)
+        out = (x_local + x_pool).transpose(1, 2).reshape(B, N, C)
         return self.project(out)
 
 
@@ -128,8 +153,9 @@ class FullAttention(_CosineAttention):
         qkv_bias (bool): bias in the qkv projection. Defaults to True.
         attn_drop (float): dropout on attention weights. Defaults to 0.
         proj_drop (float): dropout after the output projection. Defaults to 0.
-        attn_impl (str): 'auto', 'ext' or 'pytorch', for the position-bias MLP (fused on the CPU by
-            the extension). Defaults to 'auto'.
+        attn_impl (str): 'auto', 'ext' or 'pytorch': the softmax with its position bias in the
+            fused op ``mmtransnext.ops.pooled_attention`` (and the bias MLP fused on the CPU), or the
+            reference arithmetic. Defaults to 'auto'.
     """
 
     def __init__(self, dim, num_heads, qkv_bias=True, attn_drop=0., proj_drop=0., attn_impl='auto'):
@@ -140,7 +166,10 @@ class FullAttention(_CosineAttention):
         B, N, C = x.shape
         qkv = self.qkv(x).reshape(B, N, 3 * self.num_heads, self.head_dim).permute(0, 2, 1, 3)
         q, k, v = qkv.chunk(3, dim=1)
-        attn = self.scale_queries(F.normalize(q, dim=-1), geometry) @ F.normalize(k, dim=-1).transpose(-2, -1)
-        attn = (attn + self.position_bias(geometry)).softmax(dim=-1)
-        attn = self.attn_drop(attn)
-        return self.project((attn @ v).transpose(1, 2).reshape(B, N, C))
+        q_scaled, k = self.scale_queries(F.normalize(q, dim=-1), geometry), F.normalize(k, dim=-1)
+        if self.use_fused_softmax(x.device):  # the same op, with no local keys
+            out, _ = self.fused_softmax(q_scaled, k, v, q_scaled.new_empty(*q_scaled.shape[:3], 0), geometry)
+        else:
+            attn = (q_scaled @ k.transpose(-2, -1) + self.position_bias(geometry)).softmax(dim=-1)
+            out = self.attn_drop(attn) @ v
+        return self.project(out.transpose(1, 2).reshape(B, N, C))

@@ -99,12 +99,16 @@ class BiasTaps(NamedTuple):
     (ph, U_w) plane straight into the (W, ph, pw) layout; with resizing (``cols_grid`` = the
     (query, key) grid sizes along W), ``cols_index`` (grid_q * grid_k,) gathers the bias on that
     grid and one bilinear ``F.interpolate`` resizes it, a single pass at full size.
+    For the fused op (``mmtransnext.ops.pooled_attention``), ``cols_taps_index`` / ``cols_taps_weight``
+    (taps, W, pw) give the W axis as taps into U_w: one of weight 1 without resizing, up to 4 with it.
     """
     table_shape: Size2d
     rows_index: torch.Tensor
     rows_weight: Optional[torch.Tensor]
     cols_index: torch.Tensor
     cols_grid: Optional[Size2d]
+    cols_taps_index: torch.Tensor
+    cols_taps_weight: torch.Tensor
 
 
 def bias_taps(inverse_h: torch.Tensor, inverse_w: torch.Tensor, size: Size2d, pool_size: Size2d,
@@ -120,7 +124,22 @@ def bias_taps(inverse_h: torch.Tensor, inverse_w: torch.Tensor, size: Size2d, po
         cols_index, cols_grid = (ky * u_w + inverse_w[:, None, :]).reshape(-1), None
     else:
         cols_index, cols_grid = inverse_w.reshape(-1), tuple(inverse_w.shape)
-    return BiasTaps(table_shape, rows_index.flatten(1), rows_weight, cols_index, cols_grid)
+    cols_taps_index, cols_taps_weight = _axis_bias_taps(inverse_w, W, pw)
+    return BiasTaps(table_shape, rows_index.flatten(1), rows_weight, cols_index, cols_grid,
+                    cols_taps_index.contiguous(), cols_taps_weight.contiguous())
+
+
+def position_bias_rows(values: torch.Tensor, taps: BiasTaps, size: Size2d, pool_size: Size2d) -> torch.Tensor:
+    """The position bias resolved along H only: (heads, H, ph, U_w), from the MLP's values
+    (heads, U_h * U_w). Small; the W axis is read through ``taps.cols_*``."""
+    heads = values.shape[0]
+    values = values.reshape(heads, *taps.table_shape)
+    rows = None
+    for t, index in enumerate(taps.rows_index):
+        term = values.index_select(1, index)
+        term = term if taps.rows_weight is None else term * taps.rows_weight[t]
+        rows = term if rows is None else rows + term
+    return rows.reshape(heads, size[0], pool_size[0], taps.table_shape[1])
 
 
 def gather_position_bias(values: torch.Tensor, taps: BiasTaps, size: Size2d, pool_size: Size2d) -> torch.Tensor:
@@ -133,15 +152,10 @@ def gather_position_bias(values: torch.Tensor, taps: BiasTaps, size: Size2d, poo
     """
     (H, W), (ph, pw) = size, pool_size
     heads = values.shape[0]
-    values = values.reshape(heads, *taps.table_shape)
-    rows = None
-    for t, index in enumerate(taps.rows_index):
-        term = values.index_select(1, index)
-        term = term if taps.rows_weight is None else term * taps.rows_weight[t]
-        rows = term if rows is None else rows + term
+    rows = position_bias_rows(values, taps, size, pool_size)
     if taps.cols_grid is None:  # (heads, H, ph * U_w) -> (heads, H, W, ph, pw)
         return rows.reshape(heads, H, -1).index_select(2, taps.cols_index).reshape(heads, H * W, ph * pw)
-    planes = rows.index_select(2, taps.cols_index).reshape(heads * H, ph, *taps.cols_grid)
+    planes = rows.reshape(heads, H * ph, -1).index_select(2, taps.cols_index).reshape(heads * H, ph, *taps.cols_grid)
     planes = F.interpolate(planes, (W, pw), mode='bilinear')  # (heads * H, ph, W, pw)
     return planes.reshape(heads, H, ph, W, pw).transpose(2, 3).reshape(heads, H * W, ph * pw)
 

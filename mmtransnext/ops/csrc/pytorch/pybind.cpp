@@ -18,6 +18,17 @@ at::Tensor position_bias_mlp_forward(const at::Tensor& coords, const at::Tensor&
                                      const at::Tensor& w2, const at::Tensor& b2);
 std::vector<at::Tensor> position_bias_mlp_backward(const at::Tensor& grad, const at::Tensor& coords,
                                                    const at::Tensor& w1, const at::Tensor& b1, const at::Tensor& w2);
+std::vector<at::Tensor> pooled_attention_forward(const at::Tensor& query, const at::Tensor& key,
+                                                 const at::Tensor& value, const at::Tensor& bias_rows,
+                                                 const at::Tensor& cols_index, const at::Tensor& cols_weight,
+                                                 const at::Tensor& local_logits, int64_t height, int64_t width);
+std::vector<at::Tensor> pooled_attention_backward(const at::Tensor& grad_out, const at::Tensor& grad_local_weights,
+                                                  const at::Tensor& grad_lse, const at::Tensor& query,
+                                                  const at::Tensor& key, const at::Tensor& value,
+                                                  const at::Tensor& bias_rows, const at::Tensor& cols_index,
+                                                  const at::Tensor& cols_weight, const at::Tensor& out,
+                                                  const at::Tensor& local_weights, const at::Tensor& lse,
+                                                  int64_t height, int64_t width);
 }  // namespace mmtransnext
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -41,6 +52,16 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("position_bias_mlp_backward", &position_bias_mlp_backward,
         "weight gradients of position_bias_mlp_forward (w1, b1, w2, b2)", py::arg("grad"), py::arg("coords"),
         py::arg("w1"), py::arg("b1"), py::arg("w2"));
+  m.def("pooled_attention_forward", &pooled_attention_forward,
+        "attention over pooled keys (position bias read from per-row tables) merged with the local logits under "
+        "one softmax -> (out, local_weights, lse), without materialising the (N, P) logits",
+        py::arg("query"), py::arg("key"), py::arg("value"), py::arg("bias_rows"), py::arg("cols_index"),
+        py::arg("cols_weight"), py::arg("local_logits"), py::arg("height"), py::arg("width"));
+  m.def("pooled_attention_backward", &pooled_attention_backward,
+        "gradients of pooled_attention_forward (query, key, value, bias_rows, local_logits), logits recomputed",
+        py::arg("grad_out"), py::arg("grad_local_weights"), py::arg("grad_lse"), py::arg("query"), py::arg("key"),
+        py::arg("value"), py::arg("bias_rows"), py::arg("cols_index"), py::arg("cols_weight"), py::arg("out"),
+        py::arg("local_weights"), py::arg("lse"), py::arg("height"), py::arg("width"));
 #ifdef WITH_CUDA
   m.attr("with_cuda") = true;
 #else

@@ -1,0 +1,398 @@
+// CPU kernels of pooled attention merged with the local logits (split softmax).
+//
+// One parallel loop over (head, query row); inside a task, batches and blocks of the row's queries.
+// A block's (queries x pooled keys) logits live in a per-thread buffer only: BLAS for the four
+// products, the bias read from the per-row table, one exponential per logit. Each task owns its
+// query rows and the bias-table rows of its (head, y), so no two threads write the same element;
+// the pooled key / value gradients are summed per fixed slice of tasks, then in slice order
+// (deterministic for a given thread count).
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <type_traits>
+#include <vector>
+
+#include "../pooled_attention.h"
+
+#if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__)
+// The hot loops are compiled for AVX-512, AVX2 and the baseline; the loader picks one per CPU.
+#define MMTN_VECTOR_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#define MMTN_INLINE __attribute__((always_inline)) inline
+#else
+#define MMTN_VECTOR_CLONES
+#define MMTN_INLINE inline
+#endif
+
+namespace mmtransnext {
+namespace {
+
+// Logits per block buffer: a few blocks of this size stay in a core's L2 cache.
+constexpr int64_t kBlockLogits = 16384;
+
+// BLAS. torch does not export its own wrapper (at::native::cpublas), but the libraries it links
+// (MKL in x86 wheels, OpenBLAS elsewhere) export the Fortran symbols. They are weak here: where
+// none is loaded, the products go through at::mm, which is slower only by its per-call overhead.
+extern "C" {
+void sgemm_(const char* transa, const char* transb, const int* m, const int* n, const int* k, const float* alpha,
+            const float* a, const int* lda, const float* b, const int* ldb, const float* beta, float* c,
+            const int* ldc) __attribute__((weak));
+void dgemm_(const char* transa, const char* transb, const int* m, const int* n, const int* k, const double* alpha,
+            const double* a, const int* lda, const double* b, const int* ldb, const double* beta, double* c,
+            const int* ldc) __attribute__((weak));
+}
+
+template <typename T>
+void gemm_aten(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, T alpha, const T* a, int64_t lda,
+               const T* b, int64_t ldb, T beta, T* c, int64_t ldc) {
+  const auto options = at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value);
+  auto view = [&](const T* p, bool trans, int64_t rows, int64_t cols, int64_t ld) {
+    at::Tensor t = trans ? at::from_blob(const_cast<T*>(p), {cols, rows}, {ld, 1}, options).t()
+                         : at::from_blob(const_cast<T*>(p), {rows, cols}, {ld, 1}, options);
+    return t;
+  };
+  at::Tensor out = at::from_blob(c, {m, n}, {ldc, 1}, options);
+  at::Tensor product = at::mm(view(a, trans_a, m, k, lda), view(b, trans_b, k, n, ldb));
+  if (beta == T(0)) {
+    out.copy_(product.mul_(alpha));
+  } else {
+    out.mul_(beta).add_(product, alpha);
+  }
+}
+
+// Row-major C (m x n) = alpha op(A) op(B) + beta C: the column-major BLAS call on the transposes.
+template <typename T>
+void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, T alpha, const T* a, int64_t lda, const T* b,
+          int64_t ldb, T beta, T* c, int64_t ldc) {
+  auto blas = std::is_same<T, float>::value ? reinterpret_cast<void*>(&sgemm_) : reinterpret_cast<void*>(&dgemm_);
+  if (blas == nullptr) return gemm_aten(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+  const char ta = trans_b ? 'T' : 'N', tb = trans_a ? 'T' : 'N';
+  const int mi = static_cast<int>(n), ni = static_cast<int>(m), ki = static_cast<int>(k);
+  const int la = static_cast<int>(ldb), lb = static_cast<int>(lda), lc = static_cast<int>(ldc);
+  if constexpr (std::is_same<T, float>::value) {
+    sgemm_(&ta, &tb, &mi, &ni, &ki, &alpha, b, &la, a, &lb, &beta, c, &lc);
+  } else {
+    dgemm_(&ta, &tb, &mi, &ni, &ki, &alpha, b, &la, a, &lb, &beta, c, &lc);
+  }
+}
+
+// exp(x) to about 1 ulp (Cephes' expf polynomial), in plain arithmetic so that loops calling it
+// vectorise; 0 below the float range (so exp(-inf) = 0), NaN stays NaN.
+MMTN_INLINE float exp_float(float x) {
+  const float xc = x > -87.f ? (x < 88.f ? x : 88.f) : -87.f;
+  const float n = std::floor(xc * 1.44269504088896341f + 0.5f);
+  const float r = (xc - n * 0.693359375f) - n * -2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  const float y = p * r * r + r + 1.f;
+  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &bits, sizeof(scale));
+  return x >= -87.f ? y * scale : (x < -87.f ? 0.f : x);
+}
+
+MMTN_INLINE double exp_any(double x) { return std::exp(x); }
+MMTN_INLINE float exp_any(float x) { return exp_float(x); }
+
+// ----------------------------------------------------------------------------- per-block steps
+
+struct Bias {
+  const int64_t* index;  // (T, W, pw)
+  int64_t taps, width, pool_height, pool_width, table_width;
+};
+
+// logits[i, (ky, kx)] += sum_t w[t, x, kx] * rows[ky, index[t, x, kx]] for the queries x0 .. x0 + n.
+template <typename T>
+MMTN_INLINE void add_bias_impl(T* logits, int64_t n, int64_t x0, const T* rows, const T* weight, const Bias& b) {
+  const int64_t P = b.pool_height * b.pool_width;
+  for (int64_t i = 0; i < n; ++i) {
+    T* s = logits + i * P;
+    for (int64_t t = 0; t < b.taps; ++t) {
+      const int64_t* idx = b.index + (t * b.width + x0 + i) * b.pool_width;
+      const T* w = weight + (t * b.width + x0 + i) * b.pool_width;
+      for (int64_t ky = 0; ky < b.pool_height; ++ky) {
+        const T* r = rows + ky * b.table_width;
+        T* sk = s + ky * b.pool_width;
+#pragma omp simd
+        for (int64_t kx = 0; kx < b.pool_width; ++kx) sk[kx] += w[kx] * r[idx[kx]];
+      }
+    }
+  }
+}
+
+// rows_grad[ky, index[t, x, kx]] += w[t, x, kx] * grad[i, (ky, kx)] (the transpose of add_bias).
+template <typename T>
+MMTN_INLINE void scatter_bias_grad_impl(const T* grad, int64_t n, int64_t x0, T* rows_grad, const T* weight, const Bias& b) {
+  const int64_t P = b.pool_height * b.pool_width;
+  for (int64_t i = 0; i < n; ++i) {
+    const T* g = grad + i * P;
+    for (int64_t t = 0; t < b.taps; ++t) {
+      const int64_t* idx = b.index + (t * b.width + x0 + i) * b.pool_width;
+      const T* w = weight + (t * b.width + x0 + i) * b.pool_width;
+      for (int64_t ky = 0; ky < b.pool_height; ++ky) {
+        T* r = rows_grad + ky * b.table_width;
+        const T* gk = g + ky * b.pool_width;
+        for (int64_t kx = 0; kx < b.pool_width; ++kx) r[idx[kx]] += w[kx] * gk[kx];
+      }
+    }
+  }
+}
+
+// One softmax over each query's [local logits, pooled logits]: the pooled ones are replaced by
+// their weights in place, the local weights written out, the log-sum-exp returned per query.
+template <typename T>
+MMTN_INLINE void softmax_impl(T* logits, int64_t n, int64_t P, const T* local_logits, T* local_weights, int64_t L,
+                         T* lse) {
+  for (int64_t i = 0; i < n; ++i) {
+    T* s = logits + i * P;
+    const T* sl = local_logits + i * L;
+    T m = -std::numeric_limits<T>::infinity();
+#pragma omp simd reduction(max : m)
+    for (int64_t p = 0; p < P; ++p) m = s[p] > m ? s[p] : m;
+    for (int64_t l = 0; l < L; ++l) m = sl[l] > m ? sl[l] : m;
+    T sum = 0;
+#pragma omp simd reduction(+ : sum)
+    for (int64_t p = 0; p < P; ++p) {
+      s[p] = exp_any(s[p] - m);
+      sum += s[p];
+    }
+    for (int64_t l = 0; l < L; ++l) {
+      local_weights[i * L + l] = exp_any(sl[l] - m);
+      sum += local_weights[i * L + l];
+    }
+    const T inv = T(1) / sum;
+#pragma omp simd
+    for (int64_t p = 0; p < P; ++p) s[p] *= inv;
+    for (int64_t l = 0; l < L; ++l) local_weights[i * L + l] *= inv;
+    lse[i] = m + std::log(sum);
+  }
+}
+
+// Pooled weights of a block recomputed from the saved log-sum-exp: logits -> exp(logits - lse).
+template <typename T>
+MMTN_INLINE void recompute_weights_impl(T* logits, int64_t n, int64_t P, const T* lse) {
+  for (int64_t i = 0; i < n; ++i) {
+    T* s = logits + i * P;
+    const T m = lse[i];
+#pragma omp simd
+    for (int64_t p = 0; p < P; ++p) s[p] = exp_any(s[p] - m);
+  }
+}
+
+// Backward of the softmax for a block: `grad` holds d loss / d pooled weight and becomes d loss /
+// d pooled logit; the local part is written out. With delta = sum_j a_j g_j over local and pooled
+// keys: d logit_j = a_j (g_j - delta + d lse).
+template <typename T>
+MMTN_INLINE void softmax_backward_impl(const T* weights, T* grad, int64_t n, int64_t P, const T* grad_lse,
+                                  const T* delta_pool, const T* local_weights, const T* grad_local_weights,
+                                  T* grad_local_logits, int64_t L) {
+  for (int64_t i = 0; i < n; ++i) {
+    const T* a = weights + i * P;
+    T* g = grad + i * P;
+    T delta = delta_pool[i];
+    for (int64_t l = 0; l < L; ++l) delta += local_weights[i * L + l] * grad_local_weights[i * L + l];
+    const T shift = grad_lse[i] - delta;
+#pragma omp simd
+    for (int64_t p = 0; p < P; ++p) g[p] = a[p] * (g[p] + shift);
+    for (int64_t l = 0; l < L; ++l)
+      grad_local_logits[i * L + l] = local_weights[i * L + l] * (grad_local_weights[i * L + l] + shift);
+  }
+}
+
+// Vectorised builds of the float steps (the double ones serve gradcheck).
+MMTN_VECTOR_CLONES void add_bias(float* s, int64_t n, int64_t x0, const float* rows, const float* w, const Bias& b) {
+  add_bias_impl(s, n, x0, rows, w, b);
+}
+MMTN_VECTOR_CLONES void softmax(float* s, int64_t n, int64_t P, const float* sl, float* wl, int64_t L, float* lse) {
+  softmax_impl(s, n, P, sl, wl, L, lse);
+}
+MMTN_VECTOR_CLONES void recompute_weights(float* s, int64_t n, int64_t P, const float* lse) {
+  recompute_weights_impl(s, n, P, lse);
+}
+MMTN_VECTOR_CLONES void softmax_backward(const float* a, float* g, int64_t n, int64_t P, const float* dlse,
+                                         const float* dp, const float* wl, const float* gwl, float* gsl, int64_t L) {
+  softmax_backward_impl(a, g, n, P, dlse, dp, wl, gwl, gsl, L);
+}
+void scatter_bias_grad(const float* g, int64_t n, int64_t x0, float* r, const float* w, const Bias& b) {
+  scatter_bias_grad_impl(g, n, x0, r, w, b);
+}
+void add_bias(double* s, int64_t n, int64_t x0, const double* rows, const double* w, const Bias& b) {
+  add_bias_impl(s, n, x0, rows, w, b);
+}
+void softmax(double* s, int64_t n, int64_t P, const double* sl, double* wl, int64_t L, double* lse) {
+  softmax_impl(s, n, P, sl, wl, L, lse);
+}
+void recompute_weights(double* s, int64_t n, int64_t P, const double* lse) { recompute_weights_impl(s, n, P, lse); }
+void softmax_backward(const double* a, double* g, int64_t n, int64_t P, const double* dlse, const double* dp,
+                      const double* wl, const double* gwl, double* gsl, int64_t L) {
+  softmax_backward_impl(a, g, n, P, dlse, dp, wl, gwl, gsl, L);
+}
+void scatter_bias_grad(const double* g, int64_t n, int64_t x0, double* r, const double* w, const Bias& b) {
+  scatter_bias_grad_impl(g, n, x0, r, w, b);
+}
+
+struct Shape {
+  int64_t batch, heads, N, P, D, Dv, L, H, W, block;
+};
+
+Shape shape_of(const at::Tensor& query, const at::Tensor& key, const at::Tensor& value, const at::Tensor& local,
+               const PooledGrid& grid) {
+  const int64_t P = key.size(2);
+  const int64_t block = std::max<int64_t>(1, std::min<int64_t>(grid.width, kBlockLogits / P));
+  return {query.size(0), query.size(1), query.size(2), P, query.size(3), value.size(3), local.size(3),
+          grid.height, grid.width, block};
+}
+
+Bias bias_of(const at::Tensor& bias_rows, const at::Tensor& cols_index, const PooledGrid& grid) {
+  return {cols_index.data_ptr<int64_t>(), cols_index.size(0), grid.width, grid.pool_height, grid.pool_width,
+          bias_rows.size(3)};
+}
+
+template <typename T>
+void forward(const at::Tensor& query, const at::Tensor& key, const at::Tensor& value, const at::Tensor& bias_rows,
+             const at::Tensor& cols_index, const at::Tensor& cols_weight, const at::Tensor& local_logits,
+             at::Tensor& out, at::Tensor& local_weights, at::Tensor& lse, const PooledGrid& grid) {
+  const Shape s = shape_of(query, key, value, local_logits, grid);
+  const Bias bias = bias_of(bias_rows, cols_index, grid);
+  const T *q = query.data_ptr<T>(), *k = key.data_ptr<T>(), *v = value.data_ptr<T>();
+  const T *rows = bias_rows.data_ptr<T>(), *w = cols_weight.data_ptr<T>(), *sl = local_logits.data_ptr<T>();
+  T *o = out.data_ptr<T>(), *wl = local_weights.data_ptr<T>(), *m = lse.data_ptr<T>();
+  const int64_t row_table = grid.pool_height * bias.table_width;
+  at::parallel_for(0, s.heads * s.H, 1, [&](int64_t begin, int64_t end) {
+    std::vector<T> logits(s.block * s.P);
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t h = task / s.H, y = task % s.H;
+      const T* r = rows + task * row_table;
+      for (int64_t b = 0; b < s.batch; ++b) {
+        const int64_t bh = b * s.heads + h;
+        for (int64_t x0 = 0; x0 < s.W; x0 += s.block) {
+          const int64_t n = std::min(s.block, s.W - x0), i0 = bh * s.N + y * s.W + x0;
+          gemm<T>(false, true, n, s.P, s.D, 1, q + i0 * s.D, s.D, k + bh * s.P * s.D, s.D, 0, logits.data(), s.P);
+          add_bias(logits.data(), n, x0, r, w, bias);
+          softmax(logits.data(), n, s.P, sl + i0 * s.L, wl + i0 * s.L, s.L, m + i0);
+          gemm<T>(false, false, n, s.Dv, s.P, 1, logits.data(), s.P, v + bh * s.P * s.Dv, s.Dv, 0, o + i0 * s.Dv,
+                  s.Dv);
+        }
+      }
+    }
+  });
+}
+
+template <typename T>
+void backward(const at::Tensor& grad_out, const at::Tensor& grad_local_weights, const at::Tensor& grad_lse,
+              const at::Tensor& query, const at::Tensor& key, const at::Tensor& value, const at::Tensor& bias_rows,
+              const at::Tensor& cols_index, const at::Tensor& cols_weight, const at::Tensor& out,
+              const at::Tensor& local_weights, const at::Tensor& lse, at::Tensor& grad_query, at::Tensor& grad_key,
+              at::Tensor& grad_value, at::Tensor& grad_bias_rows, at::Tensor& grad_local_logits,
+              const PooledGrid& grid) {
+  const Shape s = shape_of(query, key, value, local_weights, grid);
+  const Bias bias = bias_of(bias_rows, cols_index, grid);
+  const T *q = query.data_ptr<T>(), *k = key.data_ptr<T>(), *v = value.data_ptr<T>();
+  const T *rows = bias_rows.data_ptr<T>(), *w = cols_weight.data_ptr<T>(), *o = out.data_ptr<T>();
+  const T *wl = local_weights.data_ptr<T>(), *m = lse.data_ptr<T>(), *dout = grad_out.data_ptr<T>();
+  const T *dwl = grad_local_weights.data_ptr<T>(), *dlse = grad_lse.data_ptr<T>();
+  T *dq = grad_query.data_ptr<T>(), *drows = grad_bias_rows.data_ptr<T>(), *dsl = grad_local_logits.data_ptr<T>();
+  const int64_t row_table = grid.pool_height * bias.table_width, tasks = s.heads * s.H;
+  grad_bias_rows.zero_();
+
+  // Fixed slices of tasks, each with its own key / value gradient sums for the heads it covers.
+  const int64_t slices = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), tasks));
+  const int64_t per_slice = (tasks + slices - 1) / slices;
+  const int64_t kv = s.P * (s.D + s.Dv);  // one (batch, head)'s key + value gradient
+  std::vector<std::vector<T>> partial(slices);
+  at::parallel_for(0, slices, 1, [&](int64_t slice_begin, int64_t slice_end) {
+    std::vector<T> logits(s.block * s.P), grad(s.block * s.P), delta(s.block);
+    for (int64_t slice = slice_begin; slice < slice_end; ++slice) {
+      const int64_t first = slice * per_slice, last = std::min(tasks, first + per_slice);
+      if (first >= last) continue;
+      const int64_t h_first = first / s.H;
+      std::vector<T>& acc = partial[slice];
+      acc.assign(((last - 1) / s.H - h_first + 1) * s.batch * kv, T(0));
+      for (int64_t task = first; task < last; ++task) {
+        const int64_t h = task / s.H, y = task % s.H;
+        const T* r = rows + task * row_table;
+        T* dr = drows + task * row_table;
+        for (int64_t b = 0; b < s.batch; ++b) {
+          const int64_t bh = b * s.heads + h;
+          T* dk = acc.data() + ((h - h_first) * s.batch + b) * kv;
+          T* dv = dk + s.P * s.D;
+          const T *kb = k + bh * s.P * s.D, *vb = v + bh * s.P * s.Dv;
+          for (int64_t x0 = 0; x0 < s.W; x0 += s.block) {
+            const int64_t n = std::min(s.block, s.W - x0), i0 = bh * s.N + y * s.W + x0;
+            const T *qi = q + i0 * s.D, *doi = dout + i0 * s.Dv, *oi = o + i0 * s.Dv;
+            for (int64_t i = 0; i < n; ++i) {
+              T acc_delta = 0;
+              for (int64_t c = 0; c < s.Dv; ++c) acc_delta += doi[i * s.Dv + c] * oi[i * s.Dv + c];
+              delta[i] = acc_delta;
+            }
+            gemm<T>(false, true, n, s.P, s.D, 1, qi, s.D, kb, s.D, 0, logits.data(), s.P);
+            add_bias(logits.data(), n, x0, r, w, bias);
+            recompute_weights(logits.data(), n, s.P, m + i0);
+            gemm<T>(true, false, s.P, s.Dv, n, 1, logits.data(), s.P, doi, s.Dv, 1, dv, s.Dv);
+            gemm<T>(false, true, n, s.P, s.Dv, 1, doi, s.Dv, vb, s.Dv, 0, grad.data(), s.P);
+            softmax_backward(logits.data(), grad.data(), n, s.P, dlse + i0, delta.data(), wl + i0 * s.L,
+                             dwl + i0 * s.L, dsl + i0 * s.L, s.L);
+            gemm<T>(false, false, n, s.D, s.P, 1, grad.data(), s.P, kb, s.D, 0, dq + i0 * s.D, s.D);
+            gemm<T>(true, false, s.P, s.D, n, 1, grad.data(), s.P, qi, s.D, 1, dk, s.D);
+            scatter_bias_grad(grad.data(), n, x0, dr, w, bias);
+          }
+        }
+      }
+    }
+  });
+  // sum the slices' key / value gradients, in slice order
+  T *dk = grad_key.data_ptr<T>(), *dv = grad_value.data_ptr<T>();
+  grad_key.zero_();
+  grad_value.zero_();
+  for (int64_t slice = 0; slice < slices; ++slice) {
+    const int64_t first = slice * per_slice, last = std::min(tasks, first + per_slice);
+    if (first >= last) continue;
+    const int64_t h_first = first / s.H, h_last = (last - 1) / s.H;
+    const T* acc = partial[slice].data();
+    for (int64_t h = h_first; h <= h_last; ++h) {
+      for (int64_t b = 0; b < s.batch; ++b) {
+        const T* src = acc + ((h - h_first) * s.batch + b) * kv;
+        const int64_t bh = b * s.heads + h;
+        T* dkb = dk + bh * s.P * s.D;
+        T* dvb = dv + bh * s.P * s.Dv;
+        for (int64_t j = 0; j < s.P * s.D; ++j) dkb[j] += src[j];
+        for (int64_t j = 0; j < s.P * s.Dv; ++j) dvb[j] += src[s.P * s.D + j];
+      }
+    }
+  }
+}
+
+}  // namespace
+
+void pooled_attention_forward_cpu(const at::Tensor& query, const at::Tensor& key, const at::Tensor& value,
+                                  const at::Tensor& bias_rows, const at::Tensor& cols_index,
+                                  const at::Tensor& cols_weight, const at::Tensor& local_logits, at::Tensor& out,
+                                  at::Tensor& local_weights, at::Tensor& lse, const PooledGrid& grid) {
+  AT_DISPATCH_FLOATING_TYPES(query.scalar_type(), "pooled_attention_forward_cpu", [&] {
+    forward<scalar_t>(query, key, value, bias_rows, cols_index, cols_weight, local_logits, out, local_weights, lse,
+                      grid);
+  });
+}
+
+void pooled_attention_backward_cpu(const at::Tensor& grad_out, const at::Tensor& grad_local_weights,
+                                   const at::Tensor& grad_lse, const at::Tensor& query, const at::Tensor& key,
+                                   const at::Tensor& value, const at::Tensor& bias_rows, const at::Tensor& cols_index,
+                                   const at::Tensor& cols_weight, const at::Tensor& out,
+                                   const at::Tensor& local_weights, const at::Tensor& lse, at::Tensor& grad_query,
+                                   at::Tensor& grad_key, at::Tensor& grad_value, at::Tensor& grad_bias_rows,
+                                   at::Tensor& grad_local_logits, const PooledGrid& grid) {
+  AT_DISPATCH_FLOATING_TYPES(query.scalar_type(), "pooled_attention_backward_cpu", [&] {
+    backward<scalar_t>(grad_out, grad_local_weights, grad_lse, query, key, value, bias_rows, cols_index, cols_weight,
+                       out, local_weights, lse, grad_query, grad_key, grad_value, grad_bias_rows, grad_local_logits,
+                       grid);
+  });
+}
+
+}  // namespace mmtransnext

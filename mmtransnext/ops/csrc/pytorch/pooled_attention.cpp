@@ -1,0 +1,129 @@
+// Checks arguments, allocates outputs and dispatches pooled attention to the CPU or CUDA implementation.
+#include "pooled_attention.h"
+
+#include "../common/pytorch_cpp_helper.h"
+
+namespace mmtransnext {
+namespace {
+
+void check_like(const at::Tensor& ref, const at::Tensor& t, const char* what) {
+  MMTN_CHECK_CONTIGUOUS(t);
+  TORCH_CHECK(t.device() == ref.device(), what, " must be on ", ref.device(), ", got ", t.device());
+  TORCH_CHECK(t.scalar_type() == ref.scalar_type(), what, " must be ", ref.scalar_type(), ", got ", t.scalar_type());
+}
+
+void check_shape(const at::Tensor& t, at::IntArrayRef expected, const char* what) {
+  TORCH_CHECK(t.sizes() == expected, what, " must have shape ", expected, ", got ", t.sizes());
+}
+
+// Validates every input against the query's (B, heads, N, D) and returns the grid.
+PooledGrid check_inputs(const at::Tensor& query, const at::Tensor& key, const at::Tensor& value,
+                        const at::Tensor& bias_rows, const at::Tensor& cols_index, const at::Tensor& cols_weight,
+                        const at::Tensor& local, int64_t height, int64_t width) {
+  MMTN_CHECK_DIM(query, 4);
+  MMTN_CHECK_CONTIGUOUS(query);
+  TORCH_CHECK(query.scalar_type() == at::kFloat || query.scalar_type() == at::kDouble,
+              "pooled_attention takes float32 or float64 (the softmax is computed in the inputs' type), got ",
+              query.scalar_type());
+  TORCH_CHECK(height > 0 && width > 0 && query.size(2) == height * width, "query must hold H * W = ", height, " x ",
+              width, " positions, got ", query.size(2));
+  const int64_t B = query.size(0), heads = query.size(1), N = query.size(2), D = query.size(3);
+  check_like(query, key, "key");
+  MMTN_CHECK_DIM(key, 4);
+  TORCH_CHECK(key.size(0) == B && key.size(1) == heads && key.size(3) == D && key.size(2) > 0,
+              "key must be (B, heads, P, D) with P > 0 and the query's B, heads, D, got ", key.sizes());
+  const int64_t P = key.size(2);
+  check_like(query, value, "value");
+  MMTN_CHECK_DIM(value, 4);
+  TORCH_CHECK(value.size(0) == B && value.size(1) == heads && value.size(2) == P,
+              "value must be (B, heads, P, Dv) with the key's B, heads, P, got ", value.sizes());
+  check_like(query, local, "local_logits");
+  MMTN_CHECK_DIM(local, 4);
+  TORCH_CHECK(local.size(0) == B && local.size(1) == heads && local.size(2) == N,
+              "local logits must be (B, heads, N, L), got ", local.sizes());
+  check_like(query, bias_rows, "bias_rows");
+  MMTN_CHECK_DIM(bias_rows, 4);
+  TORCH_CHECK(bias_rows.size(0) == heads && bias_rows.size(1) == height && bias_rows.size(3) > 0,
+              "bias_rows must be (heads, H, ph, U) = (", heads, ", ", height, ", ph, U), got ", bias_rows.sizes());
+  const int64_t ph = bias_rows.size(2);
+  TORCH_CHECK(ph > 0 && P % ph == 0, "bias_rows' ph = ", ph, " does not divide the ", P, " pooled keys");
+  const int64_t pw = P / ph;
+  MMTN_CHECK_CONTIGUOUS(cols_index);
+  TORCH_CHECK(cols_index.device() == query.device() && cols_index.scalar_type() == at::kLong,
+              "cols_index must be int64 on ", query.device());
+  MMTN_CHECK_DIM(cols_index, 3);
+  TORCH_CHECK(cols_index.size(0) > 0 && cols_index.size(1) == width && cols_index.size(2) == pw,
+              "cols_index must be (taps, W, pw) = (taps, ", width, ", ", pw, "), got ", cols_index.sizes());
+  check_like(query, cols_weight, "cols_weight");
+  check_shape(cols_weight, cols_index.sizes(), "cols_weight");
+  return PooledGrid{height, width, ph, pw};
+}
+
+bool on_cuda(const at::Tensor& t) {
+  if (!t.is_cuda()) {
+    TORCH_CHECK(t.is_cpu(), "mmtransnext._ext supports CPU and CUDA tensors, got ", t.device());
+    return false;
+  }
+#ifndef WITH_CUDA
+  TORCH_CHECK(false, "mmtransnext._ext was built without CUDA; rebuild it with FORCE_CUDA=1 (see README)");
+#endif
+  return true;
+}
+
+}  // namespace
+
+std::vector<at::Tensor> pooled_attention_forward(const at::Tensor& query, const at::Tensor& key,
+                                                 const at::Tensor& value, const at::Tensor& bias_rows,
+                                                 const at::Tensor& cols_index, const at::Tensor& cols_weight,
+                                                 const at::Tensor& local_logits, int64_t height, int64_t width) {
+  const PooledGrid grid =
+      check_inputs(query, key, value, bias_rows, cols_index, cols_weight, local_logits, height, width);
+  at::Tensor out = at::empty({query.size(0), query.size(1), query.size(2), value.size(3)}, query.options());
+  at::Tensor local_weights = at::empty_like(local_logits);
+  at::Tensor lse = at::empty({query.size(0), query.size(1), query.size(2)}, query.options());
+  if (lse.numel() == 0) return {out, local_weights, lse};
+  if (on_cuda(query)) {
+#ifdef WITH_CUDA
+    pooled_attention_forward_cuda(query, key, value, bias_rows, cols_index, cols_weight, local_logits, out,
+                                  local_weights, lse, grid);
+#endif
+  } else {
+    pooled_attention_forward_cpu(query, key, value, bias_rows, cols_index, cols_weight, local_logits, out,
+                                 local_weights, lse, grid);
+  }
+  return {out, local_weights, lse};
+}
+
+std::vector<at::Tensor> pooled_attention_backward(const at::Tensor& grad_out, const at::Tensor& grad_local_weights,
+                                                  const at::Tensor& grad_lse, const at::Tensor& query,
+                                                  const at::Tensor& key, const at::Tensor& value,
+                                                  const at::Tensor& bias_rows, const at::Tensor& cols_index,
+                                                  const at::Tensor& cols_weight, const at::Tensor& out,
+                                                  const at::Tensor& local_weights, const at::Tensor& lse,
+                                                  int64_t height, int64_t width) {
+  const PooledGrid grid =
+      check_inputs(query, key, value, bias_rows, cols_index, cols_weight, local_weights, height, width);
+  check_like(out, grad_out, "grad_out");
+  check_shape(grad_out, out.sizes(), "grad_out");
+  check_like(local_weights, grad_local_weights, "grad_local_weights");
+  check_shape(grad_local_weights, local_weights.sizes(), "grad_local_weights");
+  check_like(lse, grad_lse, "grad_lse");
+  check_shape(grad_lse, lse.sizes(), "grad_lse");
+  at::Tensor grad_query = at::empty_like(query), grad_key = at::zeros_like(key), grad_value = at::zeros_like(value);
+  at::Tensor grad_bias_rows = at::zeros_like(bias_rows), grad_local_logits = at::empty_like(local_weights);
+  if (lse.numel() == 0) return {grad_query, grad_key, grad_value, grad_bias_rows, grad_local_logits};
+  if (on_cuda(query)) {
+#ifdef WITH_CUDA
+    pooled_attention_backward_cuda(grad_out, grad_local_weights, grad_lse, query, key, value, bias_rows, cols_index,
+                                   cols_weight, out, local_weights, lse, grad_query, grad_key, grad_value,
+                                   grad_bias_rows, grad_local_logits, grid);
+#endif
+  } else {
+    pooled_attention_backward_cpu(grad_out, grad_local_weights, grad_lse, query, key, value, bias_rows, cols_index,
+                                  cols_weight, out, local_weights, lse, grad_query, grad_key, grad_value,
+                                  grad_bias_rows, grad_local_logits, grid);
+  }
+  return {grad_query, grad_key, grad_value, grad_bias_rows, grad_local_logits};
+}
+
+}  // namespace mmtransnext
