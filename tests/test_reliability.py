@@ -123,8 +123,9 @@ def test_autocast_close_to_float32(golden, device, dtype, attn_impl):
         loss = sum((o.float() * w.to(device)).sum() for o, w in zip(outs, case['loss_weights']))
     loss.backward()
     assert all(torch.isfinite(o).all() for o in outs) and torch.isfinite(x.grad).all()
+    # measured on the CPU with bfloat16: outputs within 0.9%, input gradient within 0.7% (both attn_impls)
     for out, ref in zip(outs, case['outputs']):
         rel = (out.float().cpu() - ref).norm() / ref.norm()
-        assert rel < 0.05, rel
+        assert rel < 0.02, rel
     grad_rel = (x.grad.cpu() - case['input_grad']).norm() / case['input_grad'].norm()
-    assert grad_rel < 0.1, grad_rel
+    assert grad_rel < 0.02, grad_rel

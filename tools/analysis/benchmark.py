@@ -1,14 +1,16 @@
-"""Time and peak memory of TransNeXt-T (each attention implementation) against mmdet's Swin-T,
-batch 1, all rows measured in one run.
+"""Time and peak memory of TransNeXt-T (each attention implementation) against Swin-T, all rows
+measured in one run.
 
-    python tools/analysis/benchmark.py [--sizes 512x512 800x1216] [--repeats 3] [--rows ...] [--amp bf16]
+    python tools/analysis/benchmark.py [--sizes 512x512 800x1216] [--batch 1] [--repeats 3] [--rows ...]
+                                       [--amp bf16]
 
 Each row runs in a fresh subprocess, so that peak memory is that row's alone: on the CPU the peak
 resident set size (ru_maxrss) above the process's size just before the first forward; on a GPU
 torch.cuda.max_memory_allocated. Times are the median over --repeats after one warm-up.
-Rows: transnext_pytorch (attn_impl='pytorch', the reference), transnext_ext (the C++/CUDA op),
-transnext_ext_cp (the op and with_cp=True), swin (mmdet's Swin-T; skipped where mmdet is absent).
-Ratios are to Swin-T when it is measured, else to transnext_pytorch.
+Rows: transnext_pytorch (attn_impl='pytorch', the reference arithmetic), transnext_ext (the C++/CUDA
+op: local window and split softmax), transnext_ext_cp (the op and with_cp=True), swin (mmdet's Swin-T
+backbone, as the detection configs use it; where mmdet is absent, torchvision's ``swin_t`` features,
+the same architecture). Ratios are to Swin-T when it is measured, else to transnext_pytorch.
 """
 import argparse
 import importlib.util
@@ -26,6 +28,9 @@ ROWS = ('transnext_pytorch', 'transnext_ext', 'transnext_ext_cp', 'swin')
 def build(row, img_size):
     warnings.filterwarnings('ignore')
     if row == 'swin':
+        if importlib.util.find_spec('mmdet') is None:
+            import torchvision
+            return torchvision.models.swin_t(stochastic_depth_prob=0.2).features
         from mmdet.models.backbones import SwinTransformer
         return SwinTransformer(embed_dims=96, depths=[2, 2, 6, 2], num_heads=[3, 6, 12, 24], window_size=7,
                                drop_path_rate=0.2)
@@ -35,14 +40,14 @@ def build(row, img_size):
                      attn_impl=impl)
 
 
-def measure(row, h, w, repeats, amp, img_size):
+def measure(row, h, w, repeats, amp, img_size, batch=1):
     """One row in this process: {'forward': s, 'train': s, 'peak_mb': MB}."""
     import contextlib
 
     import torch
     device = 'cuda' if torch.cuda.is_available() else 'cpu'
     model = build(row, img_size).to(device)
-    x = torch.randn(1, 3, h, w, device=device)
+    x = torch.randn(batch, 3, h, w, device=device)
     dtype = dict(fp16=torch.float16, bf16=torch.bfloat16).get(amp)
     autocast = (lambda: torch.autocast(device, dtype=dtype)) if dtype else contextlib.nullcontext
 
@@ -58,7 +63,8 @@ def measure(row, h, w, repeats, amp, img_size):
     def train_step():
         model.train()
         with autocast():
-            loss = sum(o.float().mean() for o in model(x))
+            outputs = model(x)
+            loss = sum(o.float().mean() for o in (outputs if isinstance(outputs, (tuple, list)) else [outputs]))
         loss.backward()
 
     base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -84,6 +90,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--sizes', nargs='+', default=['512x512', '800x1216'])
     parser.add_argument('--repeats', type=int, default=3)
+    parser.add_argument('--batch', type=int, default=1)
     parser.add_argument('--rows', nargs='+', default=list(ROWS), choices=ROWS)
     parser.add_argument('--img-size', type=int, help="TransNeXt's img_size (default: the input's shorter side, as "
                         'the paper configs set it: 512 for ADE20K crops, 800 for COCO)')
@@ -92,15 +99,14 @@ def main():
     args = parser.parse_args()
     if args.child:
         row, h, w, repeats = args.child
-        print(json.dumps(measure(row, int(h), int(w), int(repeats), args.amp, args.img_size)))
+        print(json.dumps(measure(row, int(h), int(w), int(repeats), args.amp, args.img_size, args.batch)))
         return
     rows = list(args.rows)
     if 'swin' in rows and importlib.util.find_spec('mmdet') is None:
-        print('mmdet is not installed: no Swin-T row', file=sys.stderr)
-        rows.remove('swin')
+        print("mmdet is not installed: Swin-T is torchvision's swin_t features", file=sys.stderr)
     import torch
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else f'CPU, {torch.get_num_threads()} threads'
-    print(f'device: {device}; batch 1; autocast: {args.amp}; median of {args.repeats}')
+    print(f'device: {device}; batch {args.batch}; autocast: {args.amp}; median of {args.repeats}')
     baseline = 'swin' if 'swin' in rows else 'transnext_pytorch'
     base_name = 'Swin-T' if baseline == 'swin' else 'PyTorch path'
 
@@ -112,7 +118,8 @@ def main():
         results = {}
         for row in rows:
             proc = subprocess.run([sys.executable, __file__, '--child', row, str(h), str(w), str(args.repeats),
-                                   '--amp', args.amp, '--img-size', str(args.img_size or min(h, w))],
+                                   '--amp', args.amp, '--img-size', str(args.img_size or min(h, w)),
+                                   '--batch', str(args.batch)],
                                   capture_output=True, text=True)
             if proc.returncode != 0:
                 print(f'  {row} at {size} failed:\n{proc.stderr[-2000:]}', file=sys.stderr, flush=True)
