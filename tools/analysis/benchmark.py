@@ -30,7 +30,7 @@ def build(row, img_size):
     if row == 'swin':
         if importlib.util.find_spec('mmdet') is None:
             import torchvision
-            return torchvision.models.swin_t(stochastic_depth_prob=0.2).features
+            return torchvision.models.swin_t().features  # stochastic depth 0.2, as mmdet's config
         from mmdet.models.backbones import SwinTransformer
         return SwinTransformer(embed_dims=96, depths=[2, 2, 6, 2], num_heads=[3, 6, 12, 24], window_size=7,
                                drop_path_rate=0.2)

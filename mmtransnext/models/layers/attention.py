@@ -47,9 +47,12 @@ class _CosineAttention(nn.Module):
 
     def use_fused_softmax(self, device: torch.device) -> bool:
         """Whether the softmax runs in the fused op (``mmtransnext.ops.pooled_attention``): never for
-        attn_impl='pytorch', and not where dropout on the attention weights would need them all."""
-        dropout = self.attn_drop.p > 0 and self.training
-        return not dropout and resolve_attn_impl(self.attn_impl, device) == 'ext'
+        attn_impl='pytorch', and not where dropout on the attention weights would need them all.
+        'auto' on a GPU uses it for inference only: there its forward is faster than the written-out
+        softmax but its backward is not yet (README, benchmark), so training keeps the faster path."""
+        if (self.attn_drop.p > 0 and self.training) or resolve_attn_impl(self.attn_impl, device) != 'ext':
+            return False
+        return not (self.attn_impl == 'auto' and torch.device(device).type == 'cuda' and torch.is_grad_enabled())
 
     def fused_softmax(self, q_scaled, key, value, local_logits, geometry: StageGeometry):
         """softmax([local logits, q . key + position bias]) split into (pooled output, local weights),

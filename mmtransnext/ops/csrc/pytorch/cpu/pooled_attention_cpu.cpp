@@ -79,23 +79,31 @@ void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, T alpha, 
   }
 }
 
-// exp(x) to about 1 ulp (Cephes' expf polynomial), in plain arithmetic so that loops calling it
-// vectorise; 0 below the float range (so exp(-inf) = 0), NaN stays NaN.
+template <typename To, typename From>
+MMTN_INLINE To bit_cast(From from) {
+  To to;
+  std::memcpy(&to, &from, sizeof(to));
+  return to;
+}
+
+// exp(x) to about 1 ulp (Cephes' expf polynomial), branch-free so that the loops calling it
+// vectorise (with -fno-trapping-math); 0 below the float range (so exp(-inf) = 0), NaN stays NaN.
 MMTN_INLINE float exp_float(float x) {
-  const float xc = x > -87.f ? (x < 88.f ? x : 88.f) : -87.f;
-  const float n = std::floor(xc * 1.44269504088896341f + 0.5f);
-  const float r = (xc - n * 0.693359375f) - n * -2.12194440e-4f;
+  const float xc = std::min(std::max(x, -87.f), 88.f);
+  const float t = xc * 1.44269504088896341f + 0.5f;
+  int32_t n = static_cast<int32_t>(t);
+  n -= static_cast<float>(n) > t;  // floor (std::floor does not vectorise)
+  const float nf = static_cast<float>(n);
+  const float r = (xc - nf * 0.693359375f) - nf * -2.12194440e-4f;
   float p = 1.9875691500e-4f;
   p = p * r + 1.3981999507e-3f;
   p = p * r + 8.3334519073e-3f;
   p = p * r + 4.1665795894e-2f;
   p = p * r + 1.6666665459e-1f;
   p = p * r + 5.0000001201e-1f;
-  const float y = p * r * r + r + 1.f;
-  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
-  float scale;
-  std::memcpy(&scale, &bits, sizeof(scale));
-  return x >= -87.f ? y * scale : (x < -87.f ? 0.f : x);
+  const float e = (p * r * r + r + 1.f) * bit_cast<float>((n + 127) << 23);
+  const uint32_t keep = 0u - static_cast<uint32_t>(x >= -87.f), nan = 0u - static_cast<uint32_t>(x != x);
+  return bit_cast<float>((bit_cast<uint32_t>(e) & keep) | (bit_cast<uint32_t>(x) & nan));
 }
 
 MMTN_INLINE double exp_any(double x) { return std::exp(x); }
@@ -103,43 +111,47 @@ MMTN_INLINE float exp_any(float x) { return exp_float(x); }
 
 // ----------------------------------------------------------------------------- per-block steps
 
+// Kernel layout: pooled keys in (kx, ky) order and each bias-table row as (U, ph), so that a
+// query's bias is a sum of contiguous ph-long columns of the table instead of P gathers.
 struct Bias {
   const int64_t* index;  // (T, W, pw)
-  int64_t taps, width, pool_height, pool_width, table_width;
+  int64_t taps, width, pool_height, pool_width, table_len;
 };
 
-// logits[i, (ky, kx)] += sum_t w[t, x, kx] * rows[ky, index[t, x, kx]] for the queries x0 .. x0 + n.
+// logits[i, (kx, ky)] += sum_t w[t, x, kx] * rows[index[t, x, kx], ky] for the queries x0 .. x0 + n.
 template <typename T>
 MMTN_INLINE void add_bias_impl(T* logits, int64_t n, int64_t x0, const T* rows, const T* weight, const Bias& b) {
-  const int64_t P = b.pool_height * b.pool_width;
+  const int64_t P = b.pool_height * b.pool_width, ph = b.pool_height;
   for (int64_t i = 0; i < n; ++i) {
-    T* s = logits + i * P;
     for (int64_t t = 0; t < b.taps; ++t) {
       const int64_t* idx = b.index + (t * b.width + x0 + i) * b.pool_width;
       const T* w = weight + (t * b.width + x0 + i) * b.pool_width;
-      for (int64_t ky = 0; ky < b.pool_height; ++ky) {
-        const T* r = rows + ky * b.table_width;
-        T* sk = s + ky * b.pool_width;
+      T* s = logits + i * P;
+      for (int64_t kx = 0; kx < b.pool_width; ++kx, s += ph) {
+        const T* r = rows + idx[kx] * ph;
+        const T wk = w[kx];
 #pragma omp simd
-        for (int64_t kx = 0; kx < b.pool_width; ++kx) sk[kx] += w[kx] * r[idx[kx]];
+        for (int64_t ky = 0; ky < ph; ++ky) s[ky] += wk * r[ky];
       }
     }
   }
 }
 
-// rows_grad[ky, index[t, x, kx]] += w[t, x, kx] * grad[i, (ky, kx)] (the transpose of add_bias).
+// rows_grad[index[t, x, kx], ky] += w[t, x, kx] * grad[i, (kx, ky)] (the transpose of add_bias).
 template <typename T>
-MMTN_INLINE void scatter_bias_grad_impl(const T* grad, int64_t n, int64_t x0, T* rows_grad, const T* weight, const Bias& b) {
-  const int64_t P = b.pool_height * b.pool_width;
+MMTN_INLINE void scatter_bias_grad_impl(const T* grad, int64_t n, int64_t x0, T* rows_grad, const T* weight,
+                                        const Bias& b) {
+  const int64_t P = b.pool_height * b.pool_width, ph = b.pool_height;
   for (int64_t i = 0; i < n; ++i) {
-    const T* g = grad + i * P;
     for (int64_t t = 0; t < b.taps; ++t) {
       const int64_t* idx = b.index + (t * b.width + x0 + i) * b.pool_width;
       const T* w = weight + (t * b.width + x0 + i) * b.pool_width;
-      for (int64_t ky = 0; ky < b.pool_height; ++ky) {
-        T* r = rows_grad + ky * b.table_width;
-        const T* gk = g + ky * b.pool_width;
-        for (int64_t kx = 0; kx < b.pool_width; ++kx) r[idx[kx]] += w[kx] * gk[kx];
+      const T* g = grad + i * P;
+      for (int64_t kx = 0; kx < b.pool_width; ++kx, g += ph) {
+        T* r = rows_grad + idx[kx] * ph;
+        const T wk = w[kx];
+#pragma omp simd
+        for (int64_t ky = 0; ky < ph; ++ky) r[ky] += wk * g[ky];
       }
     }
   }
@@ -220,7 +232,8 @@ MMTN_VECTOR_CLONES void softmax_backward(const float* a, float* g, int64_t n, in
                                          const float* dp, const float* wl, const float* gwl, float* gsl, int64_t L) {
   softmax_backward_impl(a, g, n, P, dlse, dp, wl, gwl, gsl, L);
 }
-void scatter_bias_grad(const float* g, int64_t n, int64_t x0, float* r, const float* w, const Bias& b) {
+MMTN_VECTOR_CLONES void scatter_bias_grad(const float* g, int64_t n, int64_t x0, float* r, const float* w,
+                                          const Bias& b) {
   scatter_bias_grad_impl(g, n, x0, r, w, b);
 }
 void add_bias(double* s, int64_t n, int64_t x0, const double* rows, const double* w, const Bias& b) {
@@ -252,7 +265,7 @@ Shape shape_of(const at::Tensor& query, const at::Tensor& key, const at::Tensor&
 
 Bias bias_of(const at::Tensor& bias_rows, const at::Tensor& cols_index, const PooledGrid& grid) {
   return {cols_index.data_ptr<int64_t>(), cols_index.size(0), grid.width, grid.pool_height, grid.pool_width,
-          bias_rows.size(3)};
+          bias_rows.size(2)};
 }
 
 template <typename T>
@@ -264,7 +277,7 @@ void forward(const at::Tensor& query, const at::Tensor& key, const at::Tensor& v
   const T *q = query.data_ptr<T>(), *k = key.data_ptr<T>(), *v = value.data_ptr<T>();
   const T *rows = bias_rows.data_ptr<T>(), *w = cols_weight.data_ptr<T>(), *sl = local_logits.data_ptr<T>();
   T *o = out.data_ptr<T>(), *wl = local_weights.data_ptr<T>(), *m = lse.data_ptr<T>();
-  const int64_t row_table = grid.pool_height * bias.table_width;
+  const int64_t row_table = grid.pool_height * bias.table_len;
   at::parallel_for(0, s.heads * s.H, 1, [&](int64_t begin, int64_t end) {
     std::vector<T> logits(s.block * s.P);
     for (int64_t task = begin; task < end; ++task) {
@@ -299,7 +312,7 @@ void backward(const at::Tensor& grad_out, const at::Tensor& grad_local_weights, 
   const T *wl = local_weights.data_ptr<T>(), *m = lse.data_ptr<T>(), *dout = grad_out.data_ptr<T>();
   const T *dwl = grad_local_weights.data_ptr<T>(), *dlse = grad_lse.data_ptr<T>();
   T *dq = grad_query.data_ptr<T>(), *drows = grad_bias_rows.data_ptr<T>(), *dsl = grad_local_logits.data_ptr<T>();
-  const int64_t row_table = grid.pool_height * bias.table_width, tasks = s.heads * s.H;
+  const int64_t row_table = grid.pool_height * bias.table_len, tasks = s.heads * s.H;
   grad_bias_rows.zero_();
 
   // Fixed slices of tasks, each with its own key / value gradient sums for the heads it covers.
@@ -369,14 +382,26 @@ void backward(const at::Tensor& grad_out, const at::Tensor& grad_local_weights, 
   }
 }
 
+// (B, heads, ph * pw, D) pooled keys or values <-> the kernels' (kx, ky) order.
+at::Tensor to_kernel_order(const at::Tensor& t, const PooledGrid& g) {
+  return t.view({t.size(0), t.size(1), g.pool_height, g.pool_width, t.size(3)}).transpose(2, 3).contiguous().view(
+      t.sizes());
+}
+void from_kernel_order(const at::Tensor& t, at::Tensor& out, const PooledGrid& g) {
+  out.view({t.size(0), t.size(1), g.pool_height, g.pool_width, t.size(3)})
+      .copy_(t.view({t.size(0), t.size(1), g.pool_width, g.pool_height, t.size(3)}).transpose(2, 3));
+}
+
 }  // namespace
 
 void pooled_attention_forward_cpu(const at::Tensor& query, const at::Tensor& key, const at::Tensor& value,
                                   const at::Tensor& bias_rows, const at::Tensor& cols_index,
                                   const at::Tensor& cols_weight, const at::Tensor& local_logits, at::Tensor& out,
                                   at::Tensor& local_weights, at::Tensor& lse, const PooledGrid& grid) {
+  const at::Tensor key_k = to_kernel_order(key, grid), value_k = to_kernel_order(value, grid);
+  const at::Tensor rows_k = bias_rows.transpose(2, 3).contiguous();  // (heads, H, U, ph)
   AT_DISPATCH_FLOATING_TYPES(query.scalar_type(), "pooled_attention_forward_cpu", [&] {
-    forward<scalar_t>(query, key, value, bias_rows, cols_index, cols_weight, local_logits, out, local_weights, lse,
+    forward<scalar_t>(query, key_k, value_k, rows_k, cols_index, cols_weight, local_logits, out, local_weights, lse,
                       grid);
   });
 }
@@ -388,11 +413,18 @@ void pooled_attention_backward_cpu(const at::Tensor& grad_out, const at::Tensor&
                                    const at::Tensor& local_weights, const at::Tensor& lse, at::Tensor& grad_query,
                                    at::Tensor& grad_key, at::Tensor& grad_value, at::Tensor& grad_bias_rows,
                                    at::Tensor& grad_local_logits, const PooledGrid& grid) {
+  const at::Tensor key_k = to_kernel_order(key, grid), value_k = to_kernel_order(value, grid);
+  const at::Tensor rows_k = bias_rows.transpose(2, 3).contiguous();
+  at::Tensor grad_key_k = at::empty_like(key_k), grad_value_k = at::empty_like(value_k);
+  at::Tensor grad_rows_k = at::empty_like(rows_k);
   AT_DISPATCH_FLOATING_TYPES(query.scalar_type(), "pooled_attention_backward_cpu", [&] {
-    backward<scalar_t>(grad_out, grad_local_weights, grad_lse, query, key, value, bias_rows, cols_index, cols_weight,
-                       out, local_weights, lse, grad_query, grad_key, grad_value, grad_bias_rows, grad_local_logits,
+    backward<scalar_t>(grad_out, grad_local_weights, grad_lse, query, key_k, value_k, rows_k, cols_index, cols_weight,
+                       out, local_weights, lse, grad_query, grad_key_k, grad_value_k, grad_rows_k, grad_local_logits,
                        grid);
   });
+  from_kernel_order(grad_key_k, grad_key, grid);
+  from_kernel_order(grad_value_k, grad_value, grid);
+  grad_bias_rows.copy_(grad_rows_k.transpose(2, 3));
 }
 
 }  // namespace mmtransnext
