@@ -1,5 +1,6 @@
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 
 class DepthwiseConv(nn.Module):
@@ -11,8 +12,9 @@ class DepthwiseConv(nn.Module):
 
     def forward(self, x: torch.Tensor, H: int, W: int) -> torch.Tensor:
         B, N, C = x.shape
-        x = self.dwconv(x.transpose(1, 2).reshape(B, C, H, W))
-        return x.flatten(2).transpose(1, 2)
+        # (B, N, C) tokens are an NHWC map: convolve it as channels_last, no layout copies either way
+        x = self.dwconv(x.reshape(B, H, W, C).permute(0, 3, 1, 2))
+        return x.permute(0, 2, 3, 1).reshape(B, N, C)
 
 
 class ConvolutionalGLU(nn.Module):
@@ -39,6 +41,11 @@ class ConvolutionalGLU(nn.Module):
         self.drop = nn.Dropout(drop)
 
     def forward(self, x: torch.Tensor, H: int, W: int) -> torch.Tensor:
-        x, v = self.fc1(x).chunk(2, dim=-1)
-        x = self.drop(self.act(self.dwconv(x, H, W)) * v)
+        # fc1's two halves as two products: each output is contiguous (the convolution reads it as
+        # channels_last), and backward adds two input gradients instead of concatenating 2x hidden
+        hidden = self.fc1.out_features // 2
+        weight, bias = self.fc1.weight, self.fc1.bias
+        gate = F.linear(x, weight[:hidden], bias[:hidden])
+        v = F.linear(x, weight[hidden:], bias[hidden:])
+        x = self.drop(self.act(self.dwconv(gate, H, W)) * v)
         return self.drop(self.fc2(x))
