@@ -168,6 +168,7 @@ def test_cuda_sources_compile(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     built = list((tmp_path / 'lib').rglob('_ext*.so'))
     assert built and b'local_similarity_forward_kernel' in built[0].read_bytes()
+    assert b'pooled_attention_backward_bias_kernel' in built[0].read_bytes()
 
 
 @needs_ext

@@ -12,7 +12,7 @@ needs_cuda_ext = pytest.mark.skipif(not (torch.cuda.is_available() and ext_avail
 
 # (B, heads, H, W, ph, pw, D, L, U, taps): 1x1, maps smaller than the window, odd sizes, batch > 1,
 # stage 4 (no local keys), interpolation taps, and P > 16384 / W so a row runs as several blocks with a
-# ragged last one (the CPU kernel's blocks hold 16384 logits)
+# ragged last one (the CPU kernel's blocks hold 32768 logits)
 SHAPES = [(1, 1, 1, 1, 1, 1, 3, 9, 2, 1), (2, 2, 2, 1, 1, 1, 4, 9, 3, 1), (2, 2, 3, 5, 2, 3, 4, 9, 7, 4),
           (1, 3, 7, 9, 3, 4, 5, 9, 11, 2), (2, 1, 4, 4, 4, 4, 5, 0, 6, 1), (1, 1, 3, 37, 30, 36, 2, 9, 40, 4)]
 

@@ -31,7 +31,7 @@ namespace mmtransnext {
 namespace {
 
 // Logits per block buffer: a few blocks of this size stay in a core's L2 cache.
-constexpr int64_t kBlockLogits = 16384;
+constexpr int64_t kBlockLogits = 32768;
 
 // BLAS. torch does not export its own wrapper (at::native::cpublas), but the libraries it links
 // (MKL in x86 wheels, OpenBLAS elsewhere) export the Fortran symbols. They are weak here: where
