@@ -7,8 +7,9 @@ measured in one run.
 Each row runs in a fresh subprocess, so that peak memory is that row's alone: on the CPU the peak
 resident set size (ru_maxrss) above the process's size just before the first forward; on a GPU
 torch.cuda.max_memory_allocated. Times are the median over --repeats after one warm-up.
-Rows: transnext_pytorch (attn_impl='pytorch', the reference arithmetic), transnext_ext (the C++/CUDA
-op: local window and split softmax), transnext_ext_cp (the op and with_cp=True), swin (mmdet's Swin-T
+Rows: transnext_pytorch (attn_impl='pytorch', the reference arithmetic), transnext_auto (the default;
+on a GPU it trains with the written-out softmax), transnext_ext (the C++/CUDA op: local window and split
+softmax), transnext_ext_cp (the op and with_cp=True), swin (mmdet's Swin-T
 backbone, as the detection configs use it; where mmdet is absent, torchvision's ``swin_t`` features,
 the same architecture). Ratios are to Swin-T when it is measured, else to transnext_pytorch.
 """
@@ -22,7 +23,7 @@ import sys
 import time
 import warnings
 
-ROWS = ('transnext_pytorch', 'transnext_ext', 'transnext_ext_cp', 'swin')
+ROWS = ('transnext_pytorch', 'transnext_auto', 'transnext_ext', 'transnext_ext_cp', 'swin')
 
 
 def build(row, img_size):
@@ -35,7 +36,7 @@ def build(row, img_size):
         return SwinTransformer(embed_dims=96, depths=[2, 2, 6, 2], num_heads=[3, 6, 12, 24], window_size=7,
                                drop_path_rate=0.2)
     from mmtransnext.models import TransNeXt
-    impl = 'ext' if row.startswith('transnext_ext') else 'pytorch'
+    impl = row.split('_')[1]
     return TransNeXt(arch='tiny', img_size=img_size, pretrain_size=224, drop_path_rate=0.2, with_cp=row.endswith('_cp'),
                      attn_impl=impl)
 
@@ -91,7 +92,7 @@ def main():
     parser.add_argument('--sizes', nargs='+', default=['512x512', '800x1216'])
     parser.add_argument('--repeats', type=int, default=3)
     parser.add_argument('--batch', type=int, default=1)
-    parser.add_argument('--rows', nargs='+', default=list(ROWS), choices=ROWS)
+    parser.add_argument('--rows', nargs='+', default=[r for r in ROWS if r != 'transnext_auto'], choices=ROWS)
     parser.add_argument('--img-size', type=int, help="TransNeXt's img_size (default: the input's shorter side, as "
                         'the paper configs set it: 512 for ADE20K crops, 800 for COCO)')
     parser.add_argument('--amp', choices=['none', 'fp16', 'bf16'], default='none', help='torch.autocast dtype')
