@@ -16,16 +16,9 @@
 #include <type_traits>
 #include <vector>
 
+#include "../../common/cpu_vectorize.h"
 #include "../pooled_attention.h"
 
-#if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__)
-// The hot loops are compiled for AVX-512, AVX2 and the baseline; the loader picks one per CPU.
-#define MMTN_VECTOR_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#define MMTN_INLINE __attribute__((always_inline)) inline
-#else
-#define MMTN_VECTOR_CLONES
-#define MMTN_INLINE inline
-#endif
 
 namespace mmtransnext {
 namespace {

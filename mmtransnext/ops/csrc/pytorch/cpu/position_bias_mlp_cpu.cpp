@@ -1,80 +1,175 @@
 // The continuous position bias MLP, fc2(relu(fc1(coords))), fused on the CPU.
 //
-// The MLP runs on every distinct relative offset (about 60k for stage 1 at img_size 512), with a
-// 512-wide hidden layer: through nn.Linear that is a (T, 512) activation written to memory, re-read
-// and kept for backward in every block. Here rows go through in blocks of kBlock, so a block's hidden
-// layer stays in cache (and the matrix products still run on BLAS); backward recomputes it.
-#include <ATen/ATen.h>
+// The MLP runs on every distinct relative offset (about 60k for stage 1 at img_size 512, 160k at
+// 800), with a 512-wide hidden layer: through nn.Linear that is a (T, 512) activation written to
+// memory, re-read and kept for backward in every block. Here each offset's hidden layer lives in
+// registers / L1 only: one vectorised loop over the hidden units per offset, forward and (recomputed)
+// backward. fc1 has 2 inputs and fc2 a few heads, so BLAS on blocks of offsets would be bound by its
+// per-call overhead and skinny shapes.
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <vector>
 
+#include "../../common/cpu_vectorize.h"
 #include "../position_bias_mlp.h"
 
 namespace mmtransnext {
 namespace {
 
-constexpr int64_t kBlock = 256;  // rows per block: 256 x 512 floats = 512 KiB of hidden layer
+constexpr int64_t kRows = 1024;  // offsets per backward partial sum (fixed: results independent of threads)
 
-// Rows [begin, end) forward; out is (heads, rows).
-void forward_rows(const at::Tensor& coords, const at::Tensor& w1, const at::Tensor& b1, const at::Tensor& w2,
-                  const at::Tensor& b2, at::Tensor& out, int64_t begin, int64_t end) {
-  for (int64_t start = begin; start < end; start += kBlock) {
-    const int64_t len = std::min(kBlock, end - start);
-    at::Tensor act = at::addmm(b1, coords.narrow(0, start, len), w1.t()).clamp_min_(0);
-    out.narrow(1, start, len).copy_(at::addmm(b2, act, w2.t()).t());
+// fc1 split by input column, so that the loops over hidden units read contiguous weights.
+template <typename T>
+struct Mlp {
+  std::vector<T> w1_x, w1_y;
+  const T *b1, *w2, *b2;
+  int64_t hidden, heads;
+
+  Mlp(const at::Tensor& w1, const at::Tensor& b1_, const at::Tensor& w2_, const T* b2_)
+      : b1(b1_.data_ptr<T>()), w2(w2_.data_ptr<T>()), b2(b2_), hidden(w1.size(0)), heads(w2_.size(0)) {
+    const T* w = w1.data_ptr<T>();
+    for (int64_t j = 0; j < hidden; ++j) {
+      w1_x.push_back(w[2 * j]);
+      w1_y.push_back(w[2 * j + 1]);
+    }
+  }
+};
+
+// out[k, r] = b2[k] + sum_j w2[k, j] relu(w1[j] . c_r + b1[j]) for rows [begin, end).
+template <typename T>
+MMTN_INLINE void forward_rows_impl(const T* coords, const Mlp<T>& m, T* out, int64_t rows, int64_t begin,
+                                   int64_t end, T* hidden) {
+  const T *wx = m.w1_x.data(), *wy = m.w1_y.data();
+  for (int64_t r = begin; r < end; ++r) {
+    const T cx = coords[2 * r], cy = coords[2 * r + 1];
+#pragma omp simd
+    for (int64_t j = 0; j < m.hidden; ++j) {
+      const T pre = wx[j] * cx + wy[j] * cy + m.b1[j];
+      hidden[j] = pre > T(0) ? pre : T(0);
+    }
+    for (int64_t k = 0; k < m.heads; ++k) {
+      const T* w = m.w2 + k * m.hidden;
+      T acc = 0;
+#pragma omp simd reduction(+ : acc)
+      for (int64_t j = 0; j < m.hidden; ++j) acc += w[j] * hidden[j];
+      out[k * rows + r] = acc + m.b2[k];
+    }
   }
 }
 
-// Adds the weight gradients of rows [begin, end) to acc = (grad_w1, grad_b1, grad_w2, grad_b2).
-void backward_rows(const at::Tensor& grad, const at::Tensor& coords, const at::Tensor& w1, const at::Tensor& b1,
-                   const at::Tensor& w2, std::vector<at::Tensor>& acc, int64_t begin, int64_t end) {
-  for (int64_t start = begin; start < end; start += kBlock) {
-    const int64_t len = std::min(kBlock, end - start);
-    const at::Tensor coord = coords.narrow(0, start, len);
-    const at::Tensor pre = at::addmm(b1, coord, w1.t());
-    const at::Tensor g = grad.narrow(1, start, len).t();  // (len, heads)
-    acc[2].addmm_(g.t(), pre.clamp_min(0));
-    acc[3].add_(g.sum(0));
-    const at::Tensor grad_pre = at::mm(g, w2).mul_(pre.gt(0));
-    acc[1].add_(grad_pre.sum(0));
-    acc[0].addmm_(grad_pre.t(), coord);
+// Adds the weight gradients of rows [begin, end) to the partial sums (w1 by column, b1, w2, b2).
+template <typename T>
+MMTN_INLINE void backward_rows_impl(const T* grad, const T* coords, const Mlp<T>& m, int64_t rows, int64_t begin,
+                                    int64_t end, T* acc_w1x, T* acc_w1y, T* acc_b1, T* acc_w2, T* acc_b2,
+                                    T* hidden, T* grad_pre) {
+  const T *wx = m.w1_x.data(), *wy = m.w1_y.data();
+  for (int64_t r = begin; r < end; ++r) {
+    const T cx = coords[2 * r], cy = coords[2 * r + 1];
+#pragma omp simd
+    for (int64_t j = 0; j < m.hidden; ++j) {
+      const T pre = wx[j] * cx + wy[j] * cy + m.b1[j];
+      hidden[j] = pre > T(0) ? pre : T(0);
+      grad_pre[j] = 0;
+    }
+    for (int64_t k = 0; k < m.heads; ++k) {
+      const T g = grad[k * rows + r];
+      const T* w = m.w2 + k * m.hidden;
+      T* aw = acc_w2 + k * m.hidden;
+      acc_b2[k] += g;
+#pragma omp simd
+      for (int64_t j = 0; j < m.hidden; ++j) {
+        aw[j] += g * hidden[j];
+        grad_pre[j] += g * w[j];
+      }
+    }
+#pragma omp simd
+    for (int64_t j = 0; j < m.hidden; ++j) {
+      const T d = hidden[j] > T(0) ? grad_pre[j] : T(0);
+      acc_b1[j] += d;
+      acc_w1x[j] += d * cx;
+      acc_w1y[j] += d * cy;
+    }
   }
+}
+
+MMTN_VECTOR_CLONES void forward_rows(const float* c, const Mlp<float>& m, float* out, int64_t rows, int64_t begin,
+                                     int64_t end, float* hidden) {
+  forward_rows_impl(c, m, out, rows, begin, end, hidden);
+}
+void forward_rows(const double* c, const Mlp<double>& m, double* out, int64_t rows, int64_t begin, int64_t end,
+                  double* hidden) {
+  forward_rows_impl(c, m, out, rows, begin, end, hidden);
+}
+MMTN_VECTOR_CLONES void backward_rows(const float* g, const float* c, const Mlp<float>& m, int64_t rows,
+                                      int64_t begin, int64_t end, float* w1x, float* w1y, float* b1, float* w2,
+                                      float* b2, float* hidden, float* grad_pre) {
+  backward_rows_impl(g, c, m, rows, begin, end, w1x, w1y, b1, w2, b2, hidden, grad_pre);
+}
+void backward_rows(const double* g, const double* c, const Mlp<double>& m, int64_t rows, int64_t begin, int64_t end,
+                   double* w1x, double* w1y, double* b1, double* w2, double* b2, double* hidden, double* grad_pre) {
+  backward_rows_impl(g, c, m, rows, begin, end, w1x, w1y, b1, w2, b2, hidden, grad_pre);
+}
+
+template <typename T>
+void forward(const at::Tensor& coords, const at::Tensor& w1, const at::Tensor& b1, const at::Tensor& w2,
+             const at::Tensor& b2, at::Tensor& out) {
+  const Mlp<T> m(w1, b1, w2, b2.data_ptr<T>());
+  const int64_t rows = coords.size(0);
+  const T* c = coords.data_ptr<T>();
+  T* o = out.data_ptr<T>();
+  at::parallel_for(0, rows, 256, [&](int64_t begin, int64_t end) {
+    std::vector<T> hidden(m.hidden);
+    forward_rows(c, m, o, rows, begin, end, hidden.data());
+  });
+}
+
+template <typename T>
+void backward(const at::Tensor& grad, const at::Tensor& coords, const at::Tensor& w1, const at::Tensor& b1,
+              const at::Tensor& w2, at::Tensor& grad_w1, at::Tensor& grad_b1, at::Tensor& grad_w2,
+              at::Tensor& grad_b2) {
+  const Mlp<T> m(w1, b1, w2, nullptr);
+  const int64_t rows = coords.size(0), H = m.hidden, K = m.heads;
+  const int64_t chunks = (rows + kRows - 1) / kRows, width = 3 * H + K * H + K;  // w1 x, w1 y, b1, w2, b2
+  std::vector<T> partial(chunks * width, T(0));
+  const T *g = grad.data_ptr<T>(), *c = coords.data_ptr<T>();
+  at::parallel_for(0, chunks, 1, [&](int64_t chunk_begin, int64_t chunk_end) {
+    std::vector<T> hidden(H), grad_pre(H);
+    for (int64_t chunk = chunk_begin; chunk < chunk_end; ++chunk) {
+      T* p = partial.data() + chunk * width;
+      backward_rows(g, c, m, rows, chunk * kRows, std::min(rows, (chunk + 1) * kRows), p, p + H, p + 2 * H,
+                    p + 3 * H, p + 3 * H + K * H, hidden.data(), grad_pre.data());
+    }
+  });
+  // the chunks' partial sums, added in chunk order in double
+  std::vector<double> total(width, 0.0);
+  for (int64_t chunk = 0; chunk < chunks; ++chunk)
+    for (int64_t i = 0; i < width; ++i) total[i] += partial[chunk * width + i];
+  T *gw1 = grad_w1.data_ptr<T>(), *gb1 = grad_b1.data_ptr<T>(), *gw2 = grad_w2.data_ptr<T>();
+  T* gb2 = grad_b2.data_ptr<T>();
+  for (int64_t j = 0; j < H; ++j) {
+    gw1[2 * j] = static_cast<T>(total[j]);
+    gw1[2 * j + 1] = static_cast<T>(total[H + j]);
+    gb1[j] = static_cast<T>(total[2 * H + j]);
+  }
+  for (int64_t i = 0; i < K * H; ++i) gw2[i] = static_cast<T>(total[3 * H + i]);
+  for (int64_t k = 0; k < K; ++k) gb2[k] = static_cast<T>(total[3 * H + K * H + k]);
 }
 
 }  // namespace
 
 void position_bias_mlp_forward_cpu(const at::Tensor& coords, const at::Tensor& w1, const at::Tensor& b1,
                                    const at::Tensor& w2, const at::Tensor& b2, at::Tensor& out) {
-  at::parallel_for(0, coords.size(0), kBlock, [&](int64_t begin, int64_t end) {
-    forward_rows(coords, w1, b1, w2, b2, out, begin, end);
-  });
+  AT_DISPATCH_FLOATING_TYPES(coords.scalar_type(), "position_bias_mlp_forward_cpu",
+                             [&] { forward<scalar_t>(coords, w1, b1, w2, b2, out); });
 }
 
 void position_bias_mlp_backward_cpu(const at::Tensor& grad, const at::Tensor& coords, const at::Tensor& w1,
                                     const at::Tensor& b1, const at::Tensor& w2, at::Tensor& grad_w1,
                                     at::Tensor& grad_b1, at::Tensor& grad_w2, at::Tensor& grad_b2) {
-  // Weight gradients sum over all rows: partial sums over fixed row ranges (so the result does not
-  // depend on the thread count), added in order in float64.
-  const int64_t rows = coords.size(0);
-  const int64_t chunk = std::max<int64_t>(kBlock, (rows + 63) / 64);
-  const int64_t tasks = (rows + chunk - 1) / chunk;
-  std::vector<std::vector<at::Tensor>> partial(tasks);
-  at::parallel_for(0, tasks, 1, [&](int64_t task_begin, int64_t task_end) {
-    for (int64_t task = task_begin; task < task_end; ++task) {
-      std::vector<at::Tensor> acc = {at::zeros_like(w1), at::zeros_like(b1), at::zeros_like(w2),
-                                     at::zeros({w2.size(0)}, w2.options())};
-      backward_rows(grad, coords, w1, b1, w2, acc, task * chunk, std::min(rows, (task + 1) * chunk));
-      partial[task] = std::move(acc);
-    }
-  });
-  std::vector<at::Tensor> outputs = {grad_w1, grad_b1, grad_w2, grad_b2};
-  for (size_t i = 0; i < outputs.size(); ++i) {
-    at::Tensor total = at::zeros(outputs[i].sizes(), outputs[i].options().dtype(at::kDouble));
-    for (int64_t task = 0; task < tasks; ++task) total.add_(partial[task][i]);
-    outputs[i].copy_(total);
-  }
+  AT_DISPATCH_FLOATING_TYPES(coords.scalar_type(), "position_bias_mlp_backward_cpu",
+                             [&] { backward<scalar_t>(grad, coords, w1, b1, w2, grad_w1, grad_b1, grad_w2, grad_b2); });
 }
 
 }  // namespace mmtransnext
