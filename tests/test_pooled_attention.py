@@ -174,3 +174,23 @@ def test_cuda_matches_cpu(shape):
         results.append([t.detach().cpu() for t in [out, local_weights] + [t.grad for t in leaves]])
     for ours, ref in zip(*results[::-1]):
         torch.testing.assert_close(ours, ref, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize('attn_impl, fused', [('auto', True), ('ext', True), ('pytorch', False)])
+def test_which_attentions_run_the_split_softmax_on_the_cpu(monkeypatch, attn_impl, fused):
+    """'auto' and 'ext' put every attention block (stages 1-4) through the op on the CPU; 'pytorch'
+    writes the softmax out; dropout on the attention weights needs them all, so it writes them out too."""
+    if attn_impl != 'pytorch' and not ext_available('cpu'):
+        pytest.skip('mmtransnext._ext is not built')
+    from mmtransnext.models import TransNeXt
+    from mmtransnext.models.layers import attention
+    calls = []
+    monkeypatch.setattr(attention, 'pooled_attention', lambda *args: calls.append(args[-1]) or pooled_attention(*args))
+    arch = dict(embed_dims=[8, 16, 32, 64], depths=[1, 1, 2, 1], num_heads=[1, 2, 4, 8])
+    model = TransNeXt(arch=arch, img_size=64, attn_impl=attn_impl)
+    model(torch.randn(1, 3, 64, 64)).__len__()
+    assert len(calls) == (5 if fused else 0) and set(calls) <= {attn_impl}
+    calls.clear()
+    model = TransNeXt(arch=arch, img_size=64, attn_impl=attn_impl, attn_drop_rate=0.1).train()
+    model(torch.randn(1, 3, 64, 64))
+    assert not calls
