@@ -123,9 +123,11 @@ class AggregatedAttention(_CosineAttention):
                                       geometry.size, self.window_size, self.attn_impl, geometry.padding_mask)
 
         # pooled keys / values
-        x_pool = x.permute(0, 2, 1).reshape(B, -1, *geometry.size)
-        x_pool = F.adaptive_avg_pool2d(self.act(self.sr(x_pool)), geometry.pool_size)
-        x_pool = self.norm(x_pool.reshape(B, -1, pool_len).permute(0, 2, 1))
+        # sr is a 1x1 convolution, i.e. a linear map of each token: applied to the (B, N, C) tokens as
+        # one matrix product, then pooled as a channels_last map (no layout copies at full size)
+        x_pool = self.act(F.linear(x, self.sr.weight.flatten(1), self.sr.bias))
+        x_pool = F.adaptive_avg_pool2d(x_pool.reshape(B, *geometry.size, C).permute(0, 3, 1, 2), geometry.pool_size)
+        x_pool = self.norm(x_pool.flatten(2).transpose(1, 2))
         k_pool, v_pool = self.kv(x_pool).reshape(B, pool_len, 2 * heads, head_dim).permute(0, 2, 1, 3).chunk(
             2, dim=1)
         k_pool = F.normalize(k_pool, dim=-1)
