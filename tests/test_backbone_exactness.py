@@ -13,13 +13,13 @@ IMPLS = ['pytorch'] + (['ext'] if ext_available('cpu') else [])
 CASES = ['same_size', 'interpolate', 'interpolate_odd', 'extrapolate', 'extrapolate_odd']
 
 # Tolerances: about twice the worst error measured over all cases and both attn_impls on the CPU
-# (float32; `pytorch` / `ext`): stage outputs 2.0e-6 / 2.2e-6 absolute, loss 1.8e-6 / 6.3e-7 relative,
-# input gradient 3.7e-7 / 4.5e-7 and parameter gradients 2.3e-6 / 4.7e-6 relative to the reference's
+# (float32; `pytorch` / `ext`): stage outputs 2.2e-6 / 2.2e-6 absolute, loss 7.2e-7 / 4.7e-7 relative,
+# input gradient 3.8e-7 / 4.3e-7 and parameter gradients 4.5e-6 / 5.5e-6 relative to the reference's
 # largest magnitude. A wrong LayerNorm eps moves the outputs by 6e-6 or more.
-OUTPUT_ATOL = 4e-6
-LOSS_RTOL = 4e-6
+OUTPUT_ATOL = 4.5e-6
+LOSS_RTOL = 2e-6
 INPUT_GRAD_RTOL = 1e-6
-PARAM_GRAD_RTOL = 1e-5
+PARAM_GRAD_RTOL = 1.2e-5
 # CUDA kernels sum in other orders (TF32 off)
 CUDA_OUTPUT_ATOL = 2e-5
 CUDA_INPUT_GRAD_RTOL = 5e-6
