@@ -191,3 +191,31 @@ def test_position_bias_mlp_gradcheck_and_reference():
     for ext, ref in zip(*results):
         torch.testing.assert_close(ext, ref, rtol=0, atol=2e-6 * ref.abs().max().item())
     assert torch.equal(position_bias_mlp_reference(coords, fc1, fc2), results[1][0])
+
+
+@needs_ext
+def test_gelu_gate_matches_gelu_times_value():
+    from mmtransnext.ops import gelu_gate, gelu_gate_reference
+    g = torch.Generator().manual_seed(0)
+    gate = torch.randn(64, 37, generator=g, dtype=torch.float64) * 4
+    gate[0, :5] = torch.tensor([0., -30., 30., -9., 9.], dtype=torch.float64)  # both tails and 0
+    value = torch.randn(64, 37, generator=g, dtype=torch.float64)
+    small = [gate[:12, :5].clone().requires_grad_(), value[:12, :5].clone().requires_grad_()]
+    assert torch.autograd.gradcheck(lambda a, v: gelu_gate(a, v, 'ext'), small)
+    results = []
+    for fn in (lambda a, v: gelu_gate(a, v, 'ext'), gelu_gate_reference):
+        a, v = gate.float().requires_grad_(), value.float().requires_grad_()
+        out = fn(a, v)
+        out.backward(torch.ones_like(out))
+        results.append((out, a.grad, v.grad))
+    for ours, ref in zip(*results):  # float32 erfc fit: about 2e-7 relative to the largest value
+        torch.testing.assert_close(ours, ref, rtol=0, atol=4e-7 * ref.abs().max().item())
+
+
+@needs_ext
+def test_gelu_gate_falls_back_where_it_has_no_kernel():
+    from mmtransnext.ops import gelu_gate, gelu_gate_reference
+    gate, value = torch.randn(4, 8, dtype=torch.bfloat16), torch.randn(4, 8, dtype=torch.bfloat16)
+    assert torch.equal(gelu_gate(gate, value, 'ext'), gelu_gate_reference(gate, value))
+    gate, value = torch.randn(4, 8), torch.randn(4, 8)
+    assert torch.equal(gelu_gate(gate, value, 'pytorch'), gelu_gate_reference(gate, value))

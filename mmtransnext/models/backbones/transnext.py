@@ -46,7 +46,7 @@ class TransNeXtBlock(nn.Module):
                                             qkv_bias=qkv_bias, attn_drop=attn_drop, proj_drop=drop,
                                             attn_impl=attn_impl)
         self.norm2 = nn.LayerNorm(dim, eps=1e-6)
-        self.mlp = ConvolutionalGLU(dim, int(dim * mlp_ratio), drop=drop)
+        self.mlp = ConvolutionalGLU(dim, int(dim * mlp_ratio), drop=drop, attn_impl=attn_impl)
         self.drop_path = DropPath(drop_path) if drop_path > 0. else nn.Identity()
 
     def forward(self, x: torch.Tensor, geometry: StageGeometry) -> torch.Tensor:

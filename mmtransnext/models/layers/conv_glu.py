@@ -2,6 +2,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ...ops import gelu_gate
+
 
 class DepthwiseConv(nn.Module):
     """3x3 depthwise convolution on a token sequence (B, N, C) laid out as an H x W map."""
@@ -28,10 +30,14 @@ class ConvolutionalGLU(nn.Module):
         hidden_features (int): nominal hidden width (``mlp_ratio * in_features``).
         out_features (int, optional): output width. Defaults to ``in_features``.
         drop (float): dropout after the gate and after fc2. Defaults to 0.
+        attn_impl (str): the backbone's implementation choice: 'auto' / 'ext' compute the GELU gate
+            in one fused pass on the CPU (``mmtransnext.ops.gelu_gate``), 'pytorch' with PyTorch's
+            ops. Defaults to 'auto'.
     """
 
-    def __init__(self, in_features, hidden_features=None, out_features=None, drop=0.):
+    def __init__(self, in_features, hidden_features=None, out_features=None, drop=0., attn_impl='auto'):
         super().__init__()
+        self.attn_impl = attn_impl
         out_features = out_features or in_features
         hidden_features = int(2 * (hidden_features or in_features) / 3)
         self.fc1 = nn.Linear(in_features, hidden_features * 2)
@@ -47,5 +53,5 @@ class ConvolutionalGLU(nn.Module):
         weight, bias = self.fc1.weight, self.fc1.bias
         gate = F.linear(x, weight[:hidden], bias[:hidden])
         v = F.linear(x, weight[hidden:], bias[hidden:])
-        x = self.drop(self.act(self.dwconv(gate, H, W)) * v)
+        x = self.drop(gelu_gate(self.dwconv(gate, H, W), v, self.attn_impl))  # act(dwconv(gate)) * v
         return self.drop(self.fc2(x))

@@ -29,6 +29,8 @@ std::vector<at::Tensor> pooled_attention_backward(const at::Tensor& grad_out, co
                                                   const at::Tensor& cols_weight, const at::Tensor& out,
                                                   const at::Tensor& local_weights, const at::Tensor& lse,
                                                   int64_t height, int64_t width);
+at::Tensor gelu_gate_forward(const at::Tensor& gate, const at::Tensor& value);
+std::vector<at::Tensor> gelu_gate_backward(const at::Tensor& grad, const at::Tensor& gate, const at::Tensor& value);
 }  // namespace mmtransnext
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -62,6 +64,10 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::arg("grad_out"), py::arg("grad_local_weights"), py::arg("grad_lse"), py::arg("query"), py::arg("key"),
         py::arg("value"), py::arg("bias_rows"), py::arg("cols_index"), py::arg("cols_weight"), py::arg("out"),
         py::arg("local_weights"), py::arg("lse"), py::arg("height"), py::arg("width"));
+  m.def("gelu_gate_forward", &gelu_gate_forward, "gelu(gate) * value in one pass (exact GELU; CPU)",
+        py::arg("gate"), py::arg("value"));
+  m.def("gelu_gate_backward", &gelu_gate_backward, "gradients of gelu_gate_forward (gate, value), GELU recomputed",
+        py::arg("grad"), py::arg("gate"), py::arg("value"));
 #ifdef WITH_CUDA
   m.attr("with_cuda") = true;
 #else

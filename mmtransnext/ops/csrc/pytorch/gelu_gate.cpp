@@ -1,0 +1,37 @@
+// Checks arguments and allocates outputs of the fused GELU gate.
+#include "gelu_gate.h"
+
+#include "../common/pytorch_cpp_helper.h"
+
+namespace mmtransnext {
+namespace {
+
+void check_gate(const at::Tensor& gate, const at::Tensor& other, const char* what) {
+  MMTN_CHECK_CONTIGUOUS(other);
+  TORCH_CHECK(other.is_cpu(), "gelu_gate has CPU kernels only; got ", what, " on ", other.device());
+  TORCH_CHECK(other.scalar_type() == gate.scalar_type() && other.sizes() == gate.sizes(), what,
+              " must match the gate (", gate.sizes(), ", ", gate.scalar_type(), "), got ", other.sizes(), ", ",
+              other.scalar_type());
+}
+
+}  // namespace
+
+at::Tensor gelu_gate_forward(const at::Tensor& gate, const at::Tensor& value) {
+  check_gate(gate, gate, "gate");
+  check_gate(gate, value, "value");
+  TORCH_CHECK(gate.scalar_type() == at::kFloat || gate.scalar_type() == at::kDouble,
+              "gelu_gate takes float32 or float64, got ", gate.scalar_type());
+  at::Tensor out = at::empty_like(gate);
+  gelu_gate_forward_cpu(gate, value, out);
+  return out;
+}
+
+std::vector<at::Tensor> gelu_gate_backward(const at::Tensor& grad, const at::Tensor& gate, const at::Tensor& value) {
+  check_gate(gate, value, "value");
+  check_gate(gate, grad, "grad");
+  at::Tensor grad_gate = at::empty_like(gate), grad_value = at::empty_like(value);
+  gelu_gate_backward_cpu(grad, gate, value, grad_gate, grad_value);
+  return {grad_gate, grad_value};
+}
+
+}  // namespace mmtransnext

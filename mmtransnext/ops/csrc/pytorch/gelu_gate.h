@@ -1,0 +1,12 @@
+// gelu(gate) * value, the gate of ConvGLU, fused on the CPU (GPUs keep PyTorch's ops).
+// gate, value, out: contiguous, same shape and dtype (float32 / float64).
+#pragma once
+#include <torch/extension.h>
+
+namespace mmtransnext {
+
+void gelu_gate_forward_cpu(const at::Tensor& gate, const at::Tensor& value, at::Tensor& out);
+void gelu_gate_backward_cpu(const at::Tensor& grad, const at::Tensor& gate, const at::Tensor& value,
+                            at::Tensor& grad_gate, at::Tensor& grad_value);
+
+}  // namespace mmtransnext
