@@ -32,17 +32,6 @@ void check_weights(const at::Tensor& weights, const at::Tensor& pixels, const Lo
               pixels.size(2), ", ", window.length(), "), got ", weights.sizes());
 }
 
-bool on_cuda(const at::Tensor& t) {
-  if (!t.is_cuda()) {
-    TORCH_CHECK(t.is_cpu(), "mmtransnext._ext supports CPU and CUDA tensors, got ", t.device());
-    return false;
-  }
-#ifndef WITH_CUDA
-  TORCH_CHECK(false, "mmtransnext._ext was built without CUDA; rebuild it with FORCE_CUDA=1 (see README)");
-#endif
-  return true;
-}
-
 }  // namespace
 
 at::Tensor local_similarity_forward(const at::Tensor& query, const at::Tensor& key, const at::Tensor& bias,

@@ -59,17 +59,6 @@ PooledGrid check_inputs(const at::Tensor& query, const at::Tensor& key, const at
   return PooledGrid{height, width, ph, pw};
 }
 
-bool on_cuda(const at::Tensor& t) {
-  if (!t.is_cuda()) {
-    TORCH_CHECK(t.is_cpu(), "mmtransnext._ext supports CPU and CUDA tensors, got ", t.device());
-    return false;
-  }
-#ifndef WITH_CUDA
-  TORCH_CHECK(false, "mmtransnext._ext was built without CUDA; rebuild it with FORCE_CUDA=1 (see README)");
-#endif
-  return true;
-}
-
 }  // namespace
 
 std::vector<at::Tensor> pooled_attention_forward(const at::Tensor& query, const at::Tensor& key,

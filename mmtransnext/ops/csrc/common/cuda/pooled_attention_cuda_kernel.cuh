@@ -51,6 +51,17 @@ __device__ __forceinline__ T dot(const T* x, const T* y, int64_t d) {
   return s;
 }
 
+// Rows [first, first + TILE) of two (rows, dim) matrices into shared memory, zero past `rows` / the dims.
+template <typename T, int MAXD, int TILE>
+__device__ __forceinline__ void load_tile(T (*a_tile)[MAXD], const T* a, int64_t a_dim, T (*b_tile)[MAXD],
+                                          const T* b, int64_t b_dim, int64_t first, int64_t rows) {
+  for (int64_t i = threadIdx.x; i < TILE * MAXD; i += blockDim.x) {
+    const int64_t j = i / MAXD, c = i % MAXD, row = first + j;
+    a_tile[j][c] = row < rows && c < a_dim ? a[row * a_dim + c] : T(0);
+    b_tile[j][c] = row < rows && c < b_dim ? b[row * b_dim + c] : T(0);
+  }
+}
+
 // Keys per shared-memory tile: two tiles (key, value) of TILE x MAXD elements.
 template <int MAXD>
 constexpr int kTile = 2048 / MAXD;
@@ -82,11 +93,7 @@ __global__ void pooled_attention_forward_kernel(PooledArgs<T> a, const T* local_
   }
   const T *key = a.key + bh * a.P * a.D, *value = a.value + bh * a.P * a.Dv;
   for (int64_t p0 = 0; p0 < a.P; p0 += TILE) {
-    for (int64_t i = threadIdx.x; i < TILE * MAXD; i += blockDim.x) {
-      const int64_t j = i / MAXD, c = i % MAXD, p = p0 + j;
-      keys[j][c] = p < a.P && c < a.D ? key[p * a.D + c] : T(0);
-      values[j][c] = p < a.P && c < a.Dv ? value[p * a.Dv + c] : T(0);
-    }
+    load_tile<T, MAXD, TILE>(keys, key, a.D, values, value, a.Dv, p0, a.P);
     __syncthreads();
     if (valid) {
       const int64_t count = min(static_cast<int64_t>(TILE), a.P - p0);
@@ -149,11 +156,7 @@ __global__ void pooled_attention_backward_query_kernel(PooledArgs<T> a, const T*
   }
   const T *key = a.key + bh * a.P * a.D, *value = a.value + bh * a.P * a.Dv;
   for (int64_t p0 = 0; p0 < a.P; p0 += TILE) {
-    for (int64_t t = threadIdx.x; t < TILE * MAXD; t += blockDim.x) {
-      const int64_t j = t / MAXD, c = t % MAXD, p = p0 + j;
-      keys[j][c] = p < a.P && c < a.D ? key[p * a.D + c] : T(0);
-      values[j][c] = p < a.P && c < a.Dv ? value[p * a.Dv + c] : T(0);
-    }
+    load_tile<T, MAXD, TILE>(keys, key, a.D, values, value, a.Dv, p0, a.P);
     __syncthreads();
     if (valid) {
       const int64_t count = min(static_cast<int64_t>(TILE), a.P - p0);
@@ -192,11 +195,8 @@ __global__ void pooled_attention_backward_key_kernel(PooledArgs<T> a, const T* g
   }
   const int64_t n_begin = blockIdx.y * chunk, n_end = min(a.N, n_begin + chunk);
   for (int64_t n0 = n_begin; n0 < n_end; n0 += TILE) {
-    for (int64_t t = threadIdx.x; t < TILE * MAXD; t += blockDim.x) {
-      const int64_t j = t / MAXD, c = t % MAXD, n = n0 + j;
-      queries[j][c] = n < n_end && c < a.D ? a.query[(bh * a.N + n) * a.D + c] : T(0);
-      douts[j][c] = n < n_end && c < a.Dv ? grad_out[(bh * a.N + n) * a.Dv + c] : T(0);
-    }
+    load_tile<T, MAXD, TILE>(queries, a.query + bh * a.N * a.D, a.D, douts, grad_out + bh * a.N * a.Dv, a.Dv, n0,
+                             n_end);
     for (int64_t j = threadIdx.x; j < TILE; j += blockDim.x) {
       const int64_t n = n0 + j;
       lses[j] = n < n_end ? lse[bh * a.N + n] : T(0);

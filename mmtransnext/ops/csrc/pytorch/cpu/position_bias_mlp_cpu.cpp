@@ -37,18 +37,23 @@ struct Mlp {
   }
 };
 
+// hidden = relu(w1 . c + b1) for one offset c = (cx, cy).
+template <typename T>
+MMTN_INLINE void hidden_layer(const Mlp<T>& m, T cx, T cy, T* hidden) {
+  const T *wx = m.w1_x.data(), *wy = m.w1_y.data();
+#pragma omp simd
+  for (int64_t j = 0; j < m.hidden; ++j) {
+    const T pre = wx[j] * cx + wy[j] * cy + m.b1[j];
+    hidden[j] = pre > T(0) ? pre : T(0);
+  }
+}
+
 // out[k, r] = b2[k] + sum_j w2[k, j] relu(w1[j] . c_r + b1[j]) for rows [begin, end).
 template <typename T>
 MMTN_INLINE void forward_rows_impl(const T* coords, const Mlp<T>& m, T* out, int64_t rows, int64_t begin,
                                    int64_t end, T* hidden) {
-  const T *wx = m.w1_x.data(), *wy = m.w1_y.data();
   for (int64_t r = begin; r < end; ++r) {
-    const T cx = coords[2 * r], cy = coords[2 * r + 1];
-#pragma omp simd
-    for (int64_t j = 0; j < m.hidden; ++j) {
-      const T pre = wx[j] * cx + wy[j] * cy + m.b1[j];
-      hidden[j] = pre > T(0) ? pre : T(0);
-    }
+    hidden_layer(m, coords[2 * r], coords[2 * r + 1], hidden);
     for (int64_t k = 0; k < m.heads; ++k) {
       const T* w = m.w2 + k * m.hidden;
       T acc = 0;
@@ -64,15 +69,10 @@ template <typename T>
 MMTN_INLINE void backward_rows_impl(const T* grad, const T* coords, const Mlp<T>& m, int64_t rows, int64_t begin,
                                     int64_t end, T* acc_w1x, T* acc_w1y, T* acc_b1, T* acc_w2, T* acc_b2,
                                     T* hidden, T* grad_pre) {
-  const T *wx = m.w1_x.data(), *wy = m.w1_y.data();
   for (int64_t r = begin; r < end; ++r) {
     const T cx = coords[2 * r], cy = coords[2 * r + 1];
-#pragma omp simd
-    for (int64_t j = 0; j < m.hidden; ++j) {
-      const T pre = wx[j] * cx + wy[j] * cy + m.b1[j];
-      hidden[j] = pre > T(0) ? pre : T(0);
-      grad_pre[j] = 0;
-    }
+    hidden_layer(m, cx, cy, hidden);
+    std::fill(grad_pre, grad_pre + m.hidden, T(0));
     for (int64_t k = 0; k < m.heads; ++k) {
       const T g = grad[k * rows + r];
       const T* w = m.w2 + k * m.hidden;
