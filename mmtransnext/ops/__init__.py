@@ -6,6 +6,7 @@ from .local_attention import (ATTN_IMPLS, ext_available, local_aggregation, loca
 
 __all__ = [
     'ATTN_IMPLS', 'ext_available', 'gelu_gate', 'gelu_gate_reference', 'local_aggregation',
-    'local_aggregation_reference', 'local_similarity', 'local_similarity_reference', 'expand_position_bias', 'pooled_attention',
-    'pooled_attention_reference', 'position_bias_mlp', 'position_bias_mlp_reference', 'resolve_attn_impl'
+    'local_aggregation_reference', 'local_similarity', 'local_similarity_reference', 'expand_position_bias',
+    'pooled_attention', 'pooled_attention_reference', 'position_bias_mlp', 'position_bias_mlp_reference',
+    'resolve_attn_impl'
 ]

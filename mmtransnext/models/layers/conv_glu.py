@@ -42,7 +42,6 @@ class ConvolutionalGLU(nn.Module):
         hidden_features = int(2 * (hidden_features or in_features) / 3)
         self.fc1 = nn.Linear(in_features, hidden_features * 2)
         self.dwconv = DepthwiseConv(hidden_features)
-        self.act = nn.GELU()
         self.fc2 = nn.Linear(hidden_features, out_features)
         self.drop = nn.Dropout(drop)
 
@@ -53,5 +52,5 @@ class ConvolutionalGLU(nn.Module):
         weight, bias = self.fc1.weight, self.fc1.bias
         gate = F.linear(x, weight[:hidden], bias[:hidden])
         v = F.linear(x, weight[hidden:], bias[hidden:])
-        x = self.drop(gelu_gate(self.dwconv(gate, H, W), v, self.attn_impl))  # act(dwconv(gate)) * v
+        x = self.drop(gelu_gate(self.dwconv(gate, H, W), v, self.attn_impl))  # gelu(dwconv(gate)) * v
         return self.drop(self.fc2(x))
