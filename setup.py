@@ -37,14 +37,11 @@ def make_extensions():
         return [], {}
     csrc = osp.join('mmtransnext', 'ops', 'csrc')
     sources = sorted(glob.glob(osp.join(csrc, 'pytorch', '*.cpp')) + glob.glob(osp.join(csrc, 'pytorch', 'cpu', '*.cpp')))
-    # at::parallel_for is a header template over '#pragma omp parallel': without -fopenmp the CPU kernels
-    # run on one thread. With it they use torch's OpenMP threads (2x on 2 cores), but two-process gloo
-    # runs (torchrun) aborted in about 1 of 4 tries here ("terminate called without an active exception",
-    # cause not found), so it is opt-in: MMTRANSNEXT_OPENMP=1.
+    # -fopenmp: at::parallel_for is a header template over '#pragma omp parallel', so without the flag the
+    # CPU kernels run on one thread; with it they use torch's OpenMP threads (its libgomp, already loaded).
     # -fno-trapping-math: lets GCC vectorise loops with selects (the softmax's exp); IEEE results are
     # unchanged, only floating-point trap side effects (which nothing here enables) are not kept.
-    openmp = os.getenv('MMTRANSNEXT_OPENMP', '0') == '1'
-    flags = {'cxx': ['-O3', '-fopenmp' if openmp else '-fopenmp-simd', '-fno-trapping-math']}
+    flags = {'cxx': ['-O3', '-fopenmp', '-fno-trapping-math']}
     with_cuda = os.getenv('FORCE_CUDA', '0') == '1' or (torch.cuda.is_available() and CUDA_HOME is not None)
     if with_cuda:
         sources += sorted(glob.glob(osp.join(csrc, 'pytorch', 'cuda', '*.cu')))

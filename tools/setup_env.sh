@@ -7,7 +7,6 @@
 #   MMTRANSNEXT_WITH_OPS 0 skips building the attention op (the backbone then runs its PyTorch path)
 #   FORCE_CUDA=1         build the op's CUDA kernels too (automatic when a GPU is visible);
 #                        TORCH_CUDA_ARCH_LIST picks the architectures
-#   MMTRANSNEXT_OPENMP=1 build the op's CPU kernels multi-threaded (opt-in, see setup.py)
 #   MMTRANSNEXT_WHEELS   folder of prebuilt mmcv wheels (default: ../shared/wheels/torch2.14.1-cp311-linux_x86_64)
 set -euo pipefail
 
@@ -22,7 +21,7 @@ log() { echo "[setup_env] $*" >&2; }
 
 # Everything that decides what gets installed or built goes into the stamp.
 stamp_inputs() {
-    echo "ops=${MMTRANSNEXT_WITH_OPS:-1} cuda=${FORCE_CUDA:-0} arch=${TORCH_CUDA_ARCH_LIST:-} openmp=${MMTRANSNEXT_OPENMP:-0}"
+    echo "ops=${MMTRANSNEXT_WITH_OPS:-1} cuda=${FORCE_CUDA:-0} arch=${TORCH_CUDA_ARCH_LIST:-}"
     cat "$ROOT/tools/setup_env.sh" "$ROOT/setup.py" "$ROOT/pyproject.toml" "$ROOT"/requirements/*.txt
     if [[ -d "$ROOT/mmtransnext/ops/csrc" ]]; then
         find "$ROOT/mmtransnext/ops/csrc" -type f | sort | xargs -r cat

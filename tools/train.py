@@ -14,7 +14,7 @@ from mmengine.runner import Runner  # noqa: E402
 
 import mmtransnext  # noqa: E402,F401  (registers TransNeXt, fixes mmengine checkpoint loading)
 from mmtransnext.utils.config import add_runner_args, load_config, parse_runner_args  # noqa: E402
-from mmtransnext.utils.dist import prepare_cpu_distributed  # noqa: E402
+from mmtransnext.utils.dist import destroy_distributed, prepare_cpu_distributed  # noqa: E402
 from mmtransnext.utils.preflight import format_problems, missing_inputs  # noqa: E402
 
 
@@ -55,4 +55,7 @@ def main():
 
 
 if __name__ == '__main__':
-    main()
+    try:
+        main()
+    finally:
+        destroy_distributed()
