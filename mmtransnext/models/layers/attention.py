@@ -12,6 +12,69 @@ from ...ops import local_aggregation, local_similarity, pooled_attention, positi
 from .position_bias import StageGeometry, gather_position_bias, position_bias_rows
 
 
+def _split_heads(x: torch.Tensor, parts: int, heads: int):
+    """(B, N, parts * heads * head_dim) tokens -> ``parts`` tensors (B, heads, N, head_dim), each contiguous
+    in its own storage (so that one kept for backward does not keep the others alive)."""
+    B, N, C = x.shape
+    return [t.transpose(1, 2).contiguous() for t in x.reshape(B, N, parts, heads, C // (parts * heads)).unbind(2)]
+
+
+# The op path keeps less for backward than autograd would. Each function below computes exactly what the
+# PyTorch expression in its docstring computes (same operations forward, bitwise), but keeps only tensors
+# that are kept anyway, so that a full-size (tokens x channels) input is not held through the forward.
+
+class _Normalize(torch.autograd.Function):
+    """``F.normalize(x, dim=-1)`` keeping its output (which the attention keeps anyway), not its input."""
+
+    @staticmethod
+    def forward(ctx, x, eps=1e-12):
+        norm = torch.linalg.vector_norm(x, dim=-1, keepdim=True)
+        out = x / norm.clamp_min(eps)
+        ctx.save_for_backward(out, norm)
+        ctx.eps = eps
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        out, norm = ctx.saved_tensors
+        # d(x / n) = (g - out * <out, g>) / n where n > eps; the clamped norm passes no gradient
+        along = (out * grad).sum(-1, keepdim=True) * (norm >= ctx.eps)
+        return (grad - out * along) / norm.clamp_min(ctx.eps), None
+
+
+class _ScaleQueries(torch.autograd.Function):
+    """``(q_norm + embedding) * softplus(temperature) * length_scale`` keeping q_norm (kept anyway)
+    instead of the sum."""
+
+    @staticmethod
+    def forward(ctx, q_norm, embedding, temperature, length_scale):
+        ctx.save_for_backward(q_norm, embedding, temperature, length_scale)
+        return (q_norm + embedding) * F.softplus(temperature) * length_scale
+
+    @staticmethod
+    def backward(ctx, grad):
+        q_norm, embedding, temperature, length_scale = ctx.saved_tensors
+        grad_scaled = grad * length_scale  # d / d ((q_norm + embedding) * softplus(temperature))
+        grad_shifted = grad_scaled * F.softplus(temperature)
+        grad_embedding = grad_shifted.sum(dim=(0, 2), keepdim=True).squeeze(0)
+        grad_softplus = ((q_norm + embedding) * grad_scaled).sum(dim=(0, 2, 3), keepdim=True).squeeze(0)
+        return grad_shifted, grad_embedding, grad_softplus * torch.sigmoid(temperature), None
+
+
+class _AvgPool(torch.autograd.Function):
+    """``F.adaptive_avg_pool2d(x, size)`` keeping nothing: its backward reads only the input's shape."""
+
+    @staticmethod
+    def forward(ctx, x, size):
+        ctx.shape = x.shape
+        return F.adaptive_avg_pool2d(x, size)
+
+    @staticmethod
+    def backward(ctx, grad):
+        shape_only = grad.new_zeros(()).expand(ctx.shape)
+        return torch.ops.aten._adaptive_avg_pool2d_backward(grad.contiguous(), shape_only), None
+
+
 class _CosineAttention(nn.Module):
     """Parts shared by both attentions: temperature, query embedding, bias MLP, output projection."""
 
@@ -62,7 +125,16 @@ class _CosineAttention(nn.Module):
         return pooled_attention(q_scaled, key, value, rows, taps.cols_taps_index, taps.cols_taps_weight,
                                 local_logits, geometry.size, self.attn_impl)
 
+    def keeps_less(self, device: torch.device) -> bool:
+        """Whether the memory-lean autograd functions above replace the reference expressions (op path)."""
+        return resolve_attn_impl(self.attn_impl, device) == 'ext'
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        return _Normalize.apply(x) if self.keeps_less(x.device) else F.normalize(x, dim=-1)
+
     def scale_queries(self, q_norm: torch.Tensor, geometry: StageGeometry) -> torch.Tensor:
+        if self.keeps_less(q_norm.device):
+            return _ScaleQueries.apply(q_norm, self.query_embedding, self.temperature, geometry.seq_length_scale)
         return (q_norm + self.query_embedding) * F.softplus(self.temperature) * geometry.seq_length_scale
 
     def project(self, x: torch.Tensor) -> torch.Tensor:
@@ -114,19 +186,23 @@ class AggregatedAttention(_CosineAttention):
         pool_len = geometry.pool_size[0] * geometry.pool_size[1]
         heads, head_dim = self.num_heads, self.head_dim
 
-        q_norm = F.normalize(self.q(x).reshape(B, N, heads, head_dim).permute(0, 2, 1, 3), dim=-1)
+        # queries, keys and values in the (B, heads, N, head_dim) layout that every op below reads: one copy
+        # here instead of one per op (each would keep its own copy for backward)
+        q_norm = self.normalize(_split_heads(self.q(x), 1, heads)[0])
         q_scaled = self.scale_queries(q_norm, geometry)
 
         # local keys / values: every pixel's window, keys L2-normalised
-        k_local, v_local = self.kv(x).reshape(B, N, 2 * heads, head_dim).permute(0, 2, 1, 3).chunk(2, dim=1)
-        attn_local = local_similarity(q_scaled, F.normalize(k_local, dim=-1), self.relative_pos_bias_local,
+        k_local, v_local = _split_heads(self.kv(x), 2, heads)
+        attn_local = local_similarity(q_scaled, self.normalize(k_local), self.relative_pos_bias_local,
                                       geometry.size, self.window_size, self.attn_impl, geometry.padding_mask)
 
         # pooled keys / values
         # sr is a 1x1 convolution, i.e. a linear map of each token: applied to the (B, N, C) tokens as
         # one matrix product, then pooled as a channels_last map (no layout copies at full size)
         x_pool = self.act(F.linear(x, self.sr.weight.flatten(1), self.sr.bias))
-        x_pool = F.adaptive_avg_pool2d(x_pool.reshape(B, *geometry.size, C).permute(0, 3, 1, 2), geometry.pool_size)
+        x_pool = x_pool.reshape(B, *geometry.size, C).permute(0, 3, 1, 2)
+        pool = _AvgPool.apply if self.keeps_less(x.device) else F.adaptive_avg_pool2d
+        x_pool = pool(x_pool, geometry.pool_size)
         x_pool = self.norm(x_pool.flatten(2).transpose(1, 2))
         k_pool, v_pool = self.kv(x_pool).reshape(B, pool_len, 2 * heads, head_dim).permute(0, 2, 1, 3).chunk(
             2, dim=1)
@@ -169,9 +245,8 @@ class FullAttention(_CosineAttention):
 
     def forward(self, x: torch.Tensor, geometry: StageGeometry) -> torch.Tensor:
         B, N, C = x.shape
-        qkv = self.qkv(x).reshape(B, N, 3 * self.num_heads, self.head_dim).permute(0, 2, 1, 3)
-        q, k, v = qkv.chunk(3, dim=1)
-        q_scaled, k = self.scale_queries(F.normalize(q, dim=-1), geometry), F.normalize(k, dim=-1)
+        q, k, v = _split_heads(self.qkv(x), 3, self.num_heads)
+        q_scaled, k = self.scale_queries(self.normalize(q), geometry), self.normalize(k)
         if self.use_fused_softmax(x.device):  # the same op, with no local keys
             out, _ = self.fused_softmax(q_scaled, k, v, q_scaled.new_empty(*q_scaled.shape[:3], 0), geometry)
         else:

@@ -52,5 +52,48 @@ class ConvolutionalGLU(nn.Module):
         weight, bias = self.fc1.weight, self.fc1.bias
         gate = F.linear(x, weight[:hidden], bias[:hidden])
         v = F.linear(x, weight[hidden:], bias[hidden:])
-        x = self.drop(gelu_gate(self.dwconv(gate, H, W), v, self.attn_impl))  # gelu(dwconv(gate)) * v
-        return self.drop(self.fc2(x))
+        if self.attn_impl == 'pytorch' or (self.drop.p > 0 and self.training) or not torch.is_grad_enabled():
+            x = self.drop(gelu_gate(self.dwconv(gate, H, W), v, self.attn_impl))  # gelu(dwconv(gate)) * v
+            return self.drop(self.fc2(x))
+        return _GatedProjection.apply(gate, v, self.dwconv.dwconv.weight, self.dwconv.dwconv.bias, self.fc2.weight,
+                                      self.fc2.bias, self.dwconv, (H, W), self.attn_impl)
+
+
+class _GatedProjection(torch.autograd.Function):
+    """``fc2(gelu(dwconv(gate)) * value)`` keeping only ``gate`` and ``value`` for backward.
+
+    Autograd would keep dwconv's output and fc2's input as well: two more (tokens x hidden) tensors
+    per block, the largest activations of the backbone. Backward recomputes them (a depthwise
+    convolution and the GELU gate, cheap next to the products) and computes fc2's gradients itself.
+    """
+
+    @staticmethod
+    def forward(ctx, gate, value, conv_weight, conv_bias, fc_weight, fc_bias, dwconv, size, attn_impl):
+        ctx.save_for_backward(gate, value, fc_weight)
+        ctx.dwconv, ctx.size, ctx.attn_impl = dwconv, size, attn_impl
+        device = gate.device.type  # backward recomputes under the forward's autocast state
+        ctx.autocast = (device, torch.get_autocast_dtype(device), torch.is_autocast_enabled(device))
+        return F.linear(gelu_gate(dwconv(gate, *size), value, attn_impl), fc_weight, fc_bias)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        gate, value, fc_weight = ctx.saved_tensors
+        conv = ctx.dwconv.dwconv
+        device, dtype, enabled = ctx.autocast
+        with torch.enable_grad(), torch.autocast(device, dtype=dtype, enabled=enabled):
+            gate, value = gate.detach().requires_grad_(), value.detach().requires_grad_()
+            hidden = gelu_gate(ctx.dwconv(gate, *ctx.size), value, ctx.attn_impl)
+            grad_hidden = grad_out @ fc_weight
+            grads = [None] * 9
+            grad_rows = grad_out.reshape(-1, grad_out.shape[-1])
+            if ctx.needs_input_grad[4]:
+                grads[4] = (grad_rows.t() @ hidden.detach().reshape(-1, hidden.shape[-1])).to(fc_weight.dtype)
+            if ctx.needs_input_grad[5]:
+                grads[5] = grad_rows.sum(0).to(fc_weight.dtype)
+        # gate, value and the convolution's parameters, as far as they need gradients (frozen stages do not)
+        wanted = [i for i in range(4) if ctx.needs_input_grad[i]]
+        if wanted:
+            inputs = (gate, value, conv.weight, conv.bias)
+            for i, grad in zip(wanted, torch.autograd.grad(hidden, [inputs[i] for i in wanted], grad_hidden)):
+                grads[i] = grad
+        return tuple(grads)
