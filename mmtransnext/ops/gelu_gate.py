@@ -66,6 +66,12 @@ else:
     _forward_apply, _backward_apply = _GeluGate.apply, _backward
 
 
+def _fused(gate: Tensor, value: Tensor, attn_impl: str) -> bool:
+    return (resolve_attn_impl(attn_impl, gate.device) == 'ext' and gate.device.type == 'cpu'
+            and gate.dtype == value.dtype and gate.dtype in (torch.float32, torch.float64)
+            and gate.shape == value.shape)
+
+
 def gelu_gate(gate: Tensor, value: Tensor, attn_impl: str = 'auto') -> Tensor:
     """``F.gelu(gate) * value``; the fused kernel for 'auto' / 'ext' on the CPU in float32 / float64.
 
@@ -73,9 +79,14 @@ def gelu_gate(gate: Tensor, value: Tensor, attn_impl: str = 'auto') -> Tensor:
         gate, value (Tensor): same shape.
         attn_impl (str): the backbone's implementation choice: 'auto', 'ext' or 'pytorch'.
     """
-    fused = (resolve_attn_impl(attn_impl, gate.device) == 'ext' and gate.device.type == 'cpu'
-             and gate.dtype == value.dtype and gate.dtype in (torch.float32, torch.float64)
-             and gate.shape == value.shape)
-    if not fused:
+    if not _fused(gate, value, attn_impl):
         return gelu_gate_reference(gate, value)
     return _forward_apply(gate.contiguous(), value.contiguous())
+
+
+def gelu_gate_backward(grad: Tensor, gate: Tensor, value: Tensor, attn_impl: str = 'auto') -> Tuple[Tensor, Tensor]:
+    """The gradients of :func:`gelu_gate` with respect to ``gate`` and ``value`` for an output gradient
+    ``grad``, outside autograd (for callers that recompute the gate in their own backward)."""
+    if not _fused(gate, value, attn_impl):
+        return torch.ops.aten.gelu_backward(grad * value, gate), grad * F.gelu(gate)
+    return _backward(grad, gate.contiguous(), value.contiguous())

@@ -2,7 +2,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ...ops import gelu_gate
+from ...ops import gelu_gate, gelu_gate_backward
 
 
 class DepthwiseConv(nn.Module):
@@ -13,10 +13,8 @@ class DepthwiseConv(nn.Module):
         self.dwconv = nn.Conv2d(dim, dim, kernel_size=3, stride=1, padding=1, bias=True, groups=dim)
 
     def forward(self, x: torch.Tensor, H: int, W: int) -> torch.Tensor:
-        B, N, C = x.shape
         # (B, N, C) tokens are an NHWC map: convolve it as channels_last, no layout copies either way
-        x = self.dwconv(x.reshape(B, H, W, C).permute(0, 3, 1, 2))
-        return x.permute(0, 2, 3, 1).reshape(B, N, C)
+        return self.dwconv(_as_map(x, (H, W))).permute(0, 2, 3, 1).reshape(x.shape)
 
 
 class ConvolutionalGLU(nn.Module):
@@ -55,8 +53,9 @@ class ConvolutionalGLU(nn.Module):
         if self.attn_impl == 'pytorch' or (self.drop.p > 0 and self.training) or not torch.is_grad_enabled():
             x = self.drop(gelu_gate(self.dwconv(gate, H, W), v, self.attn_impl))  # gelu(dwconv(gate)) * v
             return self.drop(self.fc2(x))
-        return _GatedProjection.apply(gate, v, self.dwconv.dwconv.weight, self.dwconv.dwconv.bias, self.fc2.weight,
-                                      self.fc2.bias, self.dwconv, (H, W), self.attn_impl)
+        conv = self.dwconv.dwconv
+        return _GatedProjection.apply(gate, v, conv.weight, conv.bias, self.fc2.weight, self.fc2.bias, (H, W),
+                                      self.attn_impl)
 
 
 class _GatedProjection(torch.autograd.Function):
@@ -64,36 +63,55 @@ class _GatedProjection(torch.autograd.Function):
 
     Autograd would keep dwconv's output and fc2's input as well: two more (tokens x hidden) tensors
     per block, the largest activations of the backbone. Backward recomputes them (a depthwise
-    convolution and the GELU gate, cheap next to the products) and computes fc2's gradients itself.
+    convolution and the GELU gate, cheap next to the products) and frees each as soon as it is used, so
+    that at most four (tokens x hidden) tensors exist at once. Under autocast the forward ran in the
+    dtype of ``gate`` (with the weights cast to it); backward does the same.
     """
 
     @staticmethod
-    def forward(ctx, gate, value, conv_weight, conv_bias, fc_weight, fc_bias, dwconv, size, attn_impl):
-        ctx.save_for_backward(gate, value, fc_weight)
-        ctx.dwconv, ctx.size, ctx.attn_impl = dwconv, size, attn_impl
-        device = gate.device.type  # backward recomputes under the forward's autocast state
-        ctx.autocast = (device, torch.get_autocast_dtype(device), torch.is_autocast_enabled(device))
-        return F.linear(gelu_gate(dwconv(gate, *size), value, attn_impl), fc_weight, fc_bias)
+    def forward(ctx, gate, value, conv_weight, conv_bias, fc_weight, fc_bias, size, attn_impl):
+        ctx.save_for_backward(gate, value, conv_weight, conv_bias, fc_weight)
+        ctx.size, ctx.attn_impl = size, attn_impl
+        hidden = gelu_gate(_depthwise_conv(gate, conv_weight, conv_bias, size), value, attn_impl)
+        return F.linear(hidden, fc_weight, fc_bias)
 
     @staticmethod
     def backward(ctx, grad_out):
-        gate, value, fc_weight = ctx.saved_tensors
-        conv = ctx.dwconv.dwconv
-        device, dtype, enabled = ctx.autocast
-        with torch.enable_grad(), torch.autocast(device, dtype=dtype, enabled=enabled):
-            gate, value = gate.detach().requires_grad_(), value.detach().requires_grad_()
-            hidden = gelu_gate(ctx.dwconv(gate, *ctx.size), value, ctx.attn_impl)
-            grad_hidden = grad_out @ fc_weight
-            grads = [None] * 9
-            grad_rows = grad_out.reshape(-1, grad_out.shape[-1])
-            if ctx.needs_input_grad[4]:
-                grads[4] = (grad_rows.t() @ hidden.detach().reshape(-1, hidden.shape[-1])).to(fc_weight.dtype)
-            if ctx.needs_input_grad[5]:
-                grads[5] = grad_rows.sum(0).to(fc_weight.dtype)
-        # gate, value and the convolution's parameters, as far as they need gradients (frozen stages do not)
-        wanted = [i for i in range(4) if ctx.needs_input_grad[i]]
-        if wanted:
-            inputs = (gate, value, conv.weight, conv.bias)
-            for i, grad in zip(wanted, torch.autograd.grad(hidden, [inputs[i] for i in wanted], grad_hidden)):
-                grads[i] = grad
+        gate, value, conv_weight, conv_bias, fc_weight = ctx.saved_tensors
+        dtype = gate.dtype
+        need = ctx.needs_input_grad
+        grads = [None] * 8
+        conv_out = _depthwise_conv(gate, conv_weight.to(dtype), conv_bias.to(dtype), ctx.size)
+        grad_rows = grad_out.reshape(-1, grad_out.shape[-1]).to(dtype)
+        if need[4]:
+            hidden = gelu_gate(conv_out, value, ctx.attn_impl)
+            grads[4] = (grad_rows.t() @ hidden.reshape(-1, hidden.shape[-1])).to(fc_weight.dtype)
+            del hidden
+        if need[5]:
+            grads[5] = grad_rows.sum(0).to(fc_weight.dtype)
+        if not any(need[:4]):
+            return tuple(grads)
+        grad_hidden = (grad_rows @ fc_weight.to(dtype)).reshape(value.shape)
+        grad_conv_out, grads[1] = gelu_gate_backward(grad_hidden, conv_out, value, ctx.attn_impl)
+        del grad_hidden, conv_out
+        B, N, C = gate.shape
+        grad_gate, grad_weight, grad_bias = torch.ops.aten.convolution_backward(
+            _as_map(grad_conv_out, ctx.size), _as_map(gate, ctx.size), conv_weight.to(dtype), [C], [1, 1], [1, 1],
+            [1, 1], False, [0, 0], C, [need[0], need[2], need[3]])
+        if need[0]:
+            grads[0] = grad_gate.permute(0, 2, 3, 1).reshape(B, N, C)
+        grads[2] = None if grad_weight is None else grad_weight.to(conv_weight.dtype)
+        grads[3] = None if grad_bias is None else grad_bias.to(conv_bias.dtype)
         return tuple(grads)
+
+
+def _as_map(tokens: torch.Tensor, size) -> torch.Tensor:
+    """(B, N, C) tokens as the (B, C, H, W) channels_last map they are in memory."""
+    B, N, C = tokens.shape
+    return tokens.reshape(B, *size, C).permute(0, 3, 1, 2)
+
+
+def _depthwise_conv(tokens: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, size) -> torch.Tensor:
+    B, N, C = tokens.shape
+    out = F.conv2d(_as_map(tokens, size), weight, bias, padding=1, groups=C)
+    return out.permute(0, 2, 3, 1).reshape(B, N, C)

@@ -1,8 +1,9 @@
 // CPU kernels of pooled attention merged with the local logits (split softmax).
 //
 // One parallel loop over (head, query row); inside a task, batches and blocks of the row's queries.
-// A block's (queries x pooled keys) logits live in a per-thread buffer only: BLAS for the four
-// products, the bias read from the per-row table, one exponential per logit. Each task owns its
+// A block's (queries x pooled keys) logits live in a per-thread buffer only: register-blocked products
+// for float and head size 24 (cpu_block_products.h; BLAS otherwise), the bias read from the per-row
+// table, one exponential per logit. Each task owns its
 // query rows and the bias-table rows of its (head, y), so no two threads write the same element;
 // the pooled key / value gradients are summed per fixed slice of tasks, then in slice order
 // (deterministic for a given thread count).
@@ -16,6 +17,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "../../common/cpu_block_products.h"
 #include "../../common/cpu_math.h"
 #include "../pooled_attention.h"
 
@@ -75,47 +77,86 @@ void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, T alpha, 
 
 // ----------------------------------------------------------------------------- per-block steps
 
-// Kernel layout: pooled keys in (kx, ky) order and each bias-table row as (U, ph), so that a
-// query's bias is a sum of contiguous ph-long columns of the table instead of P gathers.
+// Kernel layout: pooled keys in (kx, ky) order and each bias-table row as (U, padded ph), so that a
+// query's bias is a sum of contiguous ph-long columns of the table instead of P gathers. The columns
+// are read and written padded to whole vectors (ph = 25 would leave a scalar tail in every column):
+// what a column writes past its end, the next column (processed after it) overwrites, and buffers
+// have a padded column of slack at their end.
+constexpr int64_t kColumnAlign = 16;
+int64_t padded_column(int64_t ph) { return (ph + kColumnAlign - 1) / kColumnAlign * kColumnAlign; }
+
 struct Bias {
   const int64_t* index;  // (T, W, pw)
-  int64_t taps, width, pool_height, pool_width, table_len;
+  int64_t taps, width, pool_height, pool_width, table_len, column;  // column: padded ph
 };
 
-// logits[i, (kx, ky)] += sum_t w[t, x, kx] * rows[index[t, x, kx], ky] for the queries x0 .. x0 + n.
-template <typename T>
-MMTN_INLINE void add_bias_impl(T* logits, int64_t n, int64_t x0, const T* rows, const T* weight, const Bias& b) {
-  const int64_t P = b.pool_height * b.pool_width, ph = b.pool_height;
+// logits[i, (kx, ky)] = sum_t w[t, x, kx] * rows[index[t, x, kx], ky] for the queries x0 .. x0 + n; the
+// query . key products are then added onto it. All taps of a column in one pass (TAPS: 1 without
+// resizing, 4 with; 0 = any number, read from b).
+template <int TAPS, typename T>
+MMTN_INLINE void write_bias_impl(T* logits, int64_t n, int64_t x0, const T* rows, const T* weight, const Bias& b) {
+  const int64_t P = b.pool_height * b.pool_width, ph = b.pool_height, cw = b.column, taps = TAPS > 0 ? TAPS : b.taps;
+  const int64_t tap_stride = b.width * b.pool_width;
   for (int64_t i = 0; i < n; ++i) {
-    for (int64_t t = 0; t < b.taps; ++t) {
-      const int64_t* idx = b.index + (t * b.width + x0 + i) * b.pool_width;
-      const T* w = weight + (t * b.width + x0 + i) * b.pool_width;
-      T* s = logits + i * P;
-      for (int64_t kx = 0; kx < b.pool_width; ++kx, s += ph) {
-        const T* r = rows + idx[kx] * ph;
-        const T wk = w[kx];
+    const int64_t* idx = b.index + (x0 + i) * b.pool_width;
+    const T* w = weight + (x0 + i) * b.pool_width;
+    T* s = logits + i * P;
+    for (int64_t kx = 0; kx < b.pool_width; ++kx, s += ph) {
+      const T* r0 = rows + idx[kx] * cw;
+      const T w0 = w[kx];
 #pragma omp simd
-        for (int64_t ky = 0; ky < ph; ++ky) s[ky] += wk * r[ky];
+      for (int64_t ky = 0; ky < cw; ++ky) s[ky] = w0 * r0[ky];
+      if (TAPS == 4) {
+        const T *r1 = rows + idx[tap_stride + kx] * cw, *r2 = rows + idx[2 * tap_stride + kx] * cw;
+        const T* r3 = rows + idx[3 * tap_stride + kx] * cw;
+        const T w1 = w[tap_stride + kx], w2 = w[2 * tap_stride + kx], w3 = w[3 * tap_stride + kx];
+#pragma omp simd
+        for (int64_t ky = 0; ky < cw; ++ky) s[ky] += w1 * r1[ky] + w2 * r2[ky] + w3 * r3[ky];
+      } else {
+        for (int64_t t = 1; t < taps; ++t) {
+          const T* r = rows + idx[t * tap_stride + kx] * cw;
+          const T wt = w[t * tap_stride + kx];
+#pragma omp simd
+          for (int64_t ky = 0; ky < cw; ++ky) s[ky] += wt * r[ky];
+        }
       }
     }
   }
 }
 
-// rows_grad[index[t, x, kx], ky] += w[t, x, kx] * grad[i, (kx, ky)] (the transpose of add_bias).
-template <typename T>
+// rows_grad[index[t, x, kx], ky] += w[t, x, kx] * grad[i, (kx, ky)] (the transpose of write_bias).
+// rows_grad[index[t, x, kx], ky] += w[t, x, kx] * grad[i, (kx, ky)] (the transpose of write_bias);
+// the padding columns of rows_grad collect what the next column's gradients add there: discarded.
+template <int TAPS, typename T>
 MMTN_INLINE void scatter_bias_grad_impl(const T* grad, int64_t n, int64_t x0, T* rows_grad, const T* weight,
                                         const Bias& b) {
-  const int64_t P = b.pool_height * b.pool_width, ph = b.pool_height;
+  const int64_t P = b.pool_height * b.pool_width, ph = b.pool_height, cw = b.column, taps = TAPS > 0 ? TAPS : b.taps;
+  const int64_t tap_stride = b.width * b.pool_width;
   for (int64_t i = 0; i < n; ++i) {
-    for (int64_t t = 0; t < b.taps; ++t) {
-      const int64_t* idx = b.index + (t * b.width + x0 + i) * b.pool_width;
-      const T* w = weight + (t * b.width + x0 + i) * b.pool_width;
-      const T* g = grad + i * P;
-      for (int64_t kx = 0; kx < b.pool_width; ++kx, g += ph) {
-        T* r = rows_grad + idx[kx] * ph;
-        const T wk = w[kx];
+    const int64_t* idx = b.index + (x0 + i) * b.pool_width;
+    const T* w = weight + (x0 + i) * b.pool_width;
+    const T* g = grad + i * P;
+    for (int64_t kx = 0; kx < b.pool_width; ++kx, g += ph) {
+      if (TAPS == 4) {
+        T *r0 = rows_grad + idx[kx] * cw, *r1 = rows_grad + idx[tap_stride + kx] * cw;
+        T *r2 = rows_grad + idx[2 * tap_stride + kx] * cw, *r3 = rows_grad + idx[3 * tap_stride + kx] * cw;
+        const T w0 = w[kx], w1 = w[tap_stride + kx], w2 = w[2 * tap_stride + kx], w3 = w[3 * tap_stride + kx];
+        // taps may share a row (their weights then add): one tap at a time keeps that exact
 #pragma omp simd
-        for (int64_t ky = 0; ky < ph; ++ky) r[ky] += wk * g[ky];
+        for (int64_t ky = 0; ky < cw; ++ky) r0[ky] += w0 * g[ky];
+#pragma omp simd
+        for (int64_t ky = 0; ky < cw; ++ky) r1[ky] += w1 * g[ky];
+#pragma omp simd
+        for (int64_t ky = 0; ky < cw; ++ky) r2[ky] += w2 * g[ky];
+#pragma omp simd
+        for (int64_t ky = 0; ky < cw; ++ky) r3[ky] += w3 * g[ky];
+      } else {
+        for (int64_t t = 0; t < taps; ++t) {
+          T* r = rows_grad + idx[t * tap_stride + kx] * cw;
+          const T wt = w[t * tap_stride + kx];
+#pragma omp simd
+          for (int64_t ky = 0; ky < cw; ++ky) r[ky] += wt * g[ky];
+        }
       }
     }
   }
@@ -183,8 +224,10 @@ MMTN_INLINE void softmax_backward_impl(const T* weights, T* grad, int64_t n, int
 }
 
 // Vectorised builds of the float steps (the double ones serve gradcheck).
-MMTN_VECTOR_CLONES void add_bias(float* s, int64_t n, int64_t x0, const float* rows, const float* w, const Bias& b) {
-  add_bias_impl(s, n, x0, rows, w, b);
+MMTN_VECTOR_CLONES void write_bias(float* s, int64_t n, int64_t x0, const float* rows, const float* w,
+                                   const Bias& b) {
+  if (b.taps == 4) return write_bias_impl<4>(s, n, x0, rows, w, b);
+  write_bias_impl<0>(s, n, x0, rows, w, b);
 }
 MMTN_VECTOR_CLONES void softmax(float* s, int64_t n, int64_t P, const float* sl, float* wl, int64_t L, float* lse) {
   softmax_impl(s, n, P, sl, wl, L, lse);
@@ -198,10 +241,12 @@ MMTN_VECTOR_CLONES void softmax_backward(const float* a, float* g, int64_t n, in
 }
 MMTN_VECTOR_CLONES void scatter_bias_grad(const float* g, int64_t n, int64_t x0, float* r, const float* w,
                                           const Bias& b) {
-  scatter_bias_grad_impl(g, n, x0, r, w, b);
+  if (b.taps == 4) return scatter_bias_grad_impl<4>(g, n, x0, r, w, b);
+  scatter_bias_grad_impl<0>(g, n, x0, r, w, b);
 }
-void add_bias(double* s, int64_t n, int64_t x0, const double* rows, const double* w, const Bias& b) {
-  add_bias_impl(s, n, x0, rows, w, b);
+void write_bias(double* s, int64_t n, int64_t x0, const double* rows, const double* w, const Bias& b) {
+  if (b.taps == 4) return write_bias_impl<4>(s, n, x0, rows, w, b);
+  write_bias_impl<0>(s, n, x0, rows, w, b);
 }
 void softmax(double* s, int64_t n, int64_t P, const double* sl, double* wl, int64_t L, double* lse) {
   softmax_impl(s, n, P, sl, wl, L, lse);
@@ -212,7 +257,67 @@ void softmax_backward(const double* a, double* g, int64_t n, int64_t P, const do
   softmax_backward_impl(a, g, n, P, dlse, dp, wl, gwl, gsl, L);
 }
 void scatter_bias_grad(const double* g, int64_t n, int64_t x0, double* r, const double* w, const Bias& b) {
-  scatter_bias_grad_impl(g, n, x0, r, w, b);
+  if (b.taps == 4) return scatter_bias_grad_impl<4>(g, n, x0, r, w, b);
+  scatter_bias_grad_impl<0>(g, n, x0, r, w, b);
+}
+
+// ----------------------------------------------------------------------------- a block's products
+
+constexpr int kTiledHeadSize = 24;  // every TransNeXt variant; other sizes (and double) use BLAS
+
+MMTN_VECTOR_CLONES void tiled_logits(const float* a, int64_t n, const float* bt, int64_t P, float* c,
+                                     bool accumulate) {
+  if (accumulate) {
+    block_products::logits<kTiledHeadSize, true>(a, n, bt, P, c);
+  } else {
+    block_products::logits<kTiledHeadSize, false>(a, n, bt, P, c);
+  }
+}
+MMTN_VECTOR_CLONES void tiled_weighted_sum(const float* a, int64_t n, const float* b, int64_t P, float* out) {
+  block_products::weighted_sum<kTiledHeadSize>(a, n, b, P, out);
+}
+MMTN_VECTOR_CLONES void tiled_transposed_weighted_sum(const float* a, int64_t n, int64_t P, const float* x,
+                                                      float* out) {
+  block_products::transposed_weighted_sum<kTiledHeadSize>(a, n, P, x, out);
+}
+
+// The three product shapes of a block of n queries against P keys, with head size d (queries, keys,
+// values and their gradients all have it when tiled).
+template <typename T>
+struct Products {
+  int64_t P;
+  bool tiled;
+
+  // c (n x P) (+)= a (n x d) b^T for b (P x d); bt = b^T (d x P) is read when tiled
+  void logits(const T* a, int64_t n, const T* b, const T* bt, int64_t d, T* c, bool accumulate) const {
+    if constexpr (std::is_same<T, float>::value) {
+      if (tiled) return tiled_logits(a, n, bt, P, c, accumulate);
+    }
+    gemm<T>(false, true, n, P, d, 1, a, d, b, d, accumulate ? 1 : 0, c, P);
+  }
+  // out (n x d) = a (n x P) b (P x d)
+  void weighted_sum(const T* a, int64_t n, const T* b, int64_t d, T* out) const {
+    if constexpr (std::is_same<T, float>::value) {
+      if (tiled) return tiled_weighted_sum(a, n, b, P, out);
+    }
+    gemm<T>(false, false, n, d, P, 1, a, P, b, d, 0, out, d);
+  }
+  // out (P x d) += a^T x for a (n x P), x (n x d)
+  void transposed_weighted_sum(const T* a, int64_t n, const T* x, int64_t d, T* out) const {
+    if constexpr (std::is_same<T, float>::value) {
+      if (tiled) return tiled_transposed_weighted_sum(a, n, P, x, out);
+    }
+    gemm<T>(true, false, P, d, n, 1, a, P, x, d, 1, out, d);
+  }
+};
+
+bool use_tiles(const at::Tensor& query, const at::Tensor& value) {
+  return query.scalar_type() == at::kFloat && query.size(3) == kTiledHeadSize && value.size(3) == kTiledHeadSize;
+}
+
+// (B, heads, P, d) -> (B, heads, d, P) for the tiled logits; undefined when not tiled
+at::Tensor transposed_if_tiled(const at::Tensor& t, bool tiled) {
+  return tiled ? t.transpose(2, 3).contiguous() : at::Tensor();
 }
 
 struct Shape {
@@ -229,21 +334,24 @@ Shape shape_of(const at::Tensor& query, const at::Tensor& key, const at::Tensor&
 
 Bias bias_of(const at::Tensor& bias_rows, const at::Tensor& cols_index, const PooledGrid& grid) {
   return {cols_index.data_ptr<int64_t>(), cols_index.size(0), grid.width, grid.pool_height, grid.pool_width,
-          bias_rows.size(2)};
+          bias_rows.size(2), bias_rows.size(3)};
 }
 
 template <typename T>
-void forward(const at::Tensor& query, const at::Tensor& key, const at::Tensor& value, const at::Tensor& bias_rows,
-             const at::Tensor& cols_index, const at::Tensor& cols_weight, const at::Tensor& local_logits,
-             at::Tensor& out, at::Tensor& local_weights, at::Tensor& lse, const PooledGrid& grid) {
+void forward(const at::Tensor& query, const at::Tensor& key, const at::Tensor& key_t, const at::Tensor& value,
+             const at::Tensor& bias_rows, const at::Tensor& cols_index, const at::Tensor& cols_weight,
+             const at::Tensor& local_logits, at::Tensor& out, at::Tensor& local_weights, at::Tensor& lse,
+             const PooledGrid& grid) {
   const Shape s = shape_of(query, key, value, local_logits, grid);
   const Bias bias = bias_of(bias_rows, cols_index, grid);
+  const Products<T> products{s.P, key_t.defined()};
   const T *q = query.data_ptr<T>(), *k = key.data_ptr<T>(), *v = value.data_ptr<T>();
+  const T* kt = key_t.defined() ? key_t.data_ptr<T>() : nullptr;
   const T *rows = bias_rows.data_ptr<T>(), *w = cols_weight.data_ptr<T>(), *sl = local_logits.data_ptr<T>();
   T *o = out.data_ptr<T>(), *wl = local_weights.data_ptr<T>(), *m = lse.data_ptr<T>();
-  const int64_t row_table = grid.pool_height * bias.table_len;
+  const int64_t row_table = bias.column * bias.table_len;
   at::parallel_for(0, s.heads * s.H, 1, [&](int64_t begin, int64_t end) {
-    std::vector<T> logits(s.block * s.P);
+    std::vector<T> logits(s.block * s.P + bias.column);  // + slack for the last padded column
     for (int64_t task = begin; task < end; ++task) {
       const int64_t h = task / s.H, y = task % s.H;
       const T* r = rows + task * row_table;
@@ -251,11 +359,11 @@ void forward(const at::Tensor& query, const at::Tensor& key, const at::Tensor& v
         const int64_t bh = b * s.heads + h;
         for (int64_t x0 = 0; x0 < s.W; x0 += s.block) {
           const int64_t n = std::min(s.block, s.W - x0), i0 = bh * s.N + y * s.W + x0;
-          gemm<T>(false, true, n, s.P, s.D, 1, q + i0 * s.D, s.D, k + bh * s.P * s.D, s.D, 0, logits.data(), s.P);
-          add_bias(logits.data(), n, x0, r, w, bias);
+          write_bias(logits.data(), n, x0, r, w, bias);
+          products.logits(q + i0 * s.D, n, k + bh * s.P * s.D, kt ? kt + bh * s.P * s.D : nullptr, s.D,
+                          logits.data(), true);
           softmax(logits.data(), n, s.P, sl + i0 * s.L, wl + i0 * s.L, s.L, m + i0);
-          gemm<T>(false, false, n, s.Dv, s.P, 1, logits.data(), s.P, v + bh * s.P * s.Dv, s.Dv, 0, o + i0 * s.Dv,
-                  s.Dv);
+          products.weighted_sum(logits.data(), n, v + bh * s.P * s.Dv, s.Dv, o + i0 * s.Dv);
         }
       }
     }
@@ -264,19 +372,22 @@ void forward(const at::Tensor& query, const at::Tensor& key, const at::Tensor& v
 
 template <typename T>
 void backward(const at::Tensor& grad_out, const at::Tensor& grad_local_weights, const at::Tensor& grad_lse,
-              const at::Tensor& query, const at::Tensor& key, const at::Tensor& value, const at::Tensor& bias_rows,
-              const at::Tensor& cols_index, const at::Tensor& cols_weight, const at::Tensor& out,
-              const at::Tensor& local_weights, const at::Tensor& lse, at::Tensor& grad_query, at::Tensor& grad_key,
-              at::Tensor& grad_value, at::Tensor& grad_bias_rows, at::Tensor& grad_local_logits,
-              const PooledGrid& grid) {
+              const at::Tensor& query, const at::Tensor& key, const at::Tensor& key_t, const at::Tensor& value,
+              const at::Tensor& value_t, const at::Tensor& bias_rows, const at::Tensor& cols_index,
+              const at::Tensor& cols_weight, const at::Tensor& out, const at::Tensor& local_weights,
+              const at::Tensor& lse, at::Tensor& grad_query, at::Tensor& grad_key, at::Tensor& grad_value,
+              at::Tensor& grad_bias_rows, at::Tensor& grad_local_logits, const PooledGrid& grid) {
   const Shape s = shape_of(query, key, value, local_weights, grid);
   const Bias bias = bias_of(bias_rows, cols_index, grid);
+  const Products<T> products{s.P, key_t.defined()};
   const T *q = query.data_ptr<T>(), *k = key.data_ptr<T>(), *v = value.data_ptr<T>();
+  const T* kt = key_t.defined() ? key_t.data_ptr<T>() : nullptr;
+  const T* vt = value_t.defined() ? value_t.data_ptr<T>() : nullptr;
   const T *rows = bias_rows.data_ptr<T>(), *w = cols_weight.data_ptr<T>(), *o = out.data_ptr<T>();
   const T *wl = local_weights.data_ptr<T>(), *m = lse.data_ptr<T>(), *dout = grad_out.data_ptr<T>();
   const T *dwl = grad_local_weights.data_ptr<T>(), *dlse = grad_lse.data_ptr<T>();
   T *dq = grad_query.data_ptr<T>(), *drows = grad_bias_rows.data_ptr<T>(), *dsl = grad_local_logits.data_ptr<T>();
-  const int64_t row_table = grid.pool_height * bias.table_len, tasks = s.heads * s.H;
+  const int64_t row_table = bias.column * bias.table_len, tasks = s.heads * s.H;
   grad_bias_rows.zero_();
 
   // Fixed slices of tasks, each with its own key / value gradient sums for the heads it covers.
@@ -285,7 +396,7 @@ void backward(const at::Tensor& grad_out, const at::Tensor& grad_local_weights, 
   const int64_t kv = s.P * (s.D + s.Dv);  // one (batch, head)'s key + value gradient
   std::vector<std::vector<T>> partial(slices);
   at::parallel_for(0, slices, 1, [&](int64_t slice_begin, int64_t slice_end) {
-    std::vector<T> logits(s.block * s.P), grad(s.block * s.P), delta(s.block);
+    std::vector<T> logits(s.block * s.P + bias.column), grad(s.block * s.P + bias.column), delta(s.block);
     for (int64_t slice = slice_begin; slice < slice_end; ++slice) {
       const int64_t first = slice * per_slice, last = std::min(tasks, first + per_slice);
       if (first >= last) continue;
@@ -301,6 +412,7 @@ void backward(const at::Tensor& grad_out, const at::Tensor& grad_local_weights, 
           T* dk = acc.data() + ((h - h_first) * s.batch + b) * kv;
           T* dv = dk + s.P * s.D;
           const T *kb = k + bh * s.P * s.D, *vb = v + bh * s.P * s.Dv;
+          const T *ktb = kt ? kt + bh * s.P * s.D : nullptr, *vtb = vt ? vt + bh * s.P * s.Dv : nullptr;
           for (int64_t x0 = 0; x0 < s.W; x0 += s.block) {
             const int64_t n = std::min(s.block, s.W - x0), i0 = bh * s.N + y * s.W + x0;
             const T *qi = q + i0 * s.D, *doi = dout + i0 * s.Dv, *oi = o + i0 * s.Dv;
@@ -309,15 +421,15 @@ void backward(const at::Tensor& grad_out, const at::Tensor& grad_local_weights, 
               for (int64_t c = 0; c < s.Dv; ++c) acc_delta += doi[i * s.Dv + c] * oi[i * s.Dv + c];
               delta[i] = acc_delta;
             }
-            gemm<T>(false, true, n, s.P, s.D, 1, qi, s.D, kb, s.D, 0, logits.data(), s.P);
-            add_bias(logits.data(), n, x0, r, w, bias);
+            write_bias(logits.data(), n, x0, r, w, bias);
+            products.logits(qi, n, kb, ktb, s.D, logits.data(), true);
             recompute_weights(logits.data(), n, s.P, m + i0);
-            gemm<T>(true, false, s.P, s.Dv, n, 1, logits.data(), s.P, doi, s.Dv, 1, dv, s.Dv);
-            gemm<T>(false, true, n, s.P, s.Dv, 1, doi, s.Dv, vb, s.Dv, 0, grad.data(), s.P);
+            products.transposed_weighted_sum(logits.data(), n, doi, s.Dv, dv);
+            products.logits(doi, n, vb, vtb, s.Dv, grad.data(), false);
             softmax_backward(logits.data(), grad.data(), n, s.P, dlse + i0, delta.data(), wl + i0 * s.L,
                              dwl + i0 * s.L, dsl + i0 * s.L, s.L);
-            gemm<T>(false, false, n, s.D, s.P, 1, grad.data(), s.P, kb, s.D, 0, dq + i0 * s.D, s.D);
-            gemm<T>(true, false, s.P, s.D, n, 1, grad.data(), s.P, qi, s.D, 1, dk, s.D);
+            products.weighted_sum(grad.data(), n, kb, s.D, dq + i0 * s.D);
+            products.transposed_weighted_sum(grad.data(), n, qi, s.D, dk);
             scatter_bias_grad(grad.data(), n, x0, dr, w, bias);
           }
         }
@@ -356,6 +468,14 @@ void from_kernel_order(const at::Tensor& t, at::Tensor& out, const PooledGrid& g
       .copy_(t.view({t.size(0), t.size(1), g.pool_width, g.pool_height, t.size(3)}).transpose(2, 3));
 }
 
+// (heads, H, ph, U) bias rows -> the kernels' (heads, H, U, padded ph), zeros in the padding
+at::Tensor padded_rows(const at::Tensor& bias_rows) {
+  at::Tensor rows = at::zeros({bias_rows.size(0), bias_rows.size(1), bias_rows.size(3), padded_column(bias_rows.size(2))},
+                              bias_rows.options());
+  rows.narrow(3, 0, bias_rows.size(2)).copy_(bias_rows.transpose(2, 3));
+  return rows;
+}
+
 }  // namespace
 
 void pooled_attention_forward_cpu(const at::Tensor& query, const at::Tensor& key, const at::Tensor& value,
@@ -363,10 +483,11 @@ void pooled_attention_forward_cpu(const at::Tensor& query, const at::Tensor& key
                                   const at::Tensor& cols_weight, const at::Tensor& local_logits, at::Tensor& out,
                                   at::Tensor& local_weights, at::Tensor& lse, const PooledGrid& grid) {
   const at::Tensor key_k = to_kernel_order(key, grid), value_k = to_kernel_order(value, grid);
-  const at::Tensor rows_k = bias_rows.transpose(2, 3).contiguous();  // (heads, H, U, ph)
+  const at::Tensor key_t = transposed_if_tiled(key_k, use_tiles(query, value));
+  const at::Tensor rows_k = padded_rows(bias_rows);
   AT_DISPATCH_FLOATING_TYPES(query.scalar_type(), "pooled_attention_forward_cpu", [&] {
-    forward<scalar_t>(query, key_k, value_k, rows_k, cols_index, cols_weight, local_logits, out, local_weights, lse,
-                      grid);
+    forward<scalar_t>(query, key_k, key_t, value_k, rows_k, cols_index, cols_weight, local_logits, out,
+                      local_weights, lse, grid);
   });
 }
 
@@ -378,17 +499,19 @@ void pooled_attention_backward_cpu(const at::Tensor& grad_out, const at::Tensor&
                                    at::Tensor& grad_key, at::Tensor& grad_value, at::Tensor& grad_bias_rows,
                                    at::Tensor& grad_local_logits, const PooledGrid& grid) {
   const at::Tensor key_k = to_kernel_order(key, grid), value_k = to_kernel_order(value, grid);
-  const at::Tensor rows_k = bias_rows.transpose(2, 3).contiguous();
+  const bool tiled = use_tiles(query, value);
+  const at::Tensor key_t = transposed_if_tiled(key_k, tiled), value_t = transposed_if_tiled(value_k, tiled);
+  const at::Tensor rows_k = padded_rows(bias_rows);
   at::Tensor grad_key_k = at::empty_like(key_k), grad_value_k = at::empty_like(value_k);
   at::Tensor grad_rows_k = at::empty_like(rows_k);
   AT_DISPATCH_FLOATING_TYPES(query.scalar_type(), "pooled_attention_backward_cpu", [&] {
-    backward<scalar_t>(grad_out, grad_local_weights, grad_lse, query, key_k, value_k, rows_k, cols_index, cols_weight,
-                       out, local_weights, lse, grad_query, grad_key_k, grad_value_k, grad_rows_k, grad_local_logits,
-                       grid);
+    backward<scalar_t>(grad_out, grad_local_weights, grad_lse, query, key_k, key_t, value_k, value_t, rows_k,
+                       cols_index, cols_weight, out, local_weights, lse, grad_query, grad_key_k, grad_value_k,
+                       grad_rows_k, grad_local_logits, grid);
   });
   from_kernel_order(grad_key_k, grad_key, grid);
   from_kernel_order(grad_value_k, grad_value, grid);
-  grad_bias_rows.copy_(grad_rows_k.transpose(2, 3));
+  grad_bias_rows.copy_(grad_rows_k.narrow(3, 0, bias_rows.size(2)).transpose(2, 3));
 }
 
 }  // namespace mmtransnext
