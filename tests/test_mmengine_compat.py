@@ -1,13 +1,23 @@
-"""mmengine 0.10.7's checkpoint loading under torch's weights_only default (torch >= 2.6)."""
+"""mmengine 0.10.7's checkpoint loading under torch's weights_only default (torch >= 2.6), safely."""
+import os
+import pickle
+
 import pytest
 import torch
 import torch.nn as nn
+from mmengine.logging import HistoryBuffer
 from mmengine.model import BaseModel
 from mmengine.runner import Runner
-from mmengine.runner.checkpoint import _load_checkpoint
+from mmengine.runner.checkpoint import CheckpointLoader, _load_checkpoint, load_checkpoint
 
 import mmtransnext  # noqa: F401  (installs the loader)
-from mmtransnext.utils import CheckpointReadError
+from mmtransnext.models import TransNeXt
+from mmtransnext.utils import CheckpointReadError, UntrustedCheckpointError
+from mmtransnext.utils.mmengine_compat import RUNNER_CHECKPOINT_GLOBALS, TRUST_ENV
+
+from .helpers import ROOT, run_tool
+
+TOY_CLS = ROOT / 'configs/toy/transnext_toy_cls.py'
 
 
 class _Regressor(BaseModel):
@@ -60,3 +70,112 @@ def test_truncated_checkpoint_names_the_file(tmp_path):
     path.write_bytes(path.read_bytes()[:2000])
     with pytest.raises(CheckpointReadError, match='broken.pth.*truncated, corrupt'):
         _load_checkpoint(str(path))
+
+
+# ----------------------------------------------------------------------------- safe loading (README: Checkpoints)
+
+class _Payload:
+    """What an attacker would pickle: creating a directory stands for running any code."""
+
+    def __init__(self, target):
+        self.target = str(target)
+
+    def __reduce__(self):
+        return (os.makedirs, (self.target, ))
+
+
+def crafted_checkpoint(tmp_path):
+    """A checkpoint whose unpickling runs code: (its path, the path the code would create)."""
+    target = tmp_path / 'payload_ran'
+    path = tmp_path / 'crafted.pth'
+    torch.save({'state_dict': {'fc.weight': torch.zeros(1, 4)}, 'meta': _Payload(target)}, path)
+    return path, target
+
+
+def _entry_points(path):
+    """Every in-process way a user hands mmengine / mmtransnext a checkpoint file."""
+    yield 'CheckpointLoader', lambda: CheckpointLoader.load_checkpoint(str(path), map_location='cpu')
+    yield 'load_checkpoint', lambda: load_checkpoint(nn.Linear(4, 1), str(path), map_location='cpu')
+    yield 'init_cfg Pretrained', lambda: TransNeXt(arch='micro', img_size=64, pretrain_size=64, init_cfg=dict(
+        type='Pretrained', checkpoint=str(path))).init_weights()
+
+
+def test_crafted_checkpoint_is_refused_and_its_code_does_not_run(tmp_path, monkeypatch):
+    monkeypatch.delenv(TRUST_ENV, raising=False)
+    path, target = crafted_checkpoint(tmp_path)
+    for name, load in _entry_points(path):
+        with pytest.raises(UntrustedCheckpointError) as refused:
+            load()
+        message = str(refused.value)
+        assert 'crafted.pth' in message and 'makedirs' in message and TRUST_ENV in message, name
+        assert '--trust-checkpoint' in message
+        assert not target.exists(), f'{name}: the payload ran'
+
+
+def test_trusted_checkpoint_loads_with_full_unpickling(tmp_path, monkeypatch):
+    path, target = crafted_checkpoint(tmp_path)
+    monkeypatch.setenv(TRUST_ENV, '1')
+    checkpoint = CheckpointLoader.load_checkpoint(str(path), map_location='cpu')
+    assert target.exists()  # the opt-in does what it says: the file's code ran
+    assert torch.equal(checkpoint['state_dict']['fc.weight'], torch.zeros(1, 4))
+
+
+def test_runner_checkpoints_need_exactly_the_allowlist(tmp_path, monkeypatch):
+    monkeypatch.delenv(TRUST_ENV, raising=False)
+    _runner(tmp_path, max_iters=2).train()
+    path = str(tmp_path / 'iter_2.pth')
+    with pytest.raises(pickle.UnpicklingError):  # torch's own safe loader refuses it ...
+        torch.load(path, weights_only=True)
+    checkpoint = _load_checkpoint(path)  # ... ours loads it, safely
+    assert checkpoint['message_hub']['log_scalars']['train/loss'].current() > 0
+    allowed = {g[1] if isinstance(g, tuple) else f'{g.__module__}.{g.__qualname__}'
+               for g in RUNNER_CHECKPOINT_GLOBALS}
+    assert set(torch.serialization.get_unsafe_globals_in_checkpoint(path)) <= allowed
+
+
+def test_getattr_is_allowed_only_for_history_buffer_statistics(tmp_path, monkeypatch):
+    monkeypatch.delenv(TRUST_ENV, raising=False)
+
+    class _Reach:  # getattr(HistoryBuffer, '__init__'): an attribute mmengine's checkpoints never hold
+
+        def __reduce__(self):
+            return (getattr, (HistoryBuffer, '__init__'))
+
+    path = tmp_path / 'getattr.pth'
+    torch.save({'meta': _Reach()}, path)
+    with pytest.raises(UntrustedCheckpointError, match='getattr.pth'):
+        _load_checkpoint(str(path))
+
+
+@pytest.fixture(scope='module')
+def toy_cls(tmp_path_factory):
+    cwd = tmp_path_factory.mktemp('safe_cls')
+    run_tool('tools/data/make_toy_imagenet.py', '--out', 'data/toy_imagenet', '--per-class-train', 2,
+             '--per-class-val', 1, cwd=cwd)
+    return cwd
+
+
+def _tool_commands(cwd, checkpoint):
+    image = sorted((cwd / 'data/toy_imagenet/val').rglob('*.*'))[0]
+    return {
+        'test.py': ('tools/test.py', TOY_CLS, checkpoint),
+        'train.py --resume': ('tools/train.py', TOY_CLS, '--resume', checkpoint, '--work-dir', cwd / 'wd'),
+        'image_demo.py': ('tools/demo/image_demo.py', image, TOY_CLS, checkpoint, '--out', cwd / 'demo.png'),
+        'convert_official.py': ('tools/model_converters/convert_official.py', checkpoint, cwd / 'converted.pth'),
+    }
+
+
+@pytest.mark.parametrize('tool', ['test.py', 'train.py --resume', 'image_demo.py', 'convert_official.py'])
+def test_tools_refuse_a_crafted_checkpoint(toy_cls, tool, tmp_path):
+    path, target = crafted_checkpoint(tmp_path)
+    result = run_tool(*_tool_commands(toy_cls, path)[tool], cwd=toy_cls, check=False)
+    assert result.returncode != 0
+    assert 'safe unpickler' in result.stderr and '--trust-checkpoint' in result.stderr, result.stderr[-2000:]
+    assert not target.exists(), 'the payload ran'
+
+
+def test_tools_load_a_trusted_checkpoint_with_the_flag(toy_cls, tmp_path):
+    path, target = crafted_checkpoint(tmp_path)
+    result = run_tool(*_tool_commands(toy_cls, path)['test.py'], '--trust-checkpoint', cwd=toy_cls, check=False)
+    assert target.exists()  # loaded with full unpickling; its weights then do not fit the model:
+    assert result.returncode != 0 and 'does not fit' in result.stderr

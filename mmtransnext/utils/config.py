@@ -5,6 +5,8 @@ import os.path as osp
 
 from mmengine.config import Config, DictAction
 
+from .mmengine_compat import TRUST_ENV
+
 
 def add_runner_args(parser: argparse.ArgumentParser, what: str):
     """Options both tools take: --work-dir, --cfg-options, --launcher, --local-rank."""
@@ -13,11 +15,25 @@ def add_runner_args(parser: argparse.ArgumentParser, what: str):
                         help='override config entries, e.g. train_dataloader.batch_size=4')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    add_trust_checkpoint_argument(parser)
+
+
+def add_trust_checkpoint_argument(parser: argparse.ArgumentParser):
+    parser.add_argument('--trust-checkpoint', action='store_true',
+                        help='load checkpoints that the safe unpickler refuses with full unpickling, which can run '
+                        'code: only for files from a source you trust')
+
+
+def apply_trust_checkpoint(args):
+    """--trust-checkpoint: this process (and the processes it starts) may fully unpickle checkpoints."""
+    if args.trust_checkpoint:
+        os.environ[TRUST_ENV] = '1'
 
 
 def parse_runner_args(parser: argparse.ArgumentParser):
     args = parser.parse_args()
     os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    apply_trust_checkpoint(args)
     return args
 
 

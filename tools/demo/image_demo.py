@@ -16,6 +16,7 @@ warnings.filterwarnings('ignore', message='pkg_resources is deprecated', categor
 from mmengine.config import Config  # noqa: E402
 
 import mmtransnext  # noqa: E402,F401
+from mmtransnext.utils.config import add_trust_checkpoint_argument, apply_trust_checkpoint  # noqa: E402
 
 
 def build_inferencer(config, checkpoint, device):
@@ -39,7 +40,9 @@ def main():
     parser.add_argument('checkpoint')
     parser.add_argument('--out', default='result.png', help='PNG to write')
     parser.add_argument('--device', default='cuda:0' if __import__('torch').cuda.is_available() else 'cpu')
+    add_trust_checkpoint_argument(parser)
     args = parser.parse_args()
+    apply_trust_checkpoint(args)
     for path, what in ((args.image, 'image'), (args.config, 'config'), (args.checkpoint, 'checkpoint')):
         if not osp.isfile(path):
             sys.exit(f'{what} {path} not found')

@@ -16,6 +16,7 @@ from mmengine.runner.checkpoint import CheckpointLoader
 
 import mmtransnext  # noqa: F401
 from mmtransnext.utils import convert_official_checkpoint
+from mmtransnext.utils.config import add_trust_checkpoint_argument, apply_trust_checkpoint
 
 
 def check_against_config(state_dict, config_path):
@@ -35,7 +36,9 @@ def main():
     parser.add_argument('src')
     parser.add_argument('dst')
     parser.add_argument('--config', help='check the converted keys against the model this config builds')
+    add_trust_checkpoint_argument(parser)
     args = parser.parse_args()
+    apply_trust_checkpoint(args)
     print(f'reading {args.src}')
     try:
         converted = convert_official_checkpoint(CheckpointLoader.load_checkpoint(args.src, map_location='cpu'))
