@@ -28,3 +28,6 @@ optim_wrapper = dict(
     paramwise_cfg=dict(bias_decay_mult=0., norm_decay_mult=0., custom_keys={'backbone': dict(lr_mult=0.1)}))
 train_dataloader = dict(batch_size=1)  # per GPU; 8 GPUs x 1 x 2 accumulation steps = 16
 auto_scale_lr = dict(enable=False, base_batch_size=16)
+
+# checkpoints are written atomically (mmtransnext.engine.AtomicCheckpointHook): an interrupted save loses nothing
+default_hooks = dict(checkpoint=dict(type='AtomicCheckpointHook'))

@@ -32,3 +32,6 @@ optim_wrapper = dict(
         },
         norm_decay_mult=0.0))
 train_dataloader = dict(batch_size=2)  # per GPU; 8 GPUs x 2 = 16
+
+# checkpoints are written atomically (mmtransnext.engine.AtomicCheckpointHook): an interrupted save loses nothing
+default_hooks = dict(checkpoint=dict(type='AtomicCheckpointHook'))

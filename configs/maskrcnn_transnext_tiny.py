@@ -30,3 +30,6 @@ optim_wrapper = dict(
         }))
 train_dataloader = dict(batch_size=2)  # per GPU; 8 GPUs x 2 = 16
 auto_scale_lr = dict(enable=False, base_batch_size=16)
+
+# checkpoints are written atomically (mmtransnext.engine.AtomicCheckpointHook): an interrupted save loses nothing
+default_hooks = dict(checkpoint=dict(type='AtomicCheckpointHook'))

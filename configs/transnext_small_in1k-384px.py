@@ -23,3 +23,6 @@ test_dataloader = val_dataloader
 optim_wrapper = dict(optimizer=dict(lr=1e-5))
 param_scheduler = [dict(type='ConstantLR', factor=1.0, by_epoch=True, begin=0, end=5)]
 train_cfg = dict(max_epochs=5)
+
+# checkpoints are written atomically (mmtransnext.engine.AtomicCheckpointHook): an interrupted save loses nothing
+default_hooks = dict(checkpoint=dict(type='AtomicCheckpointHook'))

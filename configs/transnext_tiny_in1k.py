@@ -10,3 +10,6 @@ _base_ = [
 train_dataloader = dict(batch_size=128)  # per GPU; 8 GPUs x 128 = 1024
 val_dataloader = dict(batch_size=128)
 test_dataloader = val_dataloader
+
+# checkpoints are written atomically (mmtransnext.engine.AtomicCheckpointHook): an interrupted save loses nothing
+default_hooks = dict(checkpoint=dict(type='AtomicCheckpointHook'))

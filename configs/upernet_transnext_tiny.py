@@ -33,3 +33,6 @@ optim_wrapper = dict(
             for key in ('query_embedding', 'relative_pos_bias_local', 'cpb', 'temperature', 'norm')
         }))
 train_dataloader = dict(batch_size=2)  # per GPU; 8 GPUs x 2 = 16
+
+# checkpoints are written atomically (mmtransnext.engine.AtomicCheckpointHook): an interrupted save loses nothing
+default_hooks = dict(checkpoint=dict(type='AtomicCheckpointHook'))

@@ -93,6 +93,35 @@ def test_killed_run_resumes_to_the_same_weights(toy_imagenet):
         torch.testing.assert_close(resumed[key], straight[key], atol=1e-6, rtol=0, msg=key)
 
 
+@pytest.mark.slow
+def test_run_killed_during_a_save_resumes_from_the_last_complete_checkpoint(toy_imagenet):
+    """mmengine's CheckpointHook would have deleted iter_2.pth (max_keep_ckpts=1) before writing iter_3.pth in
+    place: no complete checkpoint left. The configs' AtomicCheckpointHook keeps iter_2.pth until iter_3.pth is
+    complete and renamed into place."""
+    cwd = toy_imagenet
+    config = cwd / 'cls_keep1.py'
+    config.write_text(f"_base_ = {str(_deterministic_cls_config(cwd, max_iters=5))!r}\n"
+                      "default_hooks = dict(checkpoint=dict(max_keep_ckpts=1))\n")
+    crashing = cwd / 'cls_keep1_crash.py'
+    crashing.write_text(f"_base_ = {str(config)!r}\n"
+                        "custom_imports = dict(imports=['mmtransnext', 'tests.crash_during_save'], "
+                        "allow_failed_imports=False)\n")
+    run_tool('tools/train.py', config, '--work-dir', 'atomic_straight', cwd=cwd)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get('PYTHONPATH', '')]))
+    died = subprocess.run([sys.executable, str(ROOT / 'tools/train.py'), str(crashing), '--work-dir', 'atomic'],
+                          cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    assert died.returncode == 137, died.stderr[-3000:]
+    work = cwd / 'atomic'
+    assert (work / 'iter_2.pth').is_file() and not (work / 'iter_3.pth').exists()
+    assert (work / 'last_checkpoint').read_text().endswith('iter_2.pth')
+    resumed = run_tool('tools/train.py', config, '--work-dir', 'atomic', '--resume', cwd=cwd)
+    assert 'resumed epoch: 0, iter: 2' in resumed.stdout + resumed.stderr
+    assert sorted(p.name for p in work.glob('iter_*.pth')) == ['iter_5.pth']  # max_keep_ckpts still holds
+    straight, recovered = _weights(cwd / 'atomic_straight/iter_5.pth'), _weights(work / 'iter_5.pth')
+    for key in straight:
+        torch.testing.assert_close(recovered[key], straight[key], atol=1e-6, rtol=0, msg=key)
+
+
 def test_truncated_checkpoint_refused_by_resume(toy_imagenet, tmp_path):
     work = tmp_path / 'wd'
     work.mkdir()

@@ -1,3 +1,4 @@
+from .checkpoint_hook import AtomicCheckpointHook
 from .optim_constructor import TransNeXtOptimWrapperConstructor
 
-__all__ = ['TransNeXtOptimWrapperConstructor']
+__all__ = ['AtomicCheckpointHook', 'TransNeXtOptimWrapperConstructor']
