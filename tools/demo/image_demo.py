@@ -33,6 +33,23 @@ def build_inferencer(config, checkpoint, device):
     raise ValueError(f'{config}: default_scope {scope!r} is not mmdet, mmseg or mmpretrain')
 
 
+def read_image(path):
+    """The image as 8-bit BGR whatever its channels (gray, BGR, BGRA: alpha dropped) or depth (8 / 16 bit),
+    so that every inferencer gets what it expects; exits with a message naming the file otherwise."""
+    import mmcv
+    import numpy as np
+    image = mmcv.imread(path, flag='unchanged')
+    if image is None:
+        sys.exit(f'image {path} cannot be decoded: not an image, or a format OpenCV does not read')
+    if image.dtype == np.uint16:
+        image = (image // 257).astype(np.uint8)
+    elif image.dtype != np.uint8:
+        sys.exit(f'image {path} has {image.dtype} pixels; 8- and 16-bit images are supported')
+    if image.ndim == 2:
+        return mmcv.gray2bgr(image)
+    return np.ascontiguousarray(image[:, :, :3])
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('image')
@@ -46,12 +63,13 @@ def main():
     for path, what in ((args.image, 'image'), (args.config, 'config'), (args.checkpoint, 'checkpoint')):
         if not osp.isfile(path):
             sys.exit(f'{what} {path} not found')
+    image = read_image(args.image)
     inferencer = build_inferencer(args.config, args.checkpoint, args.device)
     with tempfile.TemporaryDirectory() as tmp:
         if type(inferencer).__name__ == 'ImageClassificationInferencer':
-            inferencer(args.image, show_dir=tmp)
+            inferencer(image, show_dir=tmp)
         else:
-            inferencer(args.image, out_dir=tmp)
+            inferencer(image, out_dir=tmp)
         drawn = glob.glob(osp.join(tmp, '**', '*.*'), recursive=True)
         drawn = [p for p in drawn if p.lower().endswith(('.png', '.jpg', '.jpeg'))]
         if not drawn:

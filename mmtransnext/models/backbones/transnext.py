@@ -1,4 +1,6 @@
 """TransNeXt backbone (CVPR 2024, "Robust Foveal Visual Perception for Vision Transformers")."""
+import difflib
+import inspect
 from collections import OrderedDict
 from typing import Dict, Sequence, Tuple, Union
 
@@ -52,6 +54,15 @@ class TransNeXtBlock(nn.Module):
     def forward(self, x: torch.Tensor, geometry: StageGeometry) -> torch.Tensor:
         x = x + self.drop_path(self.attn(self.norm1(x), geometry))
         return x + self.drop_path(self.mlp(self.norm2(x), *geometry.size))
+
+
+def _unknown_arguments_message(unknown) -> str:
+    valid = [name for name in inspect.signature(TransNeXt.__init__).parameters if name not in ('self', 'unknown')]
+    named = []
+    for name in unknown:
+        close = difflib.get_close_matches(name, valid, n=1)
+        named.append(repr(name) + (f' (did you mean {close[0]!r}?)' if close else ''))
+    return f'TransNeXt got unknown argument(s) {", ".join(named)}; its arguments are: {", ".join(valid)}'
 
 
 _STANDARD = dict(mlp_ratios=[8, 8, 4, 4], sr_ratios=[8, 4, 2, 1], window_size=3)
@@ -135,7 +146,10 @@ class TransNeXt(BaseModule):
                  with_cp: bool = False,
                  attn_impl: str = 'auto',
                  frozen_stages: int = -1,
-                 init_cfg=None):
+                 init_cfg=None,
+                 **unknown):
+        if unknown:  # a misspelt config key: say which, and what the valid ones are
+            raise TypeError(_unknown_arguments_message(unknown))
         super().__init__(init_cfg=init_cfg)
         self.arch_settings = self._resolve_arch(arch)
         s = self.arch_settings
