@@ -5,7 +5,7 @@ import torch
 from mmtransnext.models import TransNeXt
 from mmtransnext.ops import ext_available
 
-from .conftest import golden_arch
+from .conftest import golden_arch, golden_case
 
 # every attention implementation this build has, each held to the fixtures
 IMPLS = ['pytorch'] + (['ext'] if ext_available('cpu') else [])
@@ -25,11 +25,7 @@ CUDA_OUTPUT_ATOL = 2e-5
 CUDA_INPUT_GRAD_RTOL = 5e-6
 
 
-def _case(golden, name):
-    return next(c for c in golden['cases'] if c['name'] == name)
-
-
-def _run_case(golden, case, **kwargs):
+def _rungolden_case(golden, case, **kwargs):
     model = TransNeXt(arch=golden_arch(golden), img_size=case['img_size'], pretrain_size=case['pretrain_size'],
                       is_extrapolation=case['is_extrapolation'], **kwargs)
     model.load_state_dict(golden['backbone_state_dict'], strict=True)
@@ -50,8 +46,8 @@ def _assert_grad_close(actual, expected, name, rtol):
 @pytest.mark.parametrize('attn_impl', IMPLS)
 @pytest.mark.parametrize('name', CASES)
 def test_outputs_loss_and_input_grad(golden, name, attn_impl):
-    case = _case(golden, name)
-    _, x, outputs, loss = _run_case(golden, case, attn_impl=attn_impl)
+    case = golden_case(golden, name)
+    _, x, outputs, loss = _rungolden_case(golden, case, attn_impl=attn_impl)
     assert len(outputs) == len(case['outputs'])
     for i, (out, ref) in enumerate(zip(outputs, case['outputs'])):
         assert out.shape == ref.shape
@@ -63,8 +59,8 @@ def test_outputs_loss_and_input_grad(golden, name, attn_impl):
 
 @pytest.mark.parametrize('attn_impl', IMPLS)
 def test_parameter_gradients(golden, attn_impl):
-    case = _case(golden, 'interpolate')
-    model, *_ = _run_case(golden, case, attn_impl=attn_impl)
+    case = golden_case(golden, 'interpolate')
+    model, *_ = _rungolden_case(golden, case, attn_impl=attn_impl)
     params = dict(model.named_parameters())
     assert set(case['param_grads']) == set(params)
     largest = max(ref.abs().max().item() for ref in case['param_grads'].values())
@@ -83,7 +79,7 @@ def test_parameter_gradients(golden, attn_impl):
 def test_fixture_cases_on_cuda(golden, name, attn_impl):
     if attn_impl == 'ext' and not ext_available('cuda'):
         pytest.skip('mmtransnext._ext was built without CUDA kernels')
-    case = _case(golden, name)
+    case = golden_case(golden, name)
     model = TransNeXt(arch=golden_arch(golden), img_size=case['img_size'], pretrain_size=case['pretrain_size'],
                       is_extrapolation=case['is_extrapolation'], attn_impl=attn_impl)
     model.load_state_dict(golden['backbone_state_dict'])
@@ -102,7 +98,7 @@ def test_fixture_cases_on_cuda(golden, name, attn_impl):
 
 
 def test_activation_checkpointing_is_exact(golden):
-    case = _case(golden, 'interpolate_odd')
+    case = golden_case(golden, 'interpolate_odd')
     model = TransNeXt(arch=golden_arch(golden), img_size=64, pretrain_size=224, with_cp=True)
     model.load_state_dict(golden['backbone_state_dict'])
     x = case['input'].clone().requires_grad_(True)
@@ -114,7 +110,7 @@ def test_activation_checkpointing_is_exact(golden):
 
 
 def test_out_indices_select_stages(golden):
-    case = _case(golden, 'same_size')
+    case = golden_case(golden, 'same_size')
     model = TransNeXt(arch=golden_arch(golden), img_size=64, pretrain_size=64, out_indices=(1, 3)).eval()
     model.load_state_dict(golden['backbone_state_dict'])
     with torch.no_grad():

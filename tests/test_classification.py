@@ -7,7 +7,7 @@ from mmengine.registry import DefaultScope
 from mmpretrain.registry import MODELS
 from mmtransnext.utils import convert_official_checkpoint
 
-from .conftest import golden_arch
+from .conftest import golden_arch, golden_part
 from .helpers import ROOT, printed_metrics, run_tool
 
 PAPER = {  # config: (params M, GFLOPs)
@@ -33,7 +33,7 @@ def test_imagenet_config_builds_with_paper_parameter_count(name):
 
 
 def test_converted_classifier_gives_official_logits(golden, tmp_path):
-    ref = golden['classifier']
+    ref = golden_part(golden, 'classifier')
     path = tmp_path / 'released.pth'
     torch.save({'model': ref['state_dict']}, path)  # the authors' classification checkpoints wrap in 'model'
     run_tool('tools/model_converters/convert_official.py', path, tmp_path / 'converted.pth', cwd=tmp_path)

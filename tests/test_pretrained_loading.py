@@ -8,7 +8,7 @@ from mmpretrain.registry import MODELS
 from mmtransnext.models import TransNeXt
 from mmtransnext.utils import official_classifier_to_mmpretrain
 
-from .conftest import golden_arch
+from .conftest import golden_arch, golden_part
 
 
 def _build_classifier(golden, **backbone):
@@ -26,7 +26,7 @@ def _classifier_cfg(golden, **backbone):
 
 
 def test_classifier_logits_match_official(golden):
-    ref = golden['classifier']
+    ref = golden_part(golden, 'classifier')
     model = _build_classifier(golden).eval()
     model.load_state_dict(official_classifier_to_mmpretrain(ref['state_dict']), strict=True)
     with torch.no_grad():
@@ -36,7 +36,7 @@ def test_classifier_logits_match_official(golden):
 
 def test_init_cfg_loads_released_classifier_and_ignores_head(golden, tmp_path):
     path = tmp_path / 'transnext_mini_in1k.pth'
-    torch.save({'model': golden['classifier']['state_dict']}, path)
+    torch.save({'model': golden_part(golden, 'classifier')['state_dict']}, path)
     model = _build_classifier(golden, init_cfg=dict(type='Pretrained', checkpoint=str(path)))
     model.init_weights()
     for key, value in golden['backbone_state_dict'].items():

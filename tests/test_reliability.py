@@ -12,7 +12,7 @@ import torch
 from mmtransnext.models import TransNeXt
 from mmtransnext.ops import ext_available
 
-from .conftest import golden_arch
+from .conftest import golden_arch, golden_case
 from .helpers import ROOT, printed_metrics, run_tool
 
 TOY_CLS = ROOT / 'configs/toy/transnext_toy_cls.py'
@@ -142,7 +142,7 @@ _AUTOCAST = [('cpu', torch.bfloat16, impl) for impl in ('pytorch', 'ext')] + [
 def test_autocast_close_to_float32(golden, device, dtype, attn_impl):
     if attn_impl == 'ext' and not ext_available(device):
         pytest.skip(f'mmtransnext._ext has no {device} kernels in this build')
-    case = golden['cases'][1]
+    case = golden_case(golden, 'interpolate_odd')
     model = TransNeXt(arch=golden_arch(golden), img_size=64, pretrain_size=224, attn_impl=attn_impl).eval()
     model.load_state_dict(golden['backbone_state_dict'])
     model.to(device)
