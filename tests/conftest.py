@@ -57,3 +57,29 @@ def golden_arch(golden):
     a = golden['arch']
     return dict(embed_dims=a['embed_dims'], depths=a['depths'], num_heads=a['num_heads'],
                 mlp_ratios=a['mlp_ratios'], sr_ratios=a['sr_ratios'], window_size=a['window_size'])
+
+
+# ----------------------------------------------------------------------------- skip policy
+# Every skip states its reason (setup.cfg: -ra prints them). With MMTRANSNEXT_ONLY_GPU_SKIPS=1 (CI) a skip for
+# any other reason fails the run: a test that should have run here did not.
+_UNEXPECTED_SKIPS = []
+
+
+def pytest_runtest_logreport(report):
+    if report.skipped and isinstance(report.longrepr, tuple) and not hasattr(report, 'wasxfail'):
+        reason = report.longrepr[2].removeprefix('Skipped: ')
+        if not reason.startswith('needs a GPU'):
+            _UNEXPECTED_SKIPS.append(f'{report.nodeid}: {reason}')
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if os.environ.get('MMTRANSNEXT_ONLY_GPU_SKIPS') == '1' and _UNEXPECTED_SKIPS and exitstatus == 0:
+        session.exitstatus = 1
+
+
+def pytest_terminal_summary(terminalreporter):
+    if os.environ.get('MMTRANSNEXT_ONLY_GPU_SKIPS') == '1' and _UNEXPECTED_SKIPS:
+        terminalreporter.write_line('skips other than "needs a GPU" are not allowed here (MMTRANSNEXT_ONLY_GPU_SKIPS=1):',
+                                    red=True)
+        for line in _UNEXPECTED_SKIPS:
+            terminalreporter.write_line(f'  {line}', red=True)
