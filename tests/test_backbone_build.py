@@ -146,3 +146,68 @@ def test_too_small_img_size_or_pretrain_size():
         TransNeXt(arch='micro', img_size=16)
     with pytest.raises(ValueError, match='pretrain_size'):
         TransNeXt(arch='micro', pretrain_size=32)
+
+
+def test_frozen_parameters_stay_unchanged_after_an_optimizer_step(golden):
+    torch.manual_seed(0)
+    model = TransNeXt(arch=golden_arch(golden), img_size=64, frozen_stages=1)
+    model.load_state_dict(golden['backbone_state_dict'])
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    # every parameter handed to the optimizer, as a config's optim_wrapper would; weight decay and momentum
+    # would move a frozen parameter that had a gradient or were updated regardless of it
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.1, weight_decay=0.5)
+    model.train()
+    sum(o.square().mean() for o in model(torch.randn(2, 3, 64, 64))).backward()
+    optimizer.step()
+    for name, param in model.named_parameters():
+        moved = not torch.equal(param, before[name])
+        assert moved == param.requires_grad, f'{name}: requires_grad={param.requires_grad}, moved={moved}'
+
+
+def test_drop_path_rates_rise_linearly_over_all_blocks(golden):
+    arch = golden_arch(golden)
+    model = TransNeXt(arch=arch, img_size=64, drop_path_rate=0.3)
+    blocks = [block for i in range(4) for block in getattr(model, f'block{i + 1}')]
+    expected = torch.linspace(0, 0.3, sum(arch['depths'])).tolist()
+    assert len(blocks) == len(expected) == 5
+    assert isinstance(blocks[0].drop_path, torch.nn.Identity)  # rate 0: no layer at all
+    assert [b.drop_path.drop_prob for b in blocks[1:]] == pytest.approx(expected[1:])
+
+
+def test_tuple_img_size_is_height_then_width(golden):
+    """In interpolation mode the bias is generated for img_size and resized to the input: at an input of
+    exactly img_size that is the identity, so the output equals extrapolation mode's; transposed, it is not."""
+    torch.manual_seed(0)
+    modes = [TransNeXt(arch=golden_arch(golden), img_size=(64, 96), pretrain_size=64, is_extrapolation=e).eval()
+             for e in (False, True)]
+    for model in modes:
+        model.load_state_dict(golden['backbone_state_dict'])
+    with torch.no_grad():
+        for size, same in (((64, 96), True), ((96, 64), False)):
+            x = torch.randn(1, 3, *size)
+            interpolated, extrapolated = (model(x)[-1] for model in modes)
+            assert torch.allclose(interpolated, extrapolated, atol=1e-5) == same, size
+
+
+def test_with_cp_checkpoints_every_block_with_the_same_gradients(golden, monkeypatch):
+    import torch.utils.checkpoint
+    calls = []
+    real = torch.utils.checkpoint.checkpoint
+
+    def spy(*args, **kwargs):
+        calls.append(args[0])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(torch.utils.checkpoint, 'checkpoint', spy)
+    x = torch.randn(1, 3, 72, 104)
+    grads = []
+    for with_cp in (False, True):
+        model = TransNeXt(arch=golden_arch(golden), img_size=64, with_cp=with_cp)
+        model.load_state_dict(golden['backbone_state_dict'])
+        model.train()
+        sum(o.sum() for o in model(x)).backward()
+        grads.append({n: p.grad for n, p in model.named_parameters()})
+    blocks = [block for i in range(4) for block in getattr(model, f'block{i + 1}')]
+    assert calls == blocks  # each block once, in order, in the with_cp run only
+    for name, grad in grads[0].items():
+        torch.testing.assert_close(grads[1][name], grad, rtol=1e-5, atol=1e-7, msg=name)

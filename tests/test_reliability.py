@@ -86,8 +86,12 @@ def test_killed_run_resumes_to_the_same_weights(toy_imagenet):
         time.sleep(0.2)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    assert (cwd / 'killed/iter_3.pth').exists(), 'no checkpoint before the kill'
     assert not (cwd / 'killed/iter_6.pth').exists(), 'the run ended before it could be killed'
-    run_tool('tools/train.py', config, '--work-dir', 'killed', '--resume', cwd=cwd)
+    last = int((cwd / 'killed/last_checkpoint').read_text().rsplit('iter_', 1)[1].split('.')[0])
+    resumed = run_tool('tools/train.py', config, '--work-dir', 'killed', '--resume', cwd=cwd)
+    # it continued from the checkpoint, not from iteration 0 (which would also end with the same weights)
+    assert f'resumed epoch: 0, iter: {last}' in resumed.stdout + resumed.stderr and last >= 3
     straight, resumed = _weights(cwd / 'straight/iter_6.pth'), _weights(cwd / 'killed/iter_6.pth')
     for key in straight:
         torch.testing.assert_close(resumed[key], straight[key], atol=1e-6, rtol=0, msg=key)
