@@ -79,7 +79,7 @@ def pytest_sessionfinish(session, exitstatus):
 
 def pytest_terminal_summary(terminalreporter):
     if os.environ.get('MMTRANSNEXT_ONLY_GPU_SKIPS') == '1' and _UNEXPECTED_SKIPS:
-        terminalreporter.write_line('skips other than "needs a GPU" are not allowed here (MMTRANSNEXT_ONLY_GPU_SKIPS=1):',
-                                    red=True)
+        terminalreporter.write_line(
+            'skips other than "needs a GPU" are not allowed here (MMTRANSNEXT_ONLY_GPU_SKIPS=1):', red=True)
         for line in _UNEXPECTED_SKIPS:
             terminalreporter.write_line(f'  {line}', red=True)

@@ -47,7 +47,8 @@ def test_convglu_keeps_gate_and_value_only_with_the_same_gradients(frozen):
     torch.testing.assert_close(out, expected, rtol=0, atol=0)
     for got, want in zip(_grads(lean, x, out), _grads(lean, x, expected)):
         torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-14)
-    assert sorted(n for n in kept if n >= 2 * 35 * hidden) == [2 * 35 * hidden] * 2  # gate and value; not dwconv's output nor fc2's input
+    # gate and value; not dwconv's output nor fc2's input
+    assert sorted(n for n in kept if n >= 2 * 35 * hidden) == [2 * 35 * hidden] * 2
 
 
 @needs_ext
