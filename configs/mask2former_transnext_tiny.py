@@ -26,6 +26,9 @@ optim_wrapper = dict(
     paramwise_cfg=dict(
         custom_keys={
             'backbone': dict(lr_mult=0.1),
+            # custom_keys match substrings, longest first: without this entry 'query_embed' below would also
+            # take the backbone's attention query embeddings to full lr (the authors' config sets 0.1 for them)
+            'attn.query_embedding': dict(lr_mult=0.1),
             'query_embed': embed_multi,
             'query_feat': embed_multi,
             'level_embed': embed_multi
