@@ -1,5 +1,6 @@
 """Several processes, interrupted runs, mixed precision, memory: the backbone and tools at scale."""
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -70,8 +71,16 @@ def test_two_processes_follow_the_single_process_trajectory(toy_imagenet):
         for key in one:
             torch.testing.assert_close(two[key], one[key], atol=1e-5, rtol=1e-4, msg=f'iter {it} {key}')
     single = printed_metrics(run_tool('tools/test.py', config, 'one/iter_3.pth', '--work-dir', 'one', cwd=cwd))
-    result = _dist('dist_test.sh', config, 'two/iter_3.pth', 2, '--work-dir', 'two', cwd=cwd)
-    assert printed_metrics(result) == single  # gathered from both ranks' halves of the val set
+    dumping = cwd / 'cls_det_dump.py'  # also dump the gathered predictions (mmengine's DumpResults)
+    dumping.write_text(f"_base_ = {str(config)!r}\n"
+                       "test_evaluator = [dict(type='Accuracy', topk=(1, )), "
+                       "dict(type='DumpResults', out_file_path='two/predictions.pkl')]\n")
+    result = _dist('dist_test.sh', dumping, 'two/iter_3.pth', 2, '--work-dir', 'two', cwd=cwd)
+    assert printed_metrics(result) == single
+    with open(cwd / 'two/predictions.pkl', 'rb') as f:
+        predictions = pickle.load(f)  # written by this test's own run
+    # gathered from both ranks' halves: every one of the 12 validation images once
+    assert sorted(p['sample_idx'] for p in predictions) == list(range(12))
 
 
 @pytest.mark.slow
