@@ -1,4 +1,6 @@
 """MMSegmentation: the paper configs, multi-scale test in both position-bias modes, toy training."""
+import pickle
+
 import pytest
 import torch
 from mmengine.config import Config
@@ -69,11 +71,20 @@ def test_upernet_trains_and_reports_miou_with_and_without_tta(tmp_path):
     checkpoint = (tmp_path / 'up' / 'last_checkpoint').read_text().strip()
     plain = printed_metrics(run_tool('tools/test.py', UPERNET_TOY, checkpoint, '--work-dir', 'up', cwd=tmp_path))
     assert {'mIoU', 'aAcc', 'mAcc'} <= set(plain)
+    logits = {}
     for extrapolation in ('False', 'True'):
-        tta = printed_metrics(run_tool('tools/test.py', UPERNET_TOY, checkpoint, '--tta', '--work-dir', 'up',
+        dumping = tmp_path / f'upernet_dump_{extrapolation}.py'  # the TTA predictions too (mmengine's DumpResults)
+        dumping.write_text(f"_base_ = {str(UPERNET_TOY)!r}\n"
+                           "test_evaluator = [dict(type='IoUMetric', iou_metrics=['mIoU']), "
+                           f"dict(type='DumpResults', out_file_path='up/tta_{extrapolation}.pkl')]\n")
+        tta = printed_metrics(run_tool('tools/test.py', dumping, checkpoint, '--tta', '--work-dir', 'up',
                                        '--cfg-options', f'model.backbone.is_extrapolation={extrapolation}',
                                        cwd=tmp_path))
         assert 'mIoU' in tta
+        with open(tmp_path / f'up/tta_{extrapolation}.pkl', 'rb') as f:
+            logits[extrapolation] = [p['seg_logits']['data'] for p in pickle.load(f)]  # this test's own file
+    # the override reaches the model under TTA: the two position-bias modes give other logits
+    assert any(not torch.allclose(a, b) for a, b in zip(logits['False'], logits['True']))
 
 
 @pytest.mark.slow
