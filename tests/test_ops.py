@@ -109,8 +109,8 @@ def test_bad_arguments_name_the_problem():
 
 def test_missing_extension_says_how_to_build_it(monkeypatch):
     from mmtransnext.models import TransNeXt
-    from mmtransnext.ops import local_attention
-    monkeypatch.setattr(local_attention, '_ext', None)
+    from mmtransnext.ops import ext_loader
+    monkeypatch.setattr(ext_loader, 'ext', None)  # every op reads the extension from here
     with pytest.raises(RuntimeError, match='is not built; build it with `bash tools/setup_env.sh`'):
         TransNeXt(arch='micro', attn_impl='ext')
     model = TransNeXt(arch='micro', img_size=64, attn_impl='auto').eval()  # falls back to PyTorch

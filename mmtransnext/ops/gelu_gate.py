@@ -12,7 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .local_attention import _ext, resolve_attn_impl
+from . import ext_loader
+from .ext_loader import resolve_attn_impl
 
 
 def gelu_gate_reference(gate: Tensor, value: Tensor) -> Tensor:
@@ -20,11 +21,11 @@ def gelu_gate_reference(gate: Tensor, value: Tensor) -> Tensor:
 
 
 def _forward(gate: Tensor, value: Tensor) -> Tensor:
-    return _ext.gelu_gate_forward(gate, value)
+    return ext_loader.ext.gelu_gate_forward(gate, value)
 
 
 def _backward(grad: Tensor, gate: Tensor, value: Tensor) -> Tuple[Tensor, Tensor]:
-    grad_gate, grad_value = _ext.gelu_gate_backward(grad.contiguous(), gate, value)
+    grad_gate, grad_value = ext_loader.ext.gelu_gate_backward(grad.contiguous(), gate, value)
     return grad_gate, grad_value
 
 

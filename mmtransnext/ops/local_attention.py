@@ -16,36 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-try:
-    from .. import _ext
-except ImportError:  # built without the op (MMTRANSNEXT_WITH_OPS=0, or torch missing at build time)
-    _ext = None
-
-ATTN_IMPLS = ('auto', 'ext', 'pytorch')
-BUILD_HINT = ('build it with `bash tools/setup_env.sh` (or `pip install --no-build-isolation -e .` with torch '
-              'installed; add FORCE_CUDA=1 for the CUDA kernels), or set attn_impl="pytorch"')
-
-
-def ext_available(device: Optional[torch.device] = None) -> bool:
-    """Whether the extension is built, and (given a device) has kernels for it."""
-    if _ext is None:
-        return False
-    if device is None:
-        return True
-    device = torch.device(device)
-    return device.type == 'cpu' or (device.type == 'cuda' and bool(_ext.with_cuda))
-
-
-def resolve_attn_impl(attn_impl: str, device: torch.device) -> str:
-    """'ext' or 'pytorch' for tensors on ``device``; a clear error when 'ext' cannot run there."""
-    if attn_impl not in ATTN_IMPLS:
-        raise ValueError(f'attn_impl must be one of {ATTN_IMPLS}, got {attn_impl!r}')
-    if attn_impl == 'auto':
-        return 'ext' if ext_available(device) else 'pytorch'
-    if attn_impl == 'ext' and not ext_available(device):
-        what = 'is not built' if _ext is None else f'was built without kernels for {torch.device(device).type}'
-        raise RuntimeError(f'attn_impl="ext": the attention op mmtransnext._ext {what}; {BUILD_HINT}')
-    return attn_impl
+from . import ext_loader
+from .ext_loader import resolve_attn_impl
 
 
 # ----------------------------------------------------------------------------- reference (PyTorch)
@@ -77,24 +49,24 @@ def local_aggregation_reference(weights: Tensor, value: Tensor, height: int, wid
 
 def _similarity_forward(query: Tensor, key: Tensor, bias: Tensor, height: int, width: int,
                         window_size: int) -> Tensor:
-    return _ext.local_similarity_forward(query, key, bias, height, width, window_size)
+    return ext_loader.ext.local_similarity_forward(query, key, bias, height, width, window_size)
 
 
 def _similarity_backward(grad: Tensor, query: Tensor, key: Tensor, height: int, width: int,
                          window_size: int) -> Tuple[Tensor, Tensor, Tensor]:
-    grad_query, grad_key, grad_bias = _ext.local_similarity_backward(grad.contiguous(), query, key, height, width,
-                                                                     window_size)
+    grad_query, grad_key, grad_bias = ext_loader.ext.local_similarity_backward(grad.contiguous(), query, key, height,
+                                                                                width, window_size)
     return grad_query, grad_key, grad_bias
 
 
 def _aggregation_forward(weights: Tensor, value: Tensor, height: int, width: int, window_size: int) -> Tensor:
-    return _ext.local_aggregation_forward(weights, value, height, width, window_size)
+    return ext_loader.ext.local_aggregation_forward(weights, value, height, width, window_size)
 
 
 def _aggregation_backward(grad: Tensor, weights: Tensor, value: Tensor, height: int, width: int,
                           window_size: int) -> Tuple[Tensor, Tensor]:
-    grad_weights, grad_value = _ext.local_aggregation_backward(grad.contiguous(), weights, value, height, width,
-                                                               window_size)
+    grad_weights, grad_value = ext_loader.ext.local_aggregation_backward(grad.contiguous(), weights, value, height,
+                                                                          width, window_size)
     return grad_weights, grad_value
 
 

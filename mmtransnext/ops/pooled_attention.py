@@ -21,7 +21,8 @@ from typing import Tuple
 import torch
 from torch import Tensor
 
-from .local_attention import _ext, resolve_attn_impl
+from . import ext_loader
+from .ext_loader import resolve_attn_impl
 
 
 def expand_position_bias(bias_rows: Tensor, cols_index: Tensor, cols_weight: Tensor) -> Tensor:
@@ -47,8 +48,8 @@ def pooled_attention_reference(query: Tensor, key: Tensor, value: Tensor, bias_r
 
 def _forward(query: Tensor, key: Tensor, value: Tensor, bias_rows: Tensor, cols_index: Tensor, cols_weight: Tensor,
              local_logits: Tensor, height: int, width: int) -> Tuple[Tensor, Tensor, Tensor]:
-    out, local_weights, lse = _ext.pooled_attention_forward(query, key, value, bias_rows, cols_index, cols_weight,
-                                                            local_logits, height, width)
+    out, local_weights, lse = ext_loader.ext.pooled_attention_forward(query, key, value, bias_rows, cols_index,
+                                                                       cols_weight, local_logits, height, width)
     return out, local_weights, lse
 
 
@@ -56,8 +57,9 @@ def _backward(grad_out: Tensor, grad_local_weights: Tensor, grad_lse: Tensor, qu
               value: Tensor, bias_rows: Tensor, cols_index: Tensor, cols_weight: Tensor, out: Tensor,
               local_weights: Tensor, lse: Tensor, height: int, width: int
               ) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    grads = _ext.pooled_attention_backward(grad_out, grad_local_weights, grad_lse, query, key, value, bias_rows,
-                                           cols_index, cols_weight, out, local_weights, lse, height, width)
+    grads = ext_loader.ext.pooled_attention_backward(grad_out, grad_local_weights, grad_lse, query, key, value,
+                                                     bias_rows, cols_index, cols_weight, out, local_weights, lse,
+                                                     height, width)
     return tuple(grads)
 
 

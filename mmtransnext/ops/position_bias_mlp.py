@@ -10,7 +10,7 @@ from typing import Tuple
 import torch
 from torch import Tensor
 
-from .local_attention import _ext
+from . import ext_loader
 
 
 def position_bias_mlp_reference(coords: Tensor, fc1: torch.nn.Linear, fc2: torch.nn.Linear) -> Tensor:
@@ -19,11 +19,12 @@ def position_bias_mlp_reference(coords: Tensor, fc1: torch.nn.Linear, fc2: torch
 
 
 def _forward(coords: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor) -> Tensor:
-    return _ext.position_bias_mlp_forward(coords, w1, b1, w2, b2)
+    return ext_loader.ext.position_bias_mlp_forward(coords, w1, b1, w2, b2)
 
 
 def _backward(grad: Tensor, coords: Tensor, w1: Tensor, b1: Tensor, w2: Tensor) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
-    grad_w1, grad_b1, grad_w2, grad_b2 = _ext.position_bias_mlp_backward(grad.contiguous(), coords, w1, b1, w2)
+    grad_w1, grad_b1, grad_w2, grad_b2 = ext_loader.ext.position_bias_mlp_backward(grad.contiguous(), coords, w1, b1,
+                                                                                    w2)
     return grad_w1, grad_b1, grad_w2, grad_b2
 
 
@@ -67,7 +68,7 @@ else:
 
 def position_bias_mlp(coords: Tensor, fc1: torch.nn.Linear, fc2: torch.nn.Linear, use_ext: bool) -> Tensor:
     """(T, 2) coordinates -> (heads, T) bias values; the fused kernel when ``use_ext`` and on the CPU."""
-    if not (use_ext and coords.device.type == 'cpu' and _ext is not None):
+    if not (use_ext and coords.device.type == 'cpu' and ext_loader.ext is not None):
         return position_bias_mlp_reference(coords, fc1, fc2)
     dtype = fc2.weight.dtype  # float32 under autocast too: the bias feeds a softmax
     if dtype not in (torch.float32, torch.float64):
