@@ -211,3 +211,8 @@ def test_with_cp_checkpoints_every_block_with_the_same_gradients(golden, monkeyp
     assert calls == blocks  # each block once, in order, in the with_cp run only
     for name, grad in grads[0].items():
         torch.testing.assert_close(grads[1][name], grad, rtol=1e-5, atol=1e-7, msg=name)
+
+
+def test_patch_size_other_than_4_is_refused():
+    with pytest.raises(ValueError, match='patch_size must be 4 .*got 2'):
+        TransNeXt(arch='micro', patch_size=2)

@@ -91,7 +91,8 @@ class TransNeXt(BaseModule):
             (normalised by ``pretrain_size``) instead of resizing it from ``img_size``.
             Defaults to False.
         in_channels (int): input image channels. Defaults to 3.
-        patch_size (int): stride of the first patch embedding. Defaults to 4.
+        patch_size (int): stride of the first patch embedding; only 4 (the released models' stage strides
+            4, 8, 16, 32 assume it). Defaults to 4.
         out_indices (Sequence[int]): stages whose (normalised) outputs are returned.
             Defaults to (0, 1, 2, 3).
         qkv_bias (bool): bias in the query / key / value projections. Defaults to True.
@@ -151,6 +152,9 @@ class TransNeXt(BaseModule):
         if unknown:  # a misspelt config key: say which, and what the valid ones are
             raise TypeError(_unknown_arguments_message(unknown))
         super().__init__(init_cfg=init_cfg)
+        if patch_size != 4:  # the stage strides 4, 8, 16, 32 (position bias, pooling grids) assume it, as upstream
+            raise ValueError(f'patch_size must be 4 (stage strides 4, 8, 16, 32, as in the released models), got '
+                             f'{patch_size}')
         self.arch_settings = self._resolve_arch(arch)
         s = self.arch_settings
         self.embed_dims = s['embed_dims']
