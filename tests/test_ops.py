@@ -221,3 +221,24 @@ def test_gelu_gate_falls_back_where_it_has_no_kernel():
     assert torch.equal(gelu_gate(gate, value, 'ext'), gelu_gate_reference(gate, value))
     gate, value = torch.randn(4, 8), torch.randn(4, 8)
     assert torch.equal(gelu_gate(gate, value, 'pytorch'), gelu_gate_reference(gate, value))
+
+
+@needs_ext
+def test_register_op_fallback_gives_the_same_op():
+    """torch < 2.4 has no torch.library.custom_op: register_op builds an autograd.Function from the same pieces."""
+    from mmtransnext.ops import local_attention as la
+    from mmtransnext.ops.registration import register_op
+    fallback, _ = register_op('local_similarity', la._similarity_forward, la._similarity_backward, None, None, la._save,
+                              la._similarity_grad, custom_op=False)
+    torch.manual_seed(0)
+    q, k = (torch.randn(2, 3, 20, 8, dtype=torch.float64, requires_grad=True) for _ in range(2))
+    bias = torch.randn(3, 9, dtype=torch.float64, requires_grad=True)
+    outside = fallback(q, k, bias, 4, 5, 3).isinf()  # neighbours outside the map: -inf, no gradient
+
+    def finite(op):
+        return lambda *t: op(*t, 4, 5, 3).masked_fill(outside, 0)
+
+    assert torch.autograd.gradcheck(finite(fallback), (q, k, bias))
+    for got, want in zip(torch.autograd.grad(finite(fallback)(q, k, bias).sum(), (q, k, bias)),
+                         torch.autograd.grad(finite(la._similarity_apply)(q, k, bias).sum(), (q, k, bias))):
+        torch.testing.assert_close(got, want, rtol=0, atol=0)

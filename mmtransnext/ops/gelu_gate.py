@@ -14,6 +14,7 @@ from torch import Tensor
 
 from . import ext_loader
 from .ext_loader import resolve_attn_impl
+from .registration import register_op
 
 
 def gelu_gate_reference(gate: Tensor, value: Tensor) -> Tensor:
@@ -37,34 +38,16 @@ def _grad(ctx, grad):
     return _backward_apply(grad, *ctx.saved_tensors)
 
 
-if hasattr(torch.library, 'custom_op'):
-    _forward_op = torch.library.custom_op('mmtransnext::gelu_gate', _forward, mutates_args=())
-    _backward_op = torch.library.custom_op('mmtransnext::gelu_gate_backward', _backward, mutates_args=())
+def _forward_fake(gate, value):
+    return torch.empty_like(gate)
 
-    @_forward_op.register_fake
-    def _(gate, value):
-        return torch.empty_like(gate)
 
-    @_backward_op.register_fake
-    def _(grad, gate, value):
-        return torch.empty_like(gate), torch.empty_like(value)
+def _backward_fake(grad, gate, value):
+    return torch.empty_like(gate), torch.empty_like(value)
 
-    _forward_op.register_autograd(_grad, setup_context=_save)
-    _forward_apply, _backward_apply = _forward_op, _backward_op
-else:
 
-    class _GeluGate(torch.autograd.Function):
-
-        @staticmethod
-        def forward(ctx, gate, value):
-            ctx.save_for_backward(gate, value)
-            return _forward(gate, value)
-
-        @staticmethod
-        def backward(ctx, grad):
-            return _backward(grad, *ctx.saved_tensors)
-
-    _forward_apply, _backward_apply = _GeluGate.apply, _backward
+_forward_apply, _backward_apply = register_op('gelu_gate', _forward, _backward, _forward_fake, _backward_fake, _save,
+                                              _grad)
 
 
 def _fused(gate: Tensor, value: Tensor, attn_impl: str) -> bool:

@@ -18,6 +18,7 @@ from torch import Tensor
 
 from . import ext_loader
 from .ext_loader import resolve_attn_impl
+from .registration import register_op
 
 
 # ----------------------------------------------------------------------------- reference (PyTorch)
@@ -75,66 +76,36 @@ def _save(ctx, inputs, output):
     ctx.window = inputs[-3:]
 
 
-if hasattr(torch.library, 'custom_op'):  # torch >= 2.4: visible to torch.compile
-    _similarity_forward_op = torch.library.custom_op('mmtransnext::local_similarity', _similarity_forward,
-                                                     mutates_args=())
-    _similarity_backward_op = torch.library.custom_op('mmtransnext::local_similarity_backward',
-                                                      _similarity_backward, mutates_args=())
-    _aggregation_forward_op = torch.library.custom_op('mmtransnext::local_aggregation', _aggregation_forward,
-                                                      mutates_args=())
-    _aggregation_backward_op = torch.library.custom_op('mmtransnext::local_aggregation_backward',
-                                                       _aggregation_backward, mutates_args=())
+def _similarity_fake(query, key, bias, height, width, window_size):
+    return query.new_empty(*query.shape[:3], window_size**2)
 
-    @_similarity_forward_op.register_fake
-    def _(query, key, bias, height, width, window_size):
-        return query.new_empty(*query.shape[:3], window_size**2)
 
-    @_similarity_backward_op.register_fake
-    def _(grad, query, key, height, width, window_size):
-        return torch.empty_like(query), torch.empty_like(key), query.new_empty(query.shape[1], window_size**2)
+def _similarity_backward_fake(grad, query, key, height, width, window_size):
+    return torch.empty_like(query), torch.empty_like(key), query.new_empty(query.shape[1], window_size**2)
 
-    @_aggregation_forward_op.register_fake
-    def _(weights, value, height, width, window_size):
-        return torch.empty_like(value)
 
-    @_aggregation_backward_op.register_fake
-    def _(grad, weights, value, height, width, window_size):
-        return torch.empty_like(weights), torch.empty_like(value)
+def _similarity_grad(ctx, grad):
+    return (*_similarity_backward_apply(grad, *ctx.saved_tensors, *ctx.window), None, None, None)
 
-    def _similarity_grad(ctx, grad):
-        return (*_similarity_backward_op(grad, *ctx.saved_tensors, *ctx.window), None, None, None)
 
-    def _aggregation_grad(ctx, grad):
-        return (*_aggregation_backward_op(grad, *ctx.saved_tensors, *ctx.window), None, None, None)
+def _aggregation_fake(weights, value, height, width, window_size):
+    return torch.empty_like(value)
 
-    _similarity_forward_op.register_autograd(_similarity_grad, setup_context=_save)
-    _aggregation_forward_op.register_autograd(_aggregation_grad, setup_context=_save)
-    _similarity_apply, _aggregation_apply = _similarity_forward_op, _aggregation_forward_op
-else:  # older torch: plain autograd functions
 
-    class _Similarity(torch.autograd.Function):
+def _aggregation_backward_fake(grad, weights, value, height, width, window_size):
+    return torch.empty_like(weights), torch.empty_like(value)
 
-        @staticmethod
-        def forward(ctx, query, key, bias, height, width, window_size):
-            _save(ctx, (query, key, bias, height, width, window_size), None)
-            return _similarity_forward(query, key, bias, height, width, window_size)
 
-        @staticmethod
-        def backward(ctx, grad):
-            return (*_similarity_backward(grad, *ctx.saved_tensors, *ctx.window), None, None, None)
+def _aggregation_grad(ctx, grad):
+    return (*_aggregation_backward_apply(grad, *ctx.saved_tensors, *ctx.window), None, None, None)
 
-    class _Aggregation(torch.autograd.Function):
 
-        @staticmethod
-        def forward(ctx, weights, value, height, width, window_size):
-            _save(ctx, (weights, value, height, width, window_size), None)
-            return _aggregation_forward(weights, value, height, width, window_size)
-
-        @staticmethod
-        def backward(ctx, grad):
-            return (*_aggregation_backward(grad, *ctx.saved_tensors, *ctx.window), None, None, None)
-
-    _similarity_apply, _aggregation_apply = _Similarity.apply, _Aggregation.apply
+_similarity_apply, _similarity_backward_apply = register_op(
+    'local_similarity', _similarity_forward, _similarity_backward, _similarity_fake, _similarity_backward_fake, _save,
+    _similarity_grad)
+_aggregation_apply, _aggregation_backward_apply = register_op(
+    'local_aggregation', _aggregation_forward, _aggregation_backward, _aggregation_fake, _aggregation_backward_fake,
+    _save, _aggregation_grad)
 
 
 # ----------------------------------------------------------------------------- public face

@@ -23,6 +23,7 @@ from torch import Tensor
 
 from . import ext_loader
 from .ext_loader import resolve_attn_impl
+from .registration import register_op
 
 
 def expand_position_bias(bias_rows: Tensor, cols_index: Tensor, cols_weight: Tensor) -> Tensor:
@@ -82,38 +83,19 @@ def _grad(ctx, grad_out, grad_local_weights, grad_lse):
     return grad_query, grad_key, grad_value, grad_rows, None, None, grad_local, None, None
 
 
-if hasattr(torch.library, 'custom_op'):  # torch >= 2.4: visible to torch.compile
-    _forward_op = torch.library.custom_op('mmtransnext::pooled_attention', _forward, mutates_args=())
-    _backward_op = torch.library.custom_op('mmtransnext::pooled_attention_backward', _backward, mutates_args=())
+def _forward_fake(query, key, value, bias_rows, cols_index, cols_weight, local_logits, height, width):
+    return (query.new_empty(*query.shape[:3], value.shape[-1]), torch.empty_like(local_logits),
+            query.new_empty(query.shape[:3]))
 
-    @_forward_op.register_fake
-    def _(query, key, value, bias_rows, cols_index, cols_weight, local_logits, height, width):
-        return (query.new_empty(*query.shape[:3], value.shape[-1]), torch.empty_like(local_logits),
-                query.new_empty(query.shape[:3]))
 
-    @_backward_op.register_fake
-    def _(grad_out, grad_local_weights, grad_lse, query, key, value, bias_rows, cols_index, cols_weight, out,
-          local_weights, lse, height, width):
-        return (torch.empty_like(query), torch.empty_like(key), torch.empty_like(value), torch.empty_like(bias_rows),
-                torch.empty_like(local_weights))
+def _backward_fake(grad_out, grad_local_weights, grad_lse, query, key, value, bias_rows, cols_index, cols_weight, out,
+                   local_weights, lse, height, width):
+    return (torch.empty_like(query), torch.empty_like(key), torch.empty_like(value), torch.empty_like(bias_rows),
+            torch.empty_like(local_weights))
 
-    _forward_op.register_autograd(_grad, setup_context=_save)
-    _forward_apply, _backward_apply = _forward_op, _backward_op
-else:  # older torch: a plain autograd function
 
-    class _PooledAttention(torch.autograd.Function):
-
-        @staticmethod
-        def forward(ctx, *inputs):
-            output = _forward(*inputs)
-            _save(ctx, inputs, output)
-            return output
-
-        @staticmethod
-        def backward(ctx, *grads):
-            return _grad(ctx, *grads)
-
-    _forward_apply, _backward_apply = _PooledAttention.apply, _backward
+_forward_apply, _backward_apply = register_op('pooled_attention', _forward, _backward, _forward_fake, _backward_fake,
+                                              _save, _grad)
 
 
 # ----------------------------------------------------------------------------- public face

@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 
 from . import ext_loader
+from .registration import register_op
 
 
 def position_bias_mlp_reference(coords: Tensor, fc1: torch.nn.Linear, fc2: torch.nn.Linear) -> Tensor:
@@ -36,34 +37,16 @@ def _grad(ctx, grad):
     return (None, *_backward_apply(grad, *ctx.saved_tensors))
 
 
-if hasattr(torch.library, 'custom_op'):
-    _forward_op = torch.library.custom_op('mmtransnext::position_bias_mlp', _forward, mutates_args=())
-    _backward_op = torch.library.custom_op('mmtransnext::position_bias_mlp_backward', _backward, mutates_args=())
+def _forward_fake(coords, w1, b1, w2, b2):
+    return coords.new_empty(w2.shape[0], coords.shape[0])
 
-    @_forward_op.register_fake
-    def _(coords, w1, b1, w2, b2):
-        return coords.new_empty(w2.shape[0], coords.shape[0])
 
-    @_backward_op.register_fake
-    def _(grad, coords, w1, b1, w2):
-        return torch.empty_like(w1), torch.empty_like(b1), torch.empty_like(w2), w2.new_empty(w2.shape[0])
+def _backward_fake(grad, coords, w1, b1, w2):
+    return torch.empty_like(w1), torch.empty_like(b1), torch.empty_like(w2), w2.new_empty(w2.shape[0])
 
-    _forward_op.register_autograd(_grad, setup_context=_save)
-    _forward_apply, _backward_apply = _forward_op, _backward_op
-else:
 
-    class _PositionBiasMLP(torch.autograd.Function):
-
-        @staticmethod
-        def forward(ctx, coords, w1, b1, w2, b2):
-            _save(ctx, (coords, w1, b1, w2, b2), None)
-            return _forward(coords, w1, b1, w2, b2)
-
-        @staticmethod
-        def backward(ctx, grad):
-            return _grad(ctx, grad)
-
-    _forward_apply, _backward_apply = _PositionBiasMLP.apply, _backward
+_forward_apply, _backward_apply = register_op('position_bias_mlp', _forward, _backward, _forward_fake, _backward_fake,
+                                              _save, _grad)
 
 
 def position_bias_mlp(coords: Tensor, fc1: torch.nn.Linear, fc2: torch.nn.Linear, use_ext: bool) -> Tensor:
