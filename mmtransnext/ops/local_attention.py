@@ -21,6 +21,26 @@ from .ext_loader import resolve_attn_impl
 from .registration import register_op
 
 
+def local_window_stats(size: Tuple[int, int], window_size: int, device=None) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Number of in-image neighbours of each pixel and the mask of out-of-image ones.
+
+    Returns:
+        tuple[Tensor, Tensor]: ``local_len`` (N, 1) float and ``padding_mask`` (N, window_size**2)
+        bool, True where the neighbour falls outside the feature map.
+    """
+    H, W = size
+    r = window_size // 2
+    offsets = torch.arange(-r, r + 1, device=device)
+    inside_h = ((torch.arange(H, device=device)[:, None] + offsets) >= 0) & (
+        (torch.arange(H, device=device)[:, None] + offsets) < H)  # (H, k)
+    inside_w = ((torch.arange(W, device=device)[:, None] + offsets) >= 0) & (
+        (torch.arange(W, device=device)[:, None] + offsets) < W)  # (W, k)
+    inside = (inside_h[:, None, :, None] & inside_w[None, :, None, :]).reshape(H * W, -1)
+    local_len = inside.sum(-1, keepdim=True).to(torch.float32)
+    return local_len, ~inside
+
+
+
 # ----------------------------------------------------------------------------- reference (PyTorch)
 
 def _unfold_windows(pixels: Tensor, height: int, width: int, window_size: int) -> Tensor:
@@ -34,7 +54,6 @@ def _unfold_windows(pixels: Tensor, height: int, width: int, window_size: int) -
 def local_similarity_reference(query: Tensor, key: Tensor, bias: Tensor, height: int, width: int,
                                window_size: int, padding_mask: Optional[Tensor] = None) -> Tensor:
     if padding_mask is None:
-        from ..models.layers.position_bias import local_window_stats
         padding_mask = local_window_stats((height, width), window_size, query.device)[1]
     attn = (query.unsqueeze(-2) @ _unfold_windows(key, height, width, window_size)).squeeze(-2)
     return (attn + bias.unsqueeze(1)).masked_fill(padding_mask, float('-inf'))

@@ -10,6 +10,8 @@ from typing import NamedTuple, Optional, Tuple
 import torch
 import torch.nn.functional as F
 
+from ...ops.local_attention import local_window_stats
+
 Size2d = Tuple[int, int]
 
 
@@ -158,25 +160,6 @@ def gather_position_bias(values: torch.Tensor, taps: BiasTaps, size: Size2d, poo
     planes = rows.reshape(heads, H * ph, -1).index_select(2, taps.cols_index).reshape(heads * H, ph, *taps.cols_grid)
     planes = F.interpolate(planes, (W, pw), mode='bilinear')  # (heads * H, ph, W, pw)
     return planes.reshape(heads, H, ph, W, pw).transpose(2, 3).reshape(heads, H * W, ph * pw)
-
-
-def local_window_stats(size: Size2d, window_size: int, device=None) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Number of in-image neighbours of each pixel and the mask of out-of-image ones.
-
-    Returns:
-        tuple[Tensor, Tensor]: ``local_len`` (N, 1) float and ``padding_mask`` (N, window_size**2)
-        bool, True where the neighbour falls outside the feature map.
-    """
-    H, W = size
-    r = window_size // 2
-    offsets = torch.arange(-r, r + 1, device=device)
-    inside_h = ((torch.arange(H, device=device)[:, None] + offsets) >= 0) & (
-        (torch.arange(H, device=device)[:, None] + offsets) < H)  # (H, k)
-    inside_w = ((torch.arange(W, device=device)[:, None] + offsets) >= 0) & (
-        (torch.arange(W, device=device)[:, None] + offsets) < W)  # (W, k)
-    inside = (inside_h[:, None, :, None] & inside_w[None, :, None, :]).reshape(H * W, -1)
-    local_len = inside.sum(-1, keepdim=True).to(torch.float32)
-    return local_len, ~inside
 
 
 class StageGeometry(NamedTuple):
