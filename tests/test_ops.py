@@ -185,14 +185,15 @@ def test_position_bias_mlp_gradcheck_and_reference():
     results = []
     for use_ext in (True, False):
         fc1.zero_grad(), fc2.zero_grad()
-        out = position_bias_mlp(coords, fc1, fc2, use_ext)
+        out = position_bias_mlp(coords, *fc1.parameters(), *fc2.parameters(), 'ext' if use_ext else 'pytorch')
         out.backward(grad)
         results.append([out.detach()] + [p.grad.clone() for p in (*fc1.parameters(), *fc2.parameters())])
     for ext, ref in zip(*results):
         torch.testing.assert_close(ext, ref, rtol=0, atol=2e-6 * ref.abs().max().item())
     # the reference against an independent writing of the same MLP (heads, offsets)
     by_hand = ((coords @ fc1.weight.T + fc1.bias).clamp_min(0) @ fc2.weight.T + fc2.bias).T
-    torch.testing.assert_close(position_bias_mlp_reference(coords, fc1, fc2), by_hand, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(position_bias_mlp_reference(coords, *fc1.parameters(), *fc2.parameters()), by_hand,
+                               rtol=1e-6, atol=1e-6)
 
 
 @needs_ext

@@ -8,22 +8,25 @@ row's hidden layer in registers and recomputes it in backward. GPUs keep ``nn.Li
 from typing import Tuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from . import ext_loader
+from .ext_loader import resolve_attn_impl
 from .registration import register_op
 
 
-def position_bias_mlp_reference(coords: Tensor, fc1: torch.nn.Linear, fc2: torch.nn.Linear) -> Tensor:
-    """(T, 2) coordinates -> (heads, T) bias values, through the modules (the official arithmetic)."""
-    return fc2(torch.relu(fc1(coords))).transpose(0, 1)
+def position_bias_mlp_reference(coords: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor) -> Tensor:
+    """(T, 2) coordinates -> (heads, T) bias values: ``fc2(relu(fc1(coords)))`` (the official arithmetic)."""
+    return F.linear(torch.relu(F.linear(coords, w1, b1)), w2, b2).transpose(0, 1)
 
 
 def _forward(coords: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor) -> Tensor:
     return ext_loader.ext.position_bias_mlp_forward(coords, w1, b1, w2, b2)
 
 
-def _backward(grad: Tensor, coords: Tensor, w1: Tensor, b1: Tensor, w2: Tensor) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+def _backward(grad: Tensor, coords: Tensor, w1: Tensor, b1: Tensor,
+              w2: Tensor) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
     grad_w1, grad_b1, grad_w2, grad_b2 = ext_loader.ext.position_bias_mlp_backward(grad.contiguous(), coords, w1, b1,
                                                                                     w2)
     return grad_w1, grad_b1, grad_w2, grad_b2
@@ -49,12 +52,15 @@ _forward_apply, _backward_apply = register_op('position_bias_mlp', _forward, _ba
                                               _save, _grad)
 
 
-def position_bias_mlp(coords: Tensor, fc1: torch.nn.Linear, fc2: torch.nn.Linear, use_ext: bool) -> Tensor:
-    """(T, 2) coordinates -> (heads, T) bias values; the fused kernel when ``use_ext`` and on the CPU."""
-    if not (use_ext and coords.device.type == 'cpu' and ext_loader.ext is not None):
-        return position_bias_mlp_reference(coords, fc1, fc2)
-    dtype = fc2.weight.dtype  # float32 under autocast too: the bias feeds a softmax
-    if dtype not in (torch.float32, torch.float64):
-        return position_bias_mlp_reference(coords, fc1, fc2)
-    return _forward_apply(coords.to(dtype).contiguous(), fc1.weight.contiguous(), fc1.bias.contiguous(),
-                          fc2.weight.contiguous(), fc2.bias.contiguous())
+def position_bias_mlp(coords: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor,
+                      attn_impl: str = 'auto') -> Tensor:
+    """(T, 2) coordinates -> (heads, T) bias values of the MLP with weights (w1, b1, w2, b2); the fused kernel
+    for 'auto' / 'ext' on the CPU in float32 / float64 (the weights' dtype: also under autocast, as the bias
+    feeds a softmax), the reference otherwise."""
+    fused = (resolve_attn_impl(attn_impl, coords.device) == 'ext' and coords.device.type == 'cpu'
+             and w2.dtype in (torch.float32, torch.float64))
+    if not fused:
+        return position_bias_mlp_reference(coords, w1, b1, w2, b2)
+    dtype = w2.dtype
+    return _forward_apply(coords.to(dtype).contiguous(), w1.contiguous(), b1.contiguous(), w2.contiguous(),
+                          b2.contiguous())

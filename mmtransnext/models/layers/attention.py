@@ -100,8 +100,8 @@ class _CosineAttention(nn.Module):
     def position_bias_values(self, geometry: StageGeometry) -> torch.Tensor:
         """The bias MLP on every distinct relative offset: (heads, offsets)."""
         table = geometry.rel_table.to(self.cpb_fc1.weight.dtype)
-        use_ext = resolve_attn_impl(self.attn_impl, table.device) == 'ext'
-        return position_bias_mlp(table, self.cpb_fc1, self.cpb_fc2, use_ext)
+        return position_bias_mlp(table, self.cpb_fc1.weight, self.cpb_fc1.bias, self.cpb_fc2.weight, self.cpb_fc2.bias,
+                                 self.attn_impl)
 
     def position_bias(self, geometry: StageGeometry) -> torch.Tensor:
         """Continuous position bias (heads, N, pool_len) for the current feature size."""
