@@ -4,7 +4,6 @@ padding mask and sequence-length scale.
 Everything here is a pure function of the feature size (and the stage's settings), computed
 without gradients, so the backbone can cache it per input size.
 """
-import functools
 from typing import NamedTuple, Optional, Tuple
 
 import torch
@@ -15,9 +14,6 @@ from ...ops.local_attention import local_window_stats
 Size2d = Tuple[int, int]
 
 
-# Memoised: in interpolation mode every input size of a stage shares the img_size-grid table.
-# Callers must not modify the returned tensors.
-@functools.lru_cache(maxsize=16)
 def relative_position_table(query_size: Size2d, key_size: Size2d, pretrain_size: Size2d,
                             device=None) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Log-spaced relative coordinates between a query grid and its pooled key grid, per axis.
