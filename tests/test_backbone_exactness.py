@@ -151,7 +151,7 @@ def _pairwise_table(query_size, key_size, pretrain_size):
                                                   ((7, 9), (7, 9), (7, 7)), ((25, 31), (6, 7), (14, 14)),
                                                   ((1, 3), (1, 1), (2, 2))])
 def test_per_axis_position_table_is_bit_identical_to_the_pairwise_definition(query, key, pretrain):
-    from mmtransnext.models.layers import relative_position_table
+    from mmtransnext.models.layers.position_bias import relative_position_table
     inverse_h, inverse_w, table = relative_position_table(query, key, pretrain)
     index = (inverse_h[:, None, :, None] * (inverse_w.max() + 1) + inverse_w[None, :, None, :]).reshape(-1)
     ref_index, ref_table = _pairwise_table(query, key, pretrain)
@@ -182,7 +182,7 @@ def _resized_bias_definition(values, inverse_h, inverse_w, size, pool_size):
     ((2, 2), (1, 1), (3, 1), (1, 1)),      # degenerate grids
 ])
 def test_per_axis_bias_gather_equals_materialise_and_resize(grid, pool, size, pool_size):
-    from mmtransnext.models.layers import bias_taps, gather_position_bias, relative_position_table
+    from mmtransnext.models.layers.position_bias import bias_taps, gather_position_bias, relative_position_table
     inverse_h, inverse_w, table = relative_position_table(grid, pool, (14, 14))
     values = torch.randn(3, table.shape[0], requires_grad=True)
     shape = (inverse_h.max().item() + 1, inverse_w.max().item() + 1)

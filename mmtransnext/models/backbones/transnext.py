@@ -14,8 +14,8 @@ from mmengine.registry import MODELS
 
 from ...ops import resolve_attn_impl
 from ...utils.checkpoint import load_backbone_weights
-from ..layers import (AggregatedAttention, ConvolutionalGLU, FullAttention, OverlapPatchEmbed, StageGeometry,
-                      stage_geometry)
+from ..layers import AggregatedAttention, ConvolutionalGLU, FullAttention, OverlapPatchEmbed, StageGeometry
+from ..layers.position_bias import stage_geometry
 
 
 class TransNeXtBlock(nn.Module):

@@ -1,10 +1,7 @@
 from .attention import AggregatedAttention, FullAttention
 from .conv_glu import ConvolutionalGLU
 from .patch_embed import OverlapPatchEmbed
-from .position_bias import (BiasTaps, StageGeometry, bias_taps, gather_position_bias, local_window_stats,
-                            relative_position_table, stage_geometry)
+from .position_bias import StageGeometry
 
-__all__ = [
-    'AggregatedAttention', 'FullAttention', 'ConvolutionalGLU', 'OverlapPatchEmbed', 'BiasTaps', 'StageGeometry', 'bias_taps',
-    'gather_position_bias', 'local_window_stats', 'relative_position_table', 'stage_geometry'
-]
+# the layers (and the geometry a layer's forward takes); the position-bias helpers stay in position_bias.py
+__all__ = ['AggregatedAttention', 'FullAttention', 'ConvolutionalGLU', 'OverlapPatchEmbed', 'StageGeometry']
