@@ -17,9 +17,10 @@ def run_tool(*args, cwd, check=True, timeout=600):
     return result
 
 
-def printed_metrics(result):
-    """The metrics dict tools/test.py prints last."""
-    return json.loads(result.stdout.rsplit('metrics: ', 1)[1].splitlines()[0])
+def tool_metrics(work_dir):
+    """The metrics tools/test.py wrote to ``work_dir``/metrics.json."""
+    with open(Path(work_dir) / 'metrics.json') as f:
+        return json.load(f)
 
 
 def make_toy_coco(cwd, num_train=8, num_val=4):

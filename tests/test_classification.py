@@ -8,7 +8,7 @@ from mmpretrain.registry import MODELS
 from mmtransnext.utils import convert_official_checkpoint
 
 from .conftest import golden_arch, golden_part
-from .helpers import ROOT, printed_metrics, run_tool
+from .helpers import ROOT, run_tool, tool_metrics
 
 PAPER = {  # config: (params M, GFLOPs)
     'transnext_micro_in1k': (12.8, 2.7), 'transnext_tiny_in1k': (28.2, 5.7), 'transnext_small_in1k': (49.7, 10.3),
@@ -71,8 +71,8 @@ def test_toy_classifier_trains_and_reports_top1(tmp_path):
     toy = ROOT / 'configs/toy/transnext_toy_cls.py'
     run_tool('tools/train.py', toy, '--work-dir', 'cls', '--cfg-options', 'train_cfg.max_epochs=1', cwd=tmp_path)
     checkpoint = (tmp_path / 'cls' / 'last_checkpoint').read_text().strip()
-    result = run_tool('tools/test.py', toy, checkpoint, '--work-dir', 'cls', cwd=tmp_path)
-    top1 = printed_metrics(result)['accuracy/top1']
+    run_tool('tools/test.py', toy, checkpoint, '--work-dir', 'cls', cwd=tmp_path)
+    top1 = tool_metrics(tmp_path / 'cls')['accuracy/top1']
     assert 0 <= top1 <= 100
     image = next((tmp_path / 'data/toy_imagenet/val/circle').iterdir())
     run_tool('tools/demo/image_demo.py', image, toy, checkpoint, '--out', 'demo.png', cwd=tmp_path)

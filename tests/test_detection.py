@@ -11,7 +11,7 @@ from mmengine.registry import DefaultScope
 import mmdet
 from mmdet.registry import MODELS
 
-from .helpers import ROOT, make_toy_coco, printed_metrics, run_tool
+from .helpers import ROOT, make_toy_coco, run_tool, tool_metrics
 
 PAPER_PARAMS_M = {
     'maskrcnn_transnext_tiny': 47.9, 'maskrcnn_transnext_small': 69.3, 'maskrcnn_transnext_base': 109.2,
@@ -75,7 +75,8 @@ def toy_coco(tmp_path_factory):
 def test_maskrcnn_train_test_resume_and_official_layout(toy_coco):
     cwd = toy_coco
     run_tool('tools/train.py', MASKRCNN_TOY, '--work-dir', 'wd', '--cfg-options', 'train_cfg.max_epochs=1', cwd=cwd)
-    metrics = printed_metrics(run_tool('tools/test.py', MASKRCNN_TOY, 'wd/epoch_1.pth', '--work-dir', 'wd', cwd=cwd))
+    run_tool('tools/test.py', MASKRCNN_TOY, 'wd/epoch_1.pth', '--work-dir', 'wd', cwd=cwd)
+    metrics = tool_metrics(cwd / 'wd')
     assert {'coco/bbox_mAP', 'coco/segm_mAP', 'coco/bbox_mAP_50'} <= set(metrics)
     state = torch.load(cwd / 'wd/epoch_1.pth', weights_only=False)['state_dict']
     run_tool('tools/demo/image_demo.py', 'data/toy_coco/val/00000.png', MASKRCNN_TOY, 'wd/epoch_1.pth', '--out',
@@ -97,7 +98,8 @@ def test_maskrcnn_train_test_resume_and_official_layout(toy_coco):
     result = run_tool('tools/model_converters/convert_official.py', 'official.pth', 'converted.pth', '--config',
                       MASKRCNN_TOY, cwd=cwd)
     assert 'keys fit' in result.stdout
-    converted = printed_metrics(run_tool('tools/test.py', MASKRCNN_TOY, 'converted.pth', '--work-dir', 'wd2', cwd=cwd))
+    run_tool('tools/test.py', MASKRCNN_TOY, 'converted.pth', '--work-dir', 'wd2', cwd=cwd)
+    converted = tool_metrics(cwd / 'wd2')
     assert converted == metrics, 'the converted checkpoint must evaluate exactly as the original'
 
     # a checkpoint that does not fit is refused with the keys named
@@ -112,8 +114,8 @@ def test_maskrcnn_train_test_resume_and_official_layout(toy_coco):
 def test_dino_trains_and_reports_ap(toy_coco):
     run_tool('tools/train.py', DINO_TOY, '--work-dir', 'dino', '--cfg-options', 'train_cfg.max_epochs=1',
              cwd=toy_coco)
-    metrics = printed_metrics(run_tool('tools/test.py', DINO_TOY, 'dino/epoch_1.pth', '--work-dir', 'dino',
-                                       cwd=toy_coco))
+    run_tool('tools/test.py', DINO_TOY, 'dino/epoch_1.pth', '--work-dir', 'dino', cwd=toy_coco)
+    metrics = tool_metrics(toy_coco / 'dino')
     assert {'coco/bbox_mAP', 'coco/bbox_mAP_50'} <= set(metrics)
 
 

@@ -14,7 +14,7 @@ from mmtransnext.models import TransNeXt
 from mmtransnext.ops import ext_available
 
 from .conftest import golden_arch, golden_case
-from .helpers import ROOT, printed_metrics, run_tool
+from .helpers import ROOT, run_tool, tool_metrics
 
 TOY_CLS = ROOT / 'configs/toy/transnext_toy_cls.py'
 
@@ -70,13 +70,14 @@ def test_two_processes_follow_the_single_process_trajectory(toy_imagenet):
         one, two = _weights(cwd / f'one/iter_{it}.pth'), _weights(cwd / f'two/iter_{it}.pth')
         for key in one:
             torch.testing.assert_close(two[key], one[key], atol=1e-5, rtol=1e-4, msg=f'iter {it} {key}')
-    single = printed_metrics(run_tool('tools/test.py', config, 'one/iter_3.pth', '--work-dir', 'one', cwd=cwd))
+    run_tool('tools/test.py', config, 'one/iter_3.pth', '--work-dir', 'one', cwd=cwd)
+    single = tool_metrics(cwd / 'one')
     dumping = cwd / 'cls_det_dump.py'  # also dump the gathered predictions (mmengine's DumpResults)
     dumping.write_text(f"_base_ = {str(config)!r}\n"
                        "test_evaluator = [dict(type='Accuracy', topk=(1, )), "
                        "dict(type='DumpResults', out_file_path='two/predictions.pkl')]\n")
-    result = _dist('dist_test.sh', dumping, 'two/iter_3.pth', 2, '--work-dir', 'two', cwd=cwd)
-    assert printed_metrics(result) == single
+    _dist('dist_test.sh', dumping, 'two/iter_3.pth', 2, '--work-dir', 'two', cwd=cwd)
+    assert tool_metrics(cwd / 'two') == single
     with open(cwd / 'two/predictions.pkl', 'rb') as f:
         predictions = pickle.load(f)  # written by this test's own run
     # gathered from both ranks' halves: every one of the 12 validation images once

@@ -10,7 +10,7 @@ from mmseg.registry import MODELS
 from mmtransnext.models import TransNeXt
 
 from .conftest import golden_arch
-from .helpers import ROOT, printed_metrics, run_tool
+from .helpers import ROOT, run_tool, tool_metrics
 
 PAPER_PARAMS_M = {
     'upernet_transnext_tiny': 59, 'upernet_transnext_small': 80, 'upernet_transnext_base': 121,
@@ -69,7 +69,8 @@ def test_upernet_trains_and_reports_miou_with_and_without_tta(tmp_path):
     run_tool('tools/train.py', UPERNET_TOY, '--work-dir', 'up', '--cfg-options', 'train_cfg.max_iters=2',
              'train_cfg.val_interval=2', cwd=tmp_path)
     checkpoint = (tmp_path / 'up' / 'last_checkpoint').read_text().strip()
-    plain = printed_metrics(run_tool('tools/test.py', UPERNET_TOY, checkpoint, '--work-dir', 'up', cwd=tmp_path))
+    run_tool('tools/test.py', UPERNET_TOY, checkpoint, '--work-dir', 'up', cwd=tmp_path)
+    plain = tool_metrics(tmp_path / 'up')
     assert {'mIoU', 'aAcc', 'mAcc'} <= set(plain)
     logits = {}
     for extrapolation in ('False', 'True'):
@@ -77,9 +78,9 @@ def test_upernet_trains_and_reports_miou_with_and_without_tta(tmp_path):
         dumping.write_text(f"_base_ = {str(UPERNET_TOY)!r}\n"
                            "test_evaluator = [dict(type='IoUMetric', iou_metrics=['mIoU']), "
                            f"dict(type='DumpResults', out_file_path='up/tta_{extrapolation}.pkl')]\n")
-        tta = printed_metrics(run_tool('tools/test.py', dumping, checkpoint, '--tta', '--work-dir', 'up',
-                                       '--cfg-options', f'model.backbone.is_extrapolation={extrapolation}',
-                                       cwd=tmp_path))
+        run_tool('tools/test.py', dumping, checkpoint, '--tta', '--work-dir', 'up', '--cfg-options',
+                 f'model.backbone.is_extrapolation={extrapolation}', cwd=tmp_path)
+        tta = tool_metrics(tmp_path / 'up')
         assert 'mIoU' in tta
         with open(tmp_path / f'up/tta_{extrapolation}.pkl', 'rb') as f:
             logits[extrapolation] = [p['seg_logits']['data'] for p in pickle.load(f)]  # this test's own file
@@ -93,8 +94,8 @@ def test_mask2former_trains_and_reports_miou(tmp_path):
     run_tool('tools/train.py', MASK2FORMER_TOY, '--work-dir', 'm2f', '--cfg-options', 'train_cfg.max_iters=2',
              'train_cfg.val_interval=2', cwd=tmp_path)
     checkpoint = (tmp_path / 'm2f' / 'last_checkpoint').read_text().strip()
-    metrics = printed_metrics(run_tool('tools/test.py', MASK2FORMER_TOY, checkpoint, '--work-dir', 'm2f',
-                                       cwd=tmp_path))
+    run_tool('tools/test.py', MASK2FORMER_TOY, checkpoint, '--work-dir', 'm2f', cwd=tmp_path)
+    metrics = tool_metrics(tmp_path / 'm2f')
     assert 'mIoU' in metrics
 
 

@@ -81,8 +81,9 @@ def main():
     with open(osp.join(work_dir, 'last_checkpoint')) as f:
         checkpoint = f.read().strip()
     show_dir = osp.join(work_dir, 'predictions')
-    output = run('tools/test.py', task['config'], checkpoint, '--work-dir', work_dir, '--show-dir', show_dir)
-    metrics = json.loads(output.rsplit('metrics: ', 1)[1].splitlines()[0])
+    run('tools/test.py', task['config'], checkpoint, '--work-dir', work_dir, '--show-dir', show_dir)
+    with open(osp.join(work_dir, 'metrics.json')) as f:
+        metrics = json.load(f)
     run('tools/analysis/plot_loss.py', work_dir)
     drawn = sorted(glob.glob(osp.join(show_dir, '**', '*.png'), recursive=True))
     montage(drawn[:6], osp.join(work_dir, 'predictions.png'))
