@@ -50,44 +50,23 @@ MMTN_INLINE void rows_times_columns(const float* a, const float* bt, int64_t P, 
   }
 }
 
-// out[r, :] = sum_p a[r, p] b[p, :] for R rows of a (leading dimension lda); b is (P x D).
-template <int D, int R>
-MMTN_INLINE void rows_times_matrix(const float* a, int64_t lda, const float* b, int64_t P, float* out) {
+// out[r, :] (+)= sum_k a[r * row_stride + k * k_stride] b[k, :] for R rows of out and k < K; b is (K x D).
+// Both weighted sums below: a's rows (weights x values) or a's columns (transposed weights x gradients).
+template <int D, int R, bool accumulate>
+MMTN_INLINE void tile_times_matrix(const float* a, int64_t row_stride, int64_t k_stride, int64_t K, const float* b,
+                                   float* out) {
   float acc[R][D];
   for (int r = 0; r < R; ++r) {
 #pragma omp simd
-    for (int j = 0; j < D; ++j) acc[r][j] = 0.f;
+    for (int j = 0; j < D; ++j) acc[r][j] = accumulate ? out[r * D + j] : 0.f;
   }
-  for (int64_t p = 0; p < P; ++p) {
-    const float* bp = b + p * D;
+  for (int64_t k = 0; k < K; ++k) {
+    const float* bk = b + k * D;
 #pragma GCC unroll 8
     for (int r = 0; r < R; ++r) {
-      const float ap = a[r * lda + p];
+      const float ak = a[r * row_stride + k * k_stride];
 #pragma omp simd
-      for (int j = 0; j < D; ++j) acc[r][j] += ap * bp[j];
-    }
-  }
-  for (int r = 0; r < R; ++r) {
-#pragma omp simd
-    for (int j = 0; j < D; ++j) out[r * D + j] = acc[r][j];
-  }
-}
-
-// out[r, :] += sum_i a[i, r] x[i, :] for R columns of a (n x P, leading dimension P); x is (n x D).
-template <int D, int R>
-MMTN_INLINE void columns_times_matrix(const float* a, int64_t n, int64_t P, const float* x, float* out) {
-  float acc[R][D];
-  for (int r = 0; r < R; ++r) {
-#pragma omp simd
-    for (int j = 0; j < D; ++j) acc[r][j] = out[r * D + j];
-  }
-  for (int64_t i = 0; i < n; ++i) {
-    const float* xi = x + i * D;
-#pragma GCC unroll 8
-    for (int r = 0; r < R; ++r) {
-      const float ai = a[i * P + r];
-#pragma omp simd
-      for (int j = 0; j < D; ++j) acc[r][j] += ai * xi[j];
+      for (int j = 0; j < D; ++j) acc[r][j] += ak * bk[j];
     }
   }
   for (int r = 0; r < R; ++r) {
@@ -108,16 +87,16 @@ MMTN_INLINE void logits(const float* a, int64_t n, const float* bt, int64_t P, f
 template <int D>
 MMTN_INLINE void weighted_sum(const float* a, int64_t n, const float* b, int64_t P, float* out) {
   int64_t i = 0;
-  for (; i + 8 <= n; i += 8) rows_times_matrix<D, 8>(a + i * P, P, b, P, out + i * D);
-  for (; i < n; ++i) rows_times_matrix<D, 1>(a + i * P, P, b, P, out + i * D);
+  for (; i + 8 <= n; i += 8) tile_times_matrix<D, 8, false>(a + i * P, P, 1, P, b, out + i * D);
+  for (; i < n; ++i) tile_times_matrix<D, 1, false>(a + i * P, P, 1, P, b, out + i * D);
 }
 
 // out (P x D) += a^T (P x n) x (n x D), a being (n x P)
 template <int D>
 MMTN_INLINE void transposed_weighted_sum(const float* a, int64_t n, int64_t P, const float* x, float* out) {
   int64_t p = 0;
-  for (; p + 8 <= P; p += 8) columns_times_matrix<D, 8>(a + p, n, P, x, out + p * D);
-  for (; p < P; ++p) columns_times_matrix<D, 1>(a + p, n, P, x, out + p * D);
+  for (; p + 8 <= P; p += 8) tile_times_matrix<D, 8, true>(a + p, 1, P, n, x, out + p * D);
+  for (; p < P; ++p) tile_times_matrix<D, 1, true>(a + p, 1, P, n, x, out + p * D);
 }
 
 }  // namespace block_products
