@@ -13,8 +13,7 @@ class DepthwiseConv(nn.Module):
         self.dwconv = nn.Conv2d(dim, dim, kernel_size=3, stride=1, padding=1, bias=True, groups=dim)
 
     def forward(self, x: torch.Tensor, H: int, W: int) -> torch.Tensor:
-        # (B, N, C) tokens are an NHWC map: convolve it as channels_last, no layout copies either way
-        return self.dwconv(_as_map(x, (H, W))).permute(0, 2, 3, 1).reshape(x.shape)
+        return _depthwise_conv(x, self.dwconv.weight, self.dwconv.bias, (H, W))
 
 
 class ConvolutionalGLU(nn.Module):
@@ -112,6 +111,8 @@ def _as_map(tokens: torch.Tensor, size) -> torch.Tensor:
 
 
 def _depthwise_conv(tokens: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, size) -> torch.Tensor:
+    """DepthwiseConv's 3x3 convolution (padding 1, a group per channel) on (B, N, C) tokens: they are an NHWC
+    map, so it runs channels_last with no layout copies either way."""
     B, N, C = tokens.shape
     out = F.conv2d(_as_map(tokens, size), weight, bias, padding=1, groups=C)
     return out.permute(0, 2, 3, 1).reshape(B, N, C)
