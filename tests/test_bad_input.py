@@ -10,7 +10,7 @@ from mmengine.registry import DefaultScope
 
 from mmpretrain.registry import MODELS
 
-from .helpers import ROOT, run_tool
+from .helpers import ROOT, make_toy_imagenet, run_tool
 
 TOY_CLS = ROOT / 'configs/toy/transnext_toy_cls.py'
 
@@ -19,8 +19,7 @@ TOY_CLS = ROOT / 'configs/toy/transnext_toy_cls.py'
 def toy_cls(tmp_path_factory):
     """The toy classification set and an untrained toy classifier's checkpoint."""
     cwd = tmp_path_factory.mktemp('bad_input')
-    run_tool('tools/data/make_toy_imagenet.py', '--out', 'data/toy_imagenet', '--per-class-train', 1,
-             '--per-class-val', 2, cwd=cwd)
+    make_toy_imagenet(cwd, 1, 2)
     with DefaultScope.overwrite_default_scope('mmpretrain'):
         model = MODELS.build(Config.fromfile(TOY_CLS).model)
     torch.save({'state_dict': model.state_dict()}, cwd / 'untrained.pth')

@@ -8,7 +8,7 @@ from mmpretrain.registry import MODELS
 from mmtransnext.utils import convert_official_checkpoint
 
 from .conftest import golden_arch, golden_part
-from .helpers import ROOT, run_tool, tool_metrics
+from .helpers import ROOT, make_toy_imagenet, run_tool, tool_metrics
 
 PAPER = {  # config: (params M, GFLOPs)
     'transnext_micro_in1k': (12.8, 2.7), 'transnext_tiny_in1k': (28.2, 5.7), 'transnext_small_in1k': (49.7, 10.3),
@@ -66,8 +66,7 @@ def test_get_flops_micro_classifier_matches_paper(tmp_path):
 
 @pytest.mark.slow
 def test_toy_classifier_trains_and_reports_top1(tmp_path):
-    run_tool('tools/data/make_toy_imagenet.py', '--out', 'data/toy_imagenet', '--per-class-train', 8,
-             '--per-class-val', 4, cwd=tmp_path)
+    make_toy_imagenet(tmp_path, 8, 4)
     toy = ROOT / 'configs/toy/transnext_toy_cls.py'
     run_tool('tools/train.py', toy, '--work-dir', 'cls', '--cfg-options', 'train_cfg.max_epochs=1', cwd=tmp_path)
     checkpoint = (tmp_path / 'cls' / 'last_checkpoint').read_text().strip()

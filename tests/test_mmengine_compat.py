@@ -14,9 +14,9 @@ from mmengine.runner.checkpoint import CheckpointLoader, _load_checkpoint, load_
 import mmtransnext  # noqa: F401  (installs the loader)
 from mmtransnext.models import TransNeXt
 from mmtransnext.utils import CheckpointReadError, UntrustedCheckpointError
-from mmtransnext.utils.mmengine_compat import RUNNER_CHECKPOINT_GLOBALS, TRUST_ENV
+from mmtransnext.utils.mmengine_compat import RUNNER_CHECKPOINT_GLOBAL_NAMES, TRUST_ENV
 
-from .helpers import ROOT, run_tool
+from .helpers import ROOT, make_toy_imagenet, run_tool
 
 TOY_CLS = ROOT / 'configs/toy/transnext_toy_cls.py'
 
@@ -146,9 +146,7 @@ def test_runner_checkpoints_need_exactly_the_allowlist(tmp_path, monkeypatch):
         torch.load(path, weights_only=True)
     checkpoint = _load_checkpoint(path)  # ... ours loads it, safely
     assert checkpoint['message_hub']['log_scalars']['train/loss'].current() > 0
-    allowed = {g[1] if isinstance(g, tuple) else f'{g.__module__}.{g.__qualname__}'
-               for g in RUNNER_CHECKPOINT_GLOBALS}
-    assert set(torch.serialization.get_unsafe_globals_in_checkpoint(path)) <= allowed
+    assert set(torch.serialization.get_unsafe_globals_in_checkpoint(path)) <= RUNNER_CHECKPOINT_GLOBAL_NAMES
 
 
 def test_getattr_is_allowed_only_for_history_buffer_statistics(tmp_path, monkeypatch):
@@ -168,8 +166,7 @@ def test_getattr_is_allowed_only_for_history_buffer_statistics(tmp_path, monkeyp
 @pytest.fixture(scope='module')
 def toy_cls(tmp_path_factory):
     cwd = tmp_path_factory.mktemp('safe_cls')
-    run_tool('tools/data/make_toy_imagenet.py', '--out', 'data/toy_imagenet', '--per-class-train', 2,
-             '--per-class-val', 1, cwd=cwd)
+    make_toy_imagenet(cwd, 2, 1)
     return cwd
 
 

@@ -14,7 +14,7 @@ from mmtransnext.models import TransNeXt
 from mmtransnext.ops import ext_available
 
 from .conftest import golden_arch, golden_case
-from .helpers import ROOT, run_tool, tool_metrics
+from .helpers import ROOT, make_toy_imagenet, run_tool, tool_metrics
 
 TOY_CLS = ROOT / 'configs/toy/transnext_toy_cls.py'
 
@@ -41,8 +41,7 @@ def _deterministic_cls_config(tmp_path, max_iters):
 @pytest.fixture(scope='module')
 def toy_imagenet(tmp_path_factory):
     cwd = tmp_path_factory.mktemp('toy_cls')
-    run_tool('tools/data/make_toy_imagenet.py', '--out', 'data/toy_imagenet', '--per-class-train', 8,
-             '--per-class-val', 4, cwd=cwd)
+    make_toy_imagenet(cwd, 8, 4)
     return cwd
 
 

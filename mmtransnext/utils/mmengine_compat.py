@@ -55,6 +55,9 @@ RUNNER_CHECKPOINT_GLOBALS = [
     *{type(np.dtype(name)) for name in ('bool', 'int8', 'int16', 'int32', 'int64', 'uint8', 'uint16', 'uint32',
                                          'uint64', 'float16', 'float32', 'float64')},
 ]
+# the same, by the names torch.serialization reports for a checkpoint's globals
+RUNNER_CHECKPOINT_GLOBAL_NAMES = frozenset(
+    g[1] if isinstance(g, tuple) else f'{g.__module__}.{g.__qualname__}' for g in RUNNER_CHECKPOINT_GLOBALS)
 
 
 def _safe_globals(allowed):
@@ -90,10 +93,9 @@ def load_local_checkpoint(filename: str, map_location=None):
 
 
 def _untrusted(filename: str, safe_error: Exception) -> UntrustedCheckpointError:
-    allowed = {name if isinstance(name, str) else f'{name.__module__}.{name.__qualname__}'
-               for name in (g[1] if isinstance(g, tuple) else g for g in RUNNER_CHECKPOINT_GLOBALS)}
     try:
-        refused = [g for g in torch.serialization.get_unsafe_globals_in_checkpoint(filename) if g not in allowed]
+        refused = [g for g in torch.serialization.get_unsafe_globals_in_checkpoint(filename)
+                   if g not in RUNNER_CHECKPOINT_GLOBAL_NAMES]
     except Exception:  # noqa: BLE001  (not a zip checkpoint: fall back to torch's message)
         refused = []
     what = ', '.join(refused) if refused else str(safe_error).splitlines()[0]
