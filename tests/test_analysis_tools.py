@@ -22,3 +22,15 @@ def test_memory_over_sizes_reports_the_bounded_cache(tmp_path):
                       '--step', '8', cwd=tmp_path)
     iteration, rss, cached = result.stdout.strip().splitlines()[-1].split()
     assert iteration == '20' and float(rss) > 0 and int(cached) == 32
+
+
+def test_benchmark_flops_count_the_same_arithmetic_for_every_transnext_row(tmp_path):
+    rows = ['transnext_pytorch'] + (['transnext_ext'] if ext_available('cpu') else [])
+    result = run_tool('tools/analysis/benchmark.py', '--sizes', '64x96', '--repeats', '1', '--rows', *rows,
+                      '--flops', cwd=tmp_path)
+    table = [line.split('|')[1:-1] for line in result.stdout.splitlines() if line.startswith('| 64 x 96 |')]
+    assert len(table) == len(rows)
+    for cells in table:
+        train_s, gflop, rate = float(cells[3]), float(cells[7]), float(cells[8])
+        assert gflop > 0 and abs(rate - 3 * gflop / train_s) <= 0.5 + 0.02 * rate  # both rounded
+    assert len({cells[7] for cells in table}) == 1  # the op computes the PyTorch path's arithmetic

@@ -12,6 +12,11 @@ on a GPU it trains with the written-out softmax), transnext_ext (the C++/CUDA op
 softmax), transnext_ext_cp (the op and with_cp=True), swin (mmdet's Swin-T
 backbone, as the detection configs use it; where mmdet is absent, torchvision's ``swin_t`` features,
 the same architecture). Ratios are to Swin-T when it is measured, else to transnext_pytorch.
+
+--flops adds each row's forward arithmetic (torch.utils.flop_counter; TransNeXt's rows all count the
+PyTorch path, whose arithmetic the op reproduces) and the training step's throughput: 3 x forward FLOPs
+(forward + two backward products) over the fwd+bwd time. Rows with equal throughput would have the
+ratio of their FLOPs; what a row loses beyond that is overhead (softmax, bias, layout, memory traffic).
 """
 import argparse
 import importlib.util
@@ -39,6 +44,18 @@ def build(row, img_size):
     impl = row.split('_')[1]
     return TransNeXt(arch='tiny', img_size=img_size, pretrain_size=224, drop_path_rate=0.2, with_cp=row.endswith('_cp'),
                      attn_impl=impl)
+
+
+def forward_flops(row, h, w, img_size, batch=1):
+    """Forward FLOPs of a row's model (TransNeXt counted on the PyTorch path: the custom op has no formula)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+    model = build('swin' if row == 'swin' else 'transnext_pytorch', img_size)
+    model.eval()  # not chained: mmdet's Swin train() returns None
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        model(torch.randn(batch, 3, h, w))
+    return counter.get_total_flops()
 
 
 def measure(row, h, w, repeats, amp, img_size, batch=1):
@@ -96,11 +113,15 @@ def main():
     parser.add_argument('--img-size', type=int, help="TransNeXt's img_size (default: the input's shorter side, as "
                         'the paper configs set it: 512 for ADE20K crops, 800 for COCO)')
     parser.add_argument('--amp', choices=['none', 'fp16', 'bf16'], default='none', help='torch.autocast dtype')
+    parser.add_argument('--flops', action='store_true', help='add forward GFLOP and the training GFLOP/s per row')
     parser.add_argument('--child', nargs=4, metavar=('ROW', 'H', 'W', 'REPEATS'), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         row, h, w, repeats = args.child
-        print(json.dumps(measure(row, int(h), int(w), int(repeats), args.amp, args.img_size, args.batch)))
+        result = measure(row, int(h), int(w), int(repeats), args.amp, args.img_size, args.batch)
+        if args.flops:
+            result['flops'] = forward_flops(row, int(h), int(w), args.img_size, args.batch)
+        print(json.dumps(result))
         return
     rows = list(args.rows)
     if 'swin' in rows and importlib.util.find_spec('mmdet') is None:
@@ -111,16 +132,17 @@ def main():
     baseline = 'swin' if 'swin' in rows else 'transnext_pytorch'
     base_name = 'Swin-T' if baseline == 'swin' else 'PyTorch path'
 
+    flops_head = ' forward GFLOP | fwd+bwd GFLOP/s |' if args.flops else ''
     print(f'| input | backbone | forward (s) | fwd+bwd (s) | peak memory (MiB) | fwd+bwd / {base_name} | '
-          f'memory / {base_name} |')
-    print('|---|---|---|---|---|---|---|')
+          f'memory / {base_name} |{flops_head}')
+    print('|---|---|---|---|---|---|---|' + '---|---|' * args.flops)
     for size in args.sizes:
         h, w = map(int, size.split('x'))
         results = {}
         for row in rows:
             proc = subprocess.run([sys.executable, __file__, '--child', row, str(h), str(w), str(args.repeats),
                                    '--amp', args.amp, '--img-size', str(args.img_size or min(h, w)),
-                                   '--batch', str(args.batch)],
+                                   '--batch', str(args.batch)] + ['--flops'] * args.flops,
                                   capture_output=True, text=True)
             if proc.returncode != 0:
                 print(f'  {row} at {size} failed:\n{proc.stderr[-2000:]}', file=sys.stderr, flush=True)
@@ -132,8 +154,9 @@ def main():
         for row, r in results.items():
             ratio_t = f'{r["train"] / base["train"]:.2f}x' if base else '-'
             ratio_m = f'{r["peak_mb"] / base["peak_mb"]:.2f}x' if base else '-'
+            flops = f' {r["flops"] / 1e9:.2f} | {3 * r["flops"] / r["train"] / 1e9:.0f} |' if 'flops' in r else ''
             print(f'| {h} x {w} | {row} | {r["forward"]:.3f} | {r["train"]:.3f} | {r["peak_mb"]:.0f} | {ratio_t} | '
-                  f'{ratio_m} |', flush=True)
+                  f'{ratio_m} |{flops}', flush=True)
 
 
 if __name__ == '__main__':
