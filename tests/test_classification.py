@@ -76,6 +76,13 @@ def test_toy_classifier_trains_and_reports_top1(tmp_path):
     image = next((tmp_path / 'data/toy_imagenet/val/circle').iterdir())
     run_tool('tools/demo/image_demo.py', image, toy, checkpoint, '--out', 'demo.png', cwd=tmp_path)
     assert (tmp_path / 'demo.png').stat().st_size > 0
+    # the picture tools on the toy set with the toy job's weights: no untrained-model warning
+    drawn = run_tool('tools/analysis/visualize_attention.py', image, toy, checkpoint, '--points', '30,30',
+                     '--out-dir', 'attention', cwd=tmp_path)
+    erf = run_tool('tools/analysis/visualize_erf.py', toy, checkpoint, '--images', image, '--size', '64', '64',
+                   '--out', 'erf.png', cwd=tmp_path)
+    assert 'untrained' not in drawn.stderr + erf.stderr
+    assert (tmp_path / 'attention/attention_30_30.png').stat().st_size > 0 and (tmp_path / 'erf.png').exists()
 
 
 def test_converted_random_micro_classifier_matches_official_definition(tmp_path):

@@ -76,7 +76,14 @@ class _AvgPool(torch.autograd.Function):
 
 
 class _CosineAttention(nn.Module):
-    """Parts shared by both attentions: temperature, query embedding, bias MLP, output projection."""
+    """Parts shared by both attentions: temperature, query embedding, bias MLP, output projection.
+
+    ``record_weights = True`` makes the forward keep its post-softmax attention weights (before
+    dropout) in ``recorded_weights``: (B, heads, N, local_len + pool_len) for aggregated attention,
+    local keys first, (B, heads, N, N) for full attention. The softmax then runs on the reference
+    path (the fused op never holds the weights); the output is the same. For visualisation tools.
+    """
+    record_weights = False
 
     def __init__(self, dim: int, num_heads: int, attn_drop: float = 0., proj_drop: float = 0., attn_impl='auto'):
         super().__init__()
@@ -113,7 +120,9 @@ class _CosineAttention(nn.Module):
         attn_impl='pytorch', and not where dropout on the attention weights would need them all.
         'auto' on a GPU uses it for inference only: there its forward is faster than the written-out
         softmax but its backward is not yet (README, benchmark), so training keeps the faster path."""
-        if (self.attn_drop.p > 0 and self.training) or resolve_attn_impl(self.attn_impl, device) != 'ext':
+        if self.record_weights or (self.attn_drop.p > 0 and self.training):
+            return False
+        if resolve_attn_impl(self.attn_impl, device) != 'ext':
             return False
         return not (self.attn_impl == 'auto' and torch.device(device).type == 'cuda' and torch.is_grad_enabled())
 
@@ -124,6 +133,11 @@ class _CosineAttention(nn.Module):
         rows = position_bias_rows(self.position_bias_values(geometry), taps, geometry.size, geometry.pool_size)
         return pooled_attention(q_scaled, key, value, rows, taps.cols_taps_index, taps.cols_taps_weight,
                                 local_logits, geometry.size, self.attn_impl)
+
+    def keep_if_recording(self, weights: torch.Tensor) -> torch.Tensor:
+        if self.record_weights:
+            self.recorded_weights = weights.detach()
+        return weights
 
     def keeps_less(self, device: torch.device) -> bool:
         """Whether the memory-lean autograd functions above replace the reference expressions (op path)."""
@@ -213,7 +227,7 @@ class AggregatedAttention(_CosineAttention):
             x_pool, attn_local = self.fused_softmax(q_scaled, k_pool, v_pool, attn_local, geometry)
         else:
             attn_pool = q_scaled @ k_pool.transpose(-2, -1) + self.position_bias(geometry)
-            attn = torch.cat([attn_local, attn_pool], dim=-1).softmax(dim=-1)
+            attn = self.keep_if_recording(torch.cat([attn_local, attn_pool], dim=-1).softmax(dim=-1))
             attn = self.attn_drop(attn)
             attn_local, attn_pool = torch.split(attn, [self.local_len, pool_len], dim=-1)
             x_pool = attn_pool @ v_pool
@@ -250,6 +264,7 @@ class FullAttention(_CosineAttention):
         if self.use_fused_softmax(x.device):  # the same op, with no local keys
             out, _ = self.fused_softmax(q_scaled, k, v, q_scaled.new_empty(*q_scaled.shape[:3], 0), geometry)
         else:
-            attn = (q_scaled @ k.transpose(-2, -1) + self.position_bias(geometry)).softmax(dim=-1)
+            logits = q_scaled @ k.transpose(-2, -1) + self.position_bias(geometry)
+            attn = self.keep_if_recording(logits.softmax(dim=-1))
             out = self.attn_drop(attn) @ v
         return self.project(out.transpose(1, 2).reshape(B, N, C))

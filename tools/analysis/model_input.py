@@ -1,0 +1,85 @@
+"""What the picture tools (visualize_attention.py, visualize_erf.py) share: a backbone built from any
+mmdet / mmseg / mmpretrain config, with its checkpoint, and images prepared as that config's data
+preprocessor prepares them."""
+import os.path as osp
+import sys
+import warnings
+
+warnings.filterwarnings('ignore', message='pkg_resources is deprecated', category=UserWarning)
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from mmengine.config import Config  # noqa: E402
+
+import mmtransnext  # noqa: E402,F401
+
+sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..', 'demo'))
+from image_demo import read_image  # noqa: E402 (gray / RGBA / 16-bit images as 8-bit BGR)
+
+
+def sample_photo() -> str:
+    """A real photograph that ships with matplotlib (Grace Hopper, 512 x 600)."""
+    import matplotlib.cbook
+    return matplotlib.cbook.get_sample_data('grace_hopper.jpg', asfileobj=False)
+
+
+def read_config(path: str) -> Config:
+    """A config file, or a packaged one named as ``mmdet::swin/mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py``."""
+    if '::' in path:
+        from mmengine.hub import get_config
+        return get_config(path)
+    if not osp.isfile(path):
+        sys.exit(f'config {path} not found')
+    return Config.fromfile(path)
+
+
+def build_backbone(config: str, checkpoint=None, device='cpu'):
+    """The backbone of ``config``'s model (detector, segmentor or classifier) with ``checkpoint``'s
+    weights, in eval mode, and the mean / std / channel order its data preprocessor applies.
+
+    Without a checkpoint the weights are the constructors' random ones: a warning says so (the picture
+    then shows the structure only). Checkpoints load through mmengine with the safe unpickler
+    (``--trust-checkpoint`` for a file that needs full unpickling)."""
+    from mmengine.registry import init_default_scope
+    from mmengine.runner import load_checkpoint
+    cfg = read_config(config)
+    scope = cfg.get('default_scope')
+    if scope not in ('mmdet', 'mmseg', 'mmpretrain'):
+        sys.exit(f'{config}: default_scope {scope!r} is not mmdet, mmseg or mmpretrain')
+    init_default_scope(scope)
+    from mmengine.registry import MODELS
+    model = MODELS.build(cfg.model)
+    if checkpoint is None:
+        warnings.warn(f'{config}: no checkpoint given, so the model is untrained (random weights); the picture '
+                      'shows its structure only', UserWarning, stacklevel=2)
+    else:
+        if not osp.isfile(checkpoint):
+            sys.exit(f'checkpoint {checkpoint} not found')
+        load_checkpoint(model, checkpoint, map_location='cpu', logger='silent')
+    backbone = model.backbone.to(device)
+    backbone.eval()  # not chained: some backbones' train() returns None
+    preprocessor = cfg.model.get('data_preprocessor') or cfg.get('data_preprocessor') or {}
+    mean = preprocessor.get('mean') or [0., 0., 0.]
+    std = preprocessor.get('std') or [1., 1., 1.]
+    to_rgb = preprocessor.get('bgr_to_rgb', preprocessor.get('to_rgb', False))
+    return backbone, dict(mean=mean, std=std, to_rgb=bool(to_rgb))
+
+
+def read_rgb(path: str, size=None) -> np.ndarray:
+    """(H, W, 3) uint8 RGB, resized to ``size`` (H, W) when given; exits naming the file it cannot read."""
+    import mmcv
+    if not osp.isfile(path):
+        sys.exit(f'image {path} not found')
+    image = read_image(path)
+    if size is not None:
+        image = mmcv.imresize(image, (size[1], size[0]))
+    return np.ascontiguousarray(image[:, :, ::-1])
+
+
+def to_input(rgb: np.ndarray, preprocess: dict, device='cpu') -> torch.Tensor:
+    """(1, 3, H, W) float input from an RGB image, as the config's data preprocessor makes it."""
+    image = rgb if preprocess['to_rgb'] else rgb[:, :, ::-1]  # the preprocessor sees BGR files
+    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float()
+    mean = torch.tensor(preprocess['mean']).view(3, 1, 1)
+    std = torch.tensor(preprocess['std']).view(3, 1, 1)
+    return ((x - mean) / std).unsqueeze(0).to(device)
