@@ -54,7 +54,7 @@ def make_extensions():
 
 
 ext_modules, cmdclass = make_extensions()
-extras = {task: read_requirements(task) for task in ('det', 'seg', 'cls', 'tests')}
+extras = {task: read_requirements(task) for task in ('det', 'seg', 'cls', 'deploy', 'tests')}
 extras['all'] = sorted({req for task in ('det', 'seg', 'cls') for req in extras[task]})
 
 setup(

@@ -23,46 +23,59 @@ def sample_photo() -> str:
     return matplotlib.cbook.get_sample_data('grace_hopper.jpg', asfileobj=False)
 
 
-def read_config(path: str) -> Config:
-    """A config file, or a packaged one named as ``mmdet::swin/mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py``."""
+def read_config(path: str, cfg_options=None) -> Config:
+    """A config file, or a packaged one named as ``mmdet::swin/mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py``, with
+    ``--cfg-options`` merged."""
     if '::' in path:
         from mmengine.hub import get_config
-        return get_config(path)
-    if not osp.isfile(path):
+        cfg = get_config(path)
+    elif not osp.isfile(path):
         sys.exit(f'config {path} not found')
-    return Config.fromfile(path)
+    else:
+        cfg = Config.fromfile(path)
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    return cfg
 
 
-def build_backbone(config: str, checkpoint=None, device='cpu'):
-    """The backbone of ``config``'s model (detector, segmentor or classifier) with ``checkpoint``'s
-    weights, in eval mode, and the mean / std / channel order its data preprocessor applies.
+def build_model(config: str, checkpoint=None, device='cpu', backbone_options=None, cfg_options=None):
+    """``config``'s whole model (``backbone_options`` merged into its backbone's settings) with
+    ``checkpoint``'s weights, in eval mode, and the config.
 
-    Without a checkpoint the weights are the constructors' random ones: a warning says so (the picture
-    then shows the structure only). Checkpoints load through mmengine with the safe unpickler
-    (``--trust-checkpoint`` for a file that needs full unpickling)."""
-    from mmengine.registry import init_default_scope
+    Without a checkpoint the weights are the constructors' random ones: a warning says so. Checkpoints
+    load through mmengine with the safe unpickler (``--trust-checkpoint`` for a file that needs full
+    unpickling)."""
+    from mmengine.registry import MODELS, init_default_scope
     from mmengine.runner import load_checkpoint
-    cfg = read_config(config)
+    cfg = read_config(config, cfg_options)
     scope = cfg.get('default_scope')
     if scope not in ('mmdet', 'mmseg', 'mmpretrain'):
         sys.exit(f'{config}: default_scope {scope!r} is not mmdet, mmseg or mmpretrain')
     init_default_scope(scope)
-    from mmengine.registry import MODELS
+    if backbone_options:
+        cfg.model.backbone.update(backbone_options)
     model = MODELS.build(cfg.model)
     if checkpoint is None:
-        warnings.warn(f'{config}: no checkpoint given, so the model is untrained (random weights); the picture '
-                      'shows its structure only', UserWarning, stacklevel=2)
+        warnings.warn(f'{config}: no checkpoint given, so the model is untrained (random weights)', UserWarning,
+                      stacklevel=2)
     else:
         if not osp.isfile(checkpoint):
             sys.exit(f'checkpoint {checkpoint} not found')
         load_checkpoint(model, checkpoint, map_location='cpu', logger='silent')
-    backbone = model.backbone.to(device)
-    backbone.eval()  # not chained: some backbones' train() returns None
+    model = model.to(device)
+    model.eval()  # not chained: some models' train() returns None
+    return model, cfg
+
+
+def build_backbone(config: str, checkpoint=None, device='cpu', cfg_options=None):
+    """The backbone of ``config``'s model (detector, segmentor or classifier), as :func:`build_model`
+    builds it, and the mean / std / channel order its data preprocessor applies."""
+    model, cfg = build_model(config, checkpoint, device, cfg_options=cfg_options)
     preprocessor = cfg.model.get('data_preprocessor') or cfg.get('data_preprocessor') or {}
     mean = preprocessor.get('mean') or [0., 0., 0.]
     std = preprocessor.get('std') or [1., 1., 1.]
     to_rgb = preprocessor.get('bgr_to_rgb', preprocessor.get('to_rgb', False))
-    return backbone, dict(mean=mean, std=std, to_rgb=bool(to_rgb))
+    return model.backbone, dict(mean=mean, std=std, to_rgb=bool(to_rgb))
 
 
 def read_rgb(path: str, size=None) -> np.ndarray:

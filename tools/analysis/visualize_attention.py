@@ -19,6 +19,7 @@ import os.path as osp
 import sys
 
 import numpy as np
+from mmengine.config import DictAction
 import torch
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
@@ -178,6 +179,8 @@ def main():
     parser.add_argument('--log', action='store_true', help='log colour scale (4 decades)')
     parser.add_argument('--size', nargs=2, type=int, metavar=('H', 'W'), help='resize the image first')
     parser.add_argument('--device', default='cpu')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override config entries, e.g. model.backbone.is_extrapolation=True')
     add_trust_checkpoint_argument(parser)
     args = parser.parse_args()
     apply_trust_checkpoint(args)
@@ -186,7 +189,7 @@ def main():
     for px, py in args.points:
         if not (0 <= px < rgb.shape[1] and 0 <= py < rgb.shape[0]):
             sys.exit(f'point {px},{py} is outside the {rgb.shape[1]} x {rgb.shape[0]} (W x H) image')
-    backbone, preprocess = build_backbone(args.config, args.checkpoint, args.device)
+    backbone, preprocess = build_backbone(args.config, args.checkpoint, args.device, args.cfg_options)
     require_transnext(backbone)
     blocks = choose_blocks(backbone, args.blocks)
     maps = attention_maps(backbone, to_input(rgb, preprocess, args.device), args.points, blocks, args.per_head)

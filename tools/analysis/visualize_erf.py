@@ -19,6 +19,7 @@ import os.path as osp
 import sys
 
 import numpy as np
+from mmengine.config import DictAction
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 from model_input import build_backbone, read_rgb, sample_photo, to_input  # noqa: E402
@@ -96,6 +97,8 @@ def main():
     parser.add_argument('--size', nargs=2, type=int, default=(512, 512), metavar=('H', 'W'),
                         help='input size every image is resized to (default: 512 512)')
     parser.add_argument('--device', default='cpu')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help="override CONFIG's entries, e.g. model.backbone.is_extrapolation=True")
     add_trust_checkpoint_argument(parser)
     args = parser.parse_args()
     apply_trust_checkpoint(args)
@@ -104,8 +107,9 @@ def main():
     results = []
     print('| model | ' + ' | '.join(f'area for {int(f * 100)}%' for f in FRACTIONS) + ' |')
     print('|---|' + '---|' * len(FRACTIONS))
-    for config, checkpoint in [(args.config, args.checkpoint)] + [parse_model(m) for m in args.compare]:
-        backbone, preprocess = build_backbone(config, checkpoint, args.device)
+    models = [(args.config, args.checkpoint, args.cfg_options)] + [(*parse_model(m), None) for m in args.compare]
+    for config, checkpoint, cfg_options in models:  # --cfg-options apply to CONFIG only
+        backbone, preprocess = build_backbone(config, checkpoint, args.device, cfg_options)
         try:
             erf = effective_receptive_field(backbone, [to_input(rgb, preprocess, args.device) for rgb in images],
                                             args.stage)

@@ -350,7 +350,9 @@ class TransNeXt(BaseModule):
                              'channels (or set in_channels)')
         if x.shape[0] == 0:
             raise ValueError('TransNeXt got an empty batch (batch size 0)')
-        if not torch.isfinite(x).all():
+        # a value check: not inside a traced graph (torch.export / ONNX export), where it cannot branch
+        traced = torch.compiler.is_compiling() or torch.compiler.is_exporting()
+        if not traced and not torch.isfinite(x).all():
             raise ValueError('TransNeXt input contains NaN or inf values; check the image loading and the data '
                              'preprocessor (mean / std), or the previous iteration for a diverged loss')
         if min(x.shape[-2:]) < self.min_input_size:
