@@ -145,3 +145,18 @@ def test_plain_mmdet_project_trains_with_mmdets_own_tool(toy_coco):
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-4000:]
     assert (toy_coco / 'plain' / 'epoch_1.pth').is_file()
+
+
+@pytest.mark.slow
+def test_two_runs_on_one_machine_end_with_identical_weights(toy_coco):
+    """The bundled job's config, augmentation and seed as they are: bit-identical weights after an epoch, so that
+    README's spread over seeds is the only spread on one machine (CPUs with other vector units round differently)."""
+    cwd = toy_coco
+    for work_dir in ('first', 'second'):
+        run_tool('tools/train.py', MASKRCNN_TOY, '--work-dir', work_dir, '--cfg-options', 'train_cfg.max_epochs=1',
+                 cwd=cwd)
+    first = torch.load(cwd / 'first/epoch_1.pth', weights_only=False)['state_dict']
+    second = torch.load(cwd / 'second/epoch_1.pth', weights_only=False)['state_dict']
+    assert first.keys() == second.keys()
+    changed = [key for key in first if not torch.equal(first[key], second[key])]
+    assert not changed, f'{len(changed)} tensors differ, e.g. {changed[:3]}'

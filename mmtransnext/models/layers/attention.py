@@ -119,7 +119,7 @@ class _CosineAttention(nn.Module):
         """Whether the softmax runs in the fused op (``mmtransnext.ops.pooled_attention``): never for
         attn_impl='pytorch', and not where dropout on the attention weights would need them all.
         'auto' on a GPU uses it for inference only: there its forward is faster than the written-out
-        softmax but its backward is not yet (README, benchmark), so training keeps the faster path."""
+        softmax but its backward is not yet (docs/benchmark.md), so training keeps the faster path."""
         if self.record_weights or (self.attn_drop.p > 0 and self.training):
             return False
         if resolve_attn_impl(self.attn_impl, device) != 'ext':
