@@ -17,17 +17,15 @@ model = dict(
         init_cfg=dict(type='Pretrained', checkpoint='checkpoints/transnext_tiny_224_1k.pth')),
     neck=dict(in_channels=embed_dims))
 
-# AdamW, no weight decay on the position-bias / temperature / query-embedding parameters and norms.
+# AdamW, no weight decay on the backbone's position-bias / temperature / query-embedding parameters and
+# norms (TransNeXtOptimWrapperConstructor); its biases keep their decay, as in the authors' recipe.
 # Schedule as the R50 base: 12 epochs, steps at 8 and 11, 500-iteration linear warm-up from 0.001.
 optim_wrapper = dict(
     _delete_=True,
     type='OptimWrapper',
     optimizer=dict(type='AdamW', lr=1e-4, betas=(0.9, 0.999), weight_decay=0.05),
-    paramwise_cfg=dict(
-        custom_keys={
-            key: dict(decay_mult=0.)
-            for key in ('query_embedding', 'relative_pos_bias_local', 'cpb', 'temperature', 'norm')
-        }))
+    constructor='TransNeXtOptimWrapperConstructor',
+    paramwise_cfg=dict(backbone_bias_decay=True))
 train_dataloader = dict(batch_size=2)  # per GPU; 8 GPUs x 2 = 16
 auto_scale_lr = dict(enable=False, base_batch_size=16)
 

@@ -20,18 +20,16 @@ model = dict(
     auxiliary_head=dict(in_channels=embed_dims[2], num_classes=150),
     test_cfg=dict(mode='slide', crop_size=crop_size, stride=(341, 341)))
 
-# AdamW lr 6e-5, weight decay 0.05, none on the position-bias / temperature / query-embedding
-# parameters and norms. Schedule as the base: 1500-iteration linear warm-up from 1e-6, then poly
-# (power 1) to 0 at 160k iterations; 8 GPUs x 2 images.
+# AdamW lr 6e-5, weight decay 0.05, none on the backbone's position-bias / temperature / query-embedding
+# parameters and norms (TransNeXtOptimWrapperConstructor; its biases keep their decay, as the authors').
+# Schedule as the base: 1500-iteration linear warm-up from 1e-6, then poly (power 1) to 0 at 160k iterations;
+# 8 GPUs x 2 images.
 optim_wrapper = dict(
     _delete_=True,
     type='OptimWrapper',
     optimizer=dict(type='AdamW', lr=6e-5, betas=(0.9, 0.999), weight_decay=0.05),
-    paramwise_cfg=dict(
-        custom_keys={
-            key: dict(decay_mult=0.)
-            for key in ('query_embedding', 'relative_pos_bias_local', 'cpb', 'temperature', 'norm')
-        }))
+    constructor='TransNeXtOptimWrapperConstructor',
+    paramwise_cfg=dict(backbone_bias_decay=True))
 train_dataloader = dict(batch_size=2)  # per GPU; 8 GPUs x 2 = 16
 
 # checkpoints are written atomically (mmtransnext.engine.AtomicCheckpointHook): an interrupted save loses nothing

@@ -26,22 +26,22 @@ def _backbone(model):
     return next(m for m in model.modules() if isinstance(m, TransNeXt))
 
 
-@pytest.mark.parametrize('name, scope, backbone_lr_mult', [('transnext_tiny_in1k', 'mmpretrain', 1.0),
-                                                           ('mask2former_transnext_tiny', 'mmseg', 0.1)])
-def test_backbone_groups_follow_the_paper(name, scope, backbone_lr_mult):
+@pytest.mark.parametrize('name, scope, backbone_lr_mult, biases_decay', [
+    ('transnext_tiny_in1k', 'mmpretrain', 1.0, False), ('mask2former_transnext_tiny', 'mmseg', 0.1, False),
+    ('dino-5scale_transnext_tiny', 'mmdet', 0.1, False), ('maskrcnn_transnext_tiny', 'mmdet', 1.0, True),
+    ('upernet_transnext_tiny', 'mmseg', 1.0, True)])
+def test_backbone_groups_follow_the_paper(name, scope, backbone_lr_mult, biases_decay):
     model, settings, lr, wd = _groups(name, scope)
     backbone = _backbone(model)
-    exempt = {id(p) for p in backbone.no_decay_parameters()}
-    assert exempt, 'no exempt parameters found'
+    # what the paper exempts in every recipe: position-bias MLPs, temperatures, query embeddings, local biases,
+    # norms; biases too except in the Mask R-CNN and UperNet recipes (as the authors' configs)
+    special = ('cpb', 'temperature', 'query_embedding', 'relative_pos_bias_local', 'norm')  # every norm is 'norm*'
     for pname, param in backbone.named_parameters():
-        expected = (lr * backbone_lr_mult, 0. if id(param) in exempt else wd)
-        assert settings[id(param)] == pytest.approx(expected), pname
-    # what the paper exempts: position-bias MLPs, temperatures, query embeddings, local biases, norms, biases
-    names = {n for n, p in backbone.named_parameters() if id(p) in exempt}
-    for kind in ('cpb_fc1.weight', 'temperature', 'query_embedding', 'relative_pos_bias_local', 'norm1.weight',
-                 'attn.q.bias'):
-        assert any(n.endswith(kind) for n in names), kind
-    assert not any(n.endswith(('attn.q.weight', 'mlp.fc1.weight')) for n in names)
+        exempt = any(k in pname for k in special) or (pname.endswith('.bias') and not biases_decay)
+        assert settings[id(param)] == pytest.approx((lr * backbone_lr_mult, 0. if exempt else wd)), pname
+    names = dict(backbone.named_parameters())
+    for kind in ('attn.q.bias', 'mlp.fc1.bias', 'attn.q.weight', 'mlp.fc1.weight', 'cpb_fc1.weight'):
+        assert any(n.endswith(kind) for n in names), kind  # the rules above were checked on these
 
 
 def test_mask2former_head_groups():

@@ -9,9 +9,11 @@ from ..models import TransNeXt
 
 @OPTIM_WRAPPER_CONSTRUCTORS.register_module()
 class TransNeXtOptimWrapperConstructor(DefaultOptimWrapperConstructor):
-    """mmengine's default constructor, plus no weight decay on every TransNeXt parameter the
-    paper exempts (:meth:`TransNeXt.no_decay_parameters`: position-bias MLPs, temperatures, query
-    embeddings, local biases, norms and biases).
+    """mmengine's default constructor, plus the paper's no-weight-decay rule for every TransNeXt
+    backbone, written once (:meth:`TransNeXt.no_decay_parameters`): no decay on the position-bias
+    MLPs, temperatures, query embeddings, local biases and norms, and on the biases unless
+    ``paramwise_cfg=dict(backbone_bias_decay=True)`` (the authors' Mask R-CNN and UperNet recipes
+    decay them; their ImageNet, DINO and Mask2Former recipes do not).
 
     With the default constructor, the longest ``custom_keys`` entry matching a parameter overrides
     all other rules, so ``'backbone': dict(lr_mult=0.1)`` would also give the backbone's norms and
@@ -28,7 +30,8 @@ class TransNeXtOptimWrapperConstructor(DefaultOptimWrapperConstructor):
         super().add_params(params, module, prefix, is_dcn_module)
         if prefix:  # a recursive call for a submodule; the top-level call finishes the job
             return
-        exempt = {id(p) for m in module.modules() if isinstance(m, TransNeXt) for p in m.no_decay_parameters()}
+        biases = not self.paramwise_cfg.get('backbone_bias_decay', False)
+        exempt = {id(p) for m in module.modules() if isinstance(m, TransNeXt) for p in m.no_decay_parameters(biases)}
         for group in params[first:]:
             if any(id(p) in exempt for p in group['params']):
                 group['weight_decay'] = 0.

@@ -319,10 +319,14 @@ class TransNeXt(BaseModule):
                 nn.init.zeros_(m.bias)
         self._is_init = True
 
-    def no_decay_parameters(self):
-        """Parameters trained without weight decay: norms, biases and TransNeXt's special ones."""
+    def no_decay_parameters(self, biases: bool = True):
+        """Parameters the paper trains without weight decay: TransNeXt's special ones
+        (``no_weight_decay_keywords``), the norms and, unless ``biases=False`` (the Mask R-CNN and
+        UperNet recipes), the biases."""
+        norms = {id(p) for m in self.modules() if isinstance(m, nn.LayerNorm) for p in m.parameters()}
         for name, param in self.named_parameters():
-            if param.ndim <= 1 or any(k in name for k in self.no_weight_decay_keywords):
+            special = any(k in name for k in self.no_weight_decay_keywords)
+            if special or id(param) in norms or (biases and name.endswith('.bias')):
                 yield param
 
     # ---------------------------------------------------------------------------- forward
