@@ -90,6 +90,8 @@ fi
 
 log "mm* packages and test tools"
 "${PIP[@]}" -q -r "$ROOT/requirements/env.txt"
+# `mim search` (tests/test_model_zoo.py); without its dependency opendatalab, which needs setuptools~=60.2
+"${PIP[@]}" -q --no-deps openmim==0.3.9
 
 log "mmtransnext (editable) and its attention op mmtransnext._ext (C++; CUDA too with FORCE_CUDA=1 or a GPU)"
 MAX_JOBS="${MAX_JOBS:-$(nproc)}" "${PIP[@]}" -q --no-build-isolation --no-deps -e "$ROOT"

@@ -16,10 +16,10 @@ from mmengine.registry import RUNNERS  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
 import mmtransnext  # noqa: E402,F401  (registers TransNeXt, fixes mmengine checkpoint loading)
-from mmtransnext.utils.config import (add_runner_args, enable_visualization, load_config,  # noqa: E402
+from script_utils.config import (add_runner_args, enable_visualization, load_config,  # noqa: E402
                                       parse_runner_args)
-from mmtransnext.utils.dist import destroy_distributed, prepare_cpu_distributed  # noqa: E402
-from mmtransnext.utils.preflight import format_problems, missing_inputs  # noqa: E402
+from script_utils.dist import destroy_distributed, prepare_cpu_distributed  # noqa: E402
+from script_utils.preflight import format_problems, missing_inputs  # noqa: E402
 
 
 def parse_args():

@@ -13,9 +13,9 @@ from mmengine.registry import RUNNERS  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
 import mmtransnext  # noqa: E402,F401  (registers TransNeXt, fixes mmengine checkpoint loading)
-from mmtransnext.utils.config import add_runner_args, load_config, parse_runner_args  # noqa: E402
-from mmtransnext.utils.dist import destroy_distributed, prepare_cpu_distributed  # noqa: E402
-from mmtransnext.utils.preflight import format_problems, missing_inputs  # noqa: E402
+from script_utils.config import add_runner_args, load_config, parse_runner_args  # noqa: E402
+from script_utils.dist import destroy_distributed, prepare_cpu_distributed  # noqa: E402
+from script_utils.preflight import format_problems, missing_inputs  # noqa: E402
 
 
 def parse_args():

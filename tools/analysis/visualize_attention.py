@@ -22,10 +22,9 @@ import numpy as np
 from mmengine.config import DictAction
 import torch
 
-sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-from model_input import build_backbone, read_rgb, sample_photo, to_input  # noqa: E402
-
-from mmtransnext.utils.config import add_trust_checkpoint_argument, apply_trust_checkpoint  # noqa: E402
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # tools/, for script_utils
+from script_utils.config import add_trust_checkpoint_argument, apply_trust_checkpoint  # noqa: E402
+from script_utils.model_input import build_backbone, read_rgb, sample_photo, to_input  # noqa: E402
 
 
 def parse_point(text):

@@ -1,7 +1,7 @@
 """Generate a small deterministic ADE20K-layout semantic segmentation set of textured scenes.
 
 Each image has a 'sky' and a 'ground' region split by a wavy horizon, textured shapes (square,
-circle, triangle; mmtransnext.utils.toy_shapes) on top, and an unlabelled noise patch. Label PNGs
+circle, triangle; script_utils.toy_shapes) on top, and an unlabelled noise patch. Label PNGs
 follow ADE20K: 0 is "other" (ignored with reduce_zero_label), classes are 1..5.
 
     python tools/data/make_toy_ade.py [--out data/toy_ade] [--num-train 320] [--num-val 64]
@@ -11,11 +11,13 @@ Layout: OUT/images/{training,validation}/*.jpg, OUT/annotations/{training,valida
 import argparse
 import os
 import os.path as osp
+import sys
 
 import numpy as np
 from PIL import Image
 
-from mmtransnext.utils.toy_shapes import SHAPE_CLASSES, make_image, texture
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # tools/, for script_utils
+from script_utils.toy_shapes import SHAPE_CLASSES, make_image, texture  # noqa: E402
 
 CLASSES = ('sky', 'ground') + SHAPE_CLASSES
 

@@ -1,7 +1,7 @@
 """Generate a small deterministic COCO-format instance-segmentation set of textured shapes.
 
 Three classes (square, circle, triangle) with random sizes, positions and textures on textured
-backgrounds (mmtransnext.utils.toy_shapes); masks are exact and stored as RLE.
+backgrounds (script_utils.toy_shapes); masks are exact and stored as RLE.
 
     python tools/data/make_toy_coco.py [--out data/toy_coco] [--num-train 320] [--num-val 64]
 """
@@ -9,12 +9,14 @@ import argparse
 import json
 import os
 import os.path as osp
+import sys
 
 import numpy as np
 import pycocotools.mask as mask_utils
 from PIL import Image
 
-from mmtransnext.utils.toy_shapes import SHAPE_CLASSES, make_image
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # tools/, for script_utils
+from script_utils.toy_shapes import SHAPE_CLASSES, make_image  # noqa: E402
 
 
 def write_split(out_dir, split, num_images, seed, size):

@@ -3,15 +3,17 @@
     python tools/data/make_toy_imagenet.py [--out data/toy_imagenet] [--per-class-train 160] [--per-class-val 32]
 
 Layout: OUT/{train,val}/<class>/<name>.png with classes square, circle, triangle
-(mmtransnext.utils.toy_shapes; colours and textures random, so only the shape tells the class).
+(script_utils.toy_shapes; colours and textures random, so only the shape tells the class).
 """
 import argparse
 import os
 import os.path as osp
+import sys
 
 from PIL import Image
 
-from mmtransnext.utils.toy_shapes import SHAPE_CLASSES, make_image
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # tools/, for script_utils
+from script_utils.toy_shapes import SHAPE_CLASSES, make_image  # noqa: E402
 
 
 def write_split(out_dir, split, per_class, seed, size):

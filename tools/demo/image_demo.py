@@ -16,7 +16,9 @@ warnings.filterwarnings('ignore', message='pkg_resources is deprecated', categor
 from mmengine.config import Config  # noqa: E402
 
 import mmtransnext  # noqa: E402,F401
-from mmtransnext.utils.config import add_trust_checkpoint_argument, apply_trust_checkpoint  # noqa: E402
+
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # tools/, for script_utils
+from script_utils.config import add_trust_checkpoint_argument, apply_trust_checkpoint  # noqa: E402
 
 
 def build_inferencer(config, checkpoint, device):

@@ -33,11 +33,10 @@ import torch
 import torch.nn as nn
 from mmengine.config import DictAction
 
-sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..', 'analysis'))
-from model_input import build_model, read_config  # noqa: E402
-
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # tools/, for script_utils
 from mmtransnext.models import TransNeXt  # noqa: E402
-from mmtransnext.utils.config import add_trust_checkpoint_argument, apply_trust_checkpoint  # noqa: E402
+from script_utils.config import add_trust_checkpoint_argument, apply_trust_checkpoint  # noqa: E402
+from script_utils.model_input import build_model, read_config  # noqa: E402
 
 TOLERANCE = 1e-4  # of the output's largest magnitude
 

@@ -7,6 +7,7 @@ state dict or wrapped in 'model' / 'state_dict'). With --config, the result is c
 model that config builds, and any missing or unexpected key is reported (exit status 1).
 """
 import argparse
+import os.path as osp
 import sys
 
 import torch
@@ -16,7 +17,9 @@ from mmengine.runner.checkpoint import CheckpointLoader
 
 import mmtransnext  # noqa: F401
 from mmtransnext.utils import convert_official_checkpoint
-from mmtransnext.utils.config import add_trust_checkpoint_argument, apply_trust_checkpoint
+
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # tools/, for script_utils
+from script_utils.config import add_trust_checkpoint_argument, apply_trust_checkpoint  # noqa: E402
 
 
 def check_against_config(state_dict, config_path):

@@ -13,7 +13,7 @@ from mmengine.config import Config  # noqa: E402
 
 import mmtransnext  # noqa: E402,F401
 
-sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..', 'demo'))
+sys.path.insert(0, osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'demo'))
 from image_demo import read_image  # noqa: E402 (gray / RGBA / 16-bit images as 8-bit BGR)
 
 

@@ -5,7 +5,7 @@ import os.path as osp
 
 from mmengine.config import Config, DictAction
 
-from .mmengine_compat import TRUST_ENV
+from mmtransnext.utils.mmengine_compat import TRUST_ENV
 
 
 def add_runner_args(parser: argparse.ArgumentParser, what: str):
