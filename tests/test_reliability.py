@@ -135,6 +135,40 @@ def test_run_killed_during_a_save_resumes_from_the_last_complete_checkpoint(toy_
         torch.testing.assert_close(recovered[key], straight[key], atol=1e-6, rtol=0, msg=key)
 
 
+@pytest.mark.slow
+def test_best_checkpoint_saves_are_atomic(toy_imagenet):
+    """mmengine removes the previous best checkpoint, then writes the new one in place; AtomicCheckpointHook
+    writes it under a temporary name, renames it, and removes the previous one after that."""
+    cwd = toy_imagenet
+    config = cwd / 'cls_best.py'
+    config.write_text(f"_base_ = {str(_deterministic_cls_config(cwd, max_iters=3))!r}\n"
+                      "custom_imports = dict(imports=['mmtransnext', 'tests.evaluation_count'], "
+                      "allow_failed_imports=False)\n"
+                      "train_cfg = dict(val_interval=1)\n"
+                      "val_evaluator = [dict(type='Accuracy', topk=(1, )), dict(type='EvaluationCount')]\n"
+                      "default_hooks = dict(checkpoint=dict(save_best='evaluations', rule='greater'))\n")
+    crashing = cwd / 'cls_best_crash.py'
+    crashing.write_text(f"_base_ = {str(config)!r}\n"
+                        "custom_imports = dict(imports=['mmtransnext', 'tests.evaluation_count', "
+                        "'tests.crash_during_best_save'], allow_failed_imports=False)\n")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get('PYTHONPATH', '')]))
+    finished = subprocess.run([sys.executable, str(ROOT / 'tools/train.py'), str(config), '--work-dir', 'best'],
+                              cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    # three evaluations, three new bests: only the last is kept, complete, and no temporary file is left
+    assert [p.name for p in (cwd / 'best').glob('best_*')] == ['best_evaluations_iter_3.pth']
+    assert _weights(cwd / 'best/best_evaluations_iter_3.pth')
+    died = subprocess.run([sys.executable, str(ROOT / 'tools/train.py'), str(crashing), '--work-dir', 'best_crash'],
+                          cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    assert died.returncode == 137, died.stderr[-3000:]
+    # killed while writing the second best: the first one is still there and complete, the partial one has
+    # only its temporary name
+    work = cwd / 'best_crash'
+    assert sorted(p.name for p in work.glob('best_*')) == ['best_evaluations_iter_1.pth',
+                                                          'best_evaluations_iter_2.pth.tmp']
+    assert _weights(work / 'best_evaluations_iter_1.pth')
+
+
 def test_truncated_checkpoint_refused_by_resume(toy_imagenet, tmp_path):
     work = tmp_path / 'wd'
     work.mkdir()

@@ -5,10 +5,14 @@ writes the new one, and writes the new one in place: a run killed during that wr
 truncated file, no complete checkpoint, and a ``last_checkpoint`` that names the deleted one.
 ``AtomicCheckpointHook`` writes each checkpoint under a temporary name in the same folder and renames it
 into place, then points ``last_checkpoint`` at it (also by rename), and only then deletes the checkpoint
-that falls out of ``max_keep_ckpts``. Other file backends (not a local folder) keep mmengine's behaviour.
+that falls out of ``max_keep_ckpts``. ``save_best`` gets the same treatment: mmengine removes the previous
+best checkpoint and then writes the new one in place; here the new one is written under a temporary name and
+renamed, and the previous one is removed after that. Other file backends (not a local folder) keep
+mmengine's behaviour.
 """
 import os
 import os.path as osp
+from contextlib import contextmanager
 
 from mmengine.dist import is_main_process
 from mmengine.fileio import LocalBackend
@@ -52,3 +56,41 @@ class AtomicCheckpointHook(CheckpointHook):
             old = osp.join(self.out_dir, self.filename_tmpl.format(expired))
             if osp.isfile(old):
                 os.remove(old)
+
+    def _save_best_checkpoint(self, runner, metrics):
+        if not isinstance(self.file_backend, LocalBackend):
+            return super()._save_best_checkpoint(runner, metrics)
+        previous = []
+        with self._deferred_removal(previous), _atomic_saves(runner):
+            super()._save_best_checkpoint(runner, metrics)
+        if is_main_process():
+            current = {getattr(self, 'best_ckpt_path', None), *getattr(self, 'best_ckpt_path_dict', {}).values()}
+            for path in previous:
+                if path not in current and osp.isfile(path):
+                    os.remove(path)
+
+    @contextmanager
+    def _deferred_removal(self, removed: list):
+        """mmengine removes the previous best checkpoint through the file backend: note it instead."""
+        self.file_backend.remove = removed.append
+        try:
+            yield
+        finally:
+            del self.file_backend.remove  # the backend's own method again
+
+
+@contextmanager
+def _atomic_saves(runner):
+    """``runner.save_checkpoint`` writes under FILENAME.tmp and renames into place."""
+    save = runner.save_checkpoint
+
+    def save_then_rename(out_dir, filename, *args, **kwargs):
+        save(out_dir, filename + '.tmp', *args, **kwargs)
+        if is_main_process():
+            os.replace(osp.join(out_dir, filename + '.tmp'), osp.join(out_dir, filename))
+
+    runner.save_checkpoint = save_then_rename
+    try:
+        yield
+    finally:
+        del runner.save_checkpoint  # the Runner's own method again
