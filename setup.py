@@ -67,6 +67,9 @@ setup(
     python_requires='>=3.8',
     packages=find_packages(exclude=('configs', 'tools', 'tests', 'docker')),
     include_package_data=True,
+    # `mim search mmtransnext` reads mmtransnext/.mim/model-index.yml and the configs it names (symlinks into the
+    # repo's root, copied into an installed package)
+    package_data={'mmtransnext': ['.mim/model-index.yml', '.mim/configs/**/*.py', '.mim/configs/**/*.yml']},
     install_requires=read_requirements('runtime'),
     extras_require=extras,
     ext_modules=ext_modules,
