@@ -3,7 +3,7 @@ import re
 
 from mmtransnext.ops import ext_available
 
-from .helpers import run_tool
+from .helpers import ROOT, run_tool
 
 
 def test_benchmark_prints_one_row_per_implementation_with_ratios(tmp_path):
@@ -34,3 +34,16 @@ def test_benchmark_flops_count_the_same_arithmetic_for_every_transnext_row(tmp_p
         train_s, gflop, rate = float(cells[3]), float(cells[7]), float(cells[8])
         assert gflop > 0 and abs(rate - 3 * gflop / train_s) <= 0.5 + 0.02 * rate  # both rounded
     assert len({cells[7] for cells in table}) == 1  # the op computes the PyTorch path's arithmetic
+
+
+def test_geometry_cache_replays_dinos_multiscale_sizes(tmp_path):
+    result = run_tool('tools/analysis/geometry_cache.py', ROOT / 'configs/dino-5scale_transnext_tiny.py', '--iters',
+                      '40', '--cache-sizes', '8', '1000', cwd=tmp_path)
+    head = result.stdout.splitlines()[0]
+    distinct = int(re.search(r'(\d+) distinct input sizes', head)[1])
+    assert 20 < distinct <= 40  # DINO's random resize and crop: almost every iteration a new size
+    shares = dict(re.findall(r'^\| (\d+) \| ([\d.]+)% \|$', result.stdout, re.M))
+    # a cache larger than every key rebuilds only where a new input size gives new stage sizes
+    assert 50 < float(shares['1000']) <= 100 * distinct / 40
+    assert float(shares['8']) >= float(shares['1000'])
+    assert 'one rebuild of all stages' in result.stdout
