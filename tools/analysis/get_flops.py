@@ -9,6 +9,7 @@ the convention of the paper's tables. Default input: the backbone's img_size for
 with attn_impl='pytorch': FLOPs belong to the model, and the tracer cannot see inside the C++ op.
 """
 import argparse
+import inspect
 import warnings
 
 warnings.filterwarnings('ignore', message='pkg_resources is deprecated', category=UserWarning)
@@ -36,8 +37,17 @@ class TensorForward(nn.Module):
             h, w = shape
             self.data_samples = [DetDataSample(metainfo=dict(img_shape=(h, w), pad_shape=(h, w), ori_shape=(h, w),
                                                              batch_input_shape=(h, w), scale_factor=(1., 1.)))]
+        elif scope == 'mmseg':  # Mask2Former's head reads the image shapes in its tensor forward too
+            from mmseg.structures import SegDataSample
+            h, w = shape
+            self.data_samples = [SegDataSample(metainfo=dict(img_shape=(h, w), pad_shape=(h, w), ori_shape=(h, w),
+                                                             batch_input_shape=(h, w)))]
 
     def forward(self, inputs):
+        head = getattr(self.model, 'decode_head', None)
+        if head is not None and 'batch_data_samples' in inspect.signature(head.forward).parameters:
+            # mmseg's tensor mode calls the head without data samples, which Mask2Former's head needs
+            return head(self.model.extract_feat(inputs), self.data_samples)
         return self.model(inputs, self.data_samples, mode='tensor')
 
 
