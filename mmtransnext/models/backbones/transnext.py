@@ -24,9 +24,9 @@ class TransNeXtBlock(nn.Module):
     Stages with ``sr_ratio == 1`` use full attention, the others aggregated attention.
 
     Args:
-        dim (int): embedding dimension.
+        embed_dims (int): embedding dimension.
         num_heads (int): attention heads.
-        mlp_ratio (float): nominal hidden width of the GLU relative to ``dim``.
+        mlp_ratio (float): nominal hidden width of the GLU relative to ``embed_dims``.
         sr_ratio (int): pooling ratio of the aggregated attention; 1 selects full attention.
         window_size (int): local window of the aggregated attention. Defaults to 3.
         qkv_bias (bool): bias in the query / key / value projections. Defaults to True.
@@ -36,19 +36,19 @@ class TransNeXtBlock(nn.Module):
         attn_impl (str): see :class:`AggregatedAttention`. Defaults to 'auto'.
     """
 
-    def __init__(self, dim, num_heads, mlp_ratio, sr_ratio, window_size=3, qkv_bias=True, drop=0.,
+    def __init__(self, embed_dims, num_heads, mlp_ratio, sr_ratio, window_size=3, qkv_bias=True, drop=0.,
                  attn_drop=0., drop_path=0., attn_impl='auto'):
         super().__init__()
-        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+        self.norm1 = nn.LayerNorm(embed_dims, eps=1e-6)
         if sr_ratio == 1:
-            self.attn = FullAttention(dim, num_heads, qkv_bias=qkv_bias, attn_drop=attn_drop, proj_drop=drop,
+            self.attn = FullAttention(embed_dims, num_heads, qkv_bias=qkv_bias, attn_drop=attn_drop, proj_drop=drop,
                                       attn_impl=attn_impl)
         else:
-            self.attn = AggregatedAttention(dim, num_heads, window_size=window_size, sr_ratio=sr_ratio,
+            self.attn = AggregatedAttention(embed_dims, num_heads, window_size=window_size, sr_ratio=sr_ratio,
                                             qkv_bias=qkv_bias, attn_drop=attn_drop, proj_drop=drop,
                                             attn_impl=attn_impl)
-        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
-        self.mlp = ConvolutionalGLU(dim, int(dim * mlp_ratio), drop=drop, attn_impl=attn_impl)
+        self.norm2 = nn.LayerNorm(embed_dims, eps=1e-6)
+        self.mlp = ConvolutionalGLU(embed_dims, int(embed_dims * mlp_ratio), drop=drop, attn_impl=attn_impl)
         self.drop_path = DropPath(drop_path) if drop_path > 0. else nn.Identity()
 
     def forward(self, x: torch.Tensor, geometry: StageGeometry) -> torch.Tensor:
@@ -181,7 +181,7 @@ class TransNeXt(BaseModule):
                 patch_size=patch_size * 2 - 1 if first else 3,
                 stride=patch_size if first else 2,
                 in_channels=in_channels if first else self.embed_dims[i - 1],
-                embed_dim=self.embed_dims[i])
+                embed_dims=self.embed_dims[i])
             start = sum(self.depths[:i])
             blocks = nn.ModuleList([
                 TransNeXtBlock(self.embed_dims[i], s['num_heads'][i], s['mlp_ratios'][i], self.sr_ratios[i],

@@ -85,20 +85,21 @@ class _CosineAttention(nn.Module):
     """
     record_weights = False
 
-    def __init__(self, dim: int, num_heads: int, attn_drop: float = 0., proj_drop: float = 0., attn_impl='auto'):
+    def __init__(self, embed_dims: int, num_heads: int, attn_drop: float = 0., proj_drop: float = 0.,
+                 attn_impl='auto'):
         super().__init__()
         self.attn_impl = attn_impl
-        if dim % num_heads != 0:
-            raise ValueError(f'embed dim {dim} must be divisible by num_heads {num_heads}')
-        self.dim = dim
+        if embed_dims % num_heads != 0:
+            raise ValueError(f'embed_dims {embed_dims} must be divisible by num_heads {num_heads}')
+        self.embed_dims = embed_dims
         self.num_heads = num_heads
-        self.head_dim = dim // num_heads
+        self.head_dim = embed_dims // num_heads
         # softplus(temperature) starts at 1 / 0.24
         self.temperature = nn.Parameter(torch.log((torch.ones(num_heads, 1, 1) / 0.24).exp() - 1))
         self.query_embedding = nn.Parameter(
             nn.init.trunc_normal_(torch.empty(num_heads, 1, self.head_dim), mean=0, std=0.02))
         self.attn_drop = nn.Dropout(attn_drop)
-        self.proj = nn.Linear(dim, dim)
+        self.proj = nn.Linear(embed_dims, embed_dims)
         self.proj_drop = nn.Dropout(proj_drop)
         # MLP generating the continuous relative position bias from coordinates
         self.cpb_fc1 = nn.Linear(2, 512, bias=True)
@@ -160,7 +161,7 @@ class AggregatedAttention(_CosineAttention):
     ``window_size`` neighbourhood and to ``sr_ratio``-pooled keys under one softmax.
 
     Args:
-        dim (int): embedding dimension.
+        embed_dims (int): embedding dimension.
         num_heads (int): number of heads.
         window_size (int): odd side of the local window. Defaults to 3.
         sr_ratio (int): pooling ratio of the pooled keys. Defaults to 8.
@@ -173,20 +174,20 @@ class AggregatedAttention(_CosineAttention):
             logits it never materialises. Defaults to 'auto'.
     """
 
-    def __init__(self, dim, num_heads, window_size=3, sr_ratio=8, qkv_bias=True, attn_drop=0.,
+    def __init__(self, embed_dims, num_heads, window_size=3, sr_ratio=8, qkv_bias=True, attn_drop=0.,
                  proj_drop=0., attn_impl='auto'):
-        super().__init__(dim, num_heads, attn_drop, proj_drop, attn_impl)
+        super().__init__(embed_dims, num_heads, attn_drop, proj_drop, attn_impl)
         if window_size % 2 != 1:
             raise ValueError(f'window_size must be odd, got {window_size}')
         self.window_size = window_size
         self.local_len = window_size**2
         self.sr_ratio = sr_ratio
 
-        self.q = nn.Linear(dim, dim, bias=qkv_bias)
-        self.kv = nn.Linear(dim, dim * 2, bias=qkv_bias)
+        self.q = nn.Linear(embed_dims, embed_dims, bias=qkv_bias)
+        self.kv = nn.Linear(embed_dims, embed_dims * 2, bias=qkv_bias)
         # pooled-key branch
-        self.sr = nn.Conv2d(dim, dim, kernel_size=1, stride=1, padding=0)
-        self.norm = nn.LayerNorm(dim)
+        self.sr = nn.Conv2d(embed_dims, embed_dims, kernel_size=1, stride=1, padding=0)
+        self.norm = nn.LayerNorm(embed_dims)
         self.act = nn.GELU()
         # static bias per neighbour, and the query-dependent ("dynamic") local bias
         self.relative_pos_bias_local = nn.Parameter(
@@ -243,7 +244,7 @@ class FullAttention(_CosineAttention):
     """Length-scaled cosine self-attention over all tokens (TransNeXt's last stage).
 
     Args:
-        dim (int): embedding dimension.
+        embed_dims (int): embedding dimension.
         num_heads (int): number of heads.
         qkv_bias (bool): bias in the qkv projection. Defaults to True.
         attn_drop (float): dropout on attention weights. Defaults to 0.
@@ -253,9 +254,9 @@ class FullAttention(_CosineAttention):
             reference arithmetic. Defaults to 'auto'.
     """
 
-    def __init__(self, dim, num_heads, qkv_bias=True, attn_drop=0., proj_drop=0., attn_impl='auto'):
-        super().__init__(dim, num_heads, attn_drop, proj_drop, attn_impl)
-        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+    def __init__(self, embed_dims, num_heads, qkv_bias=True, attn_drop=0., proj_drop=0., attn_impl='auto'):
+        super().__init__(embed_dims, num_heads, attn_drop, proj_drop, attn_impl)
+        self.qkv = nn.Linear(embed_dims, embed_dims * 3, bias=qkv_bias)
 
     def forward(self, x: torch.Tensor, geometry: StageGeometry) -> torch.Tensor:
         B, N, C = x.shape

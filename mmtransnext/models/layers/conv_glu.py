@@ -8,9 +8,9 @@ from ...ops import gelu_gate, gelu_gate_backward
 class DepthwiseConv(nn.Module):
     """3x3 depthwise convolution on a token sequence (B, N, C) laid out as an H x W map."""
 
-    def __init__(self, dim: int):
+    def __init__(self, channels: int):
         super().__init__()
-        self.dwconv = nn.Conv2d(dim, dim, kernel_size=3, stride=1, padding=1, bias=True, groups=dim)
+        self.dwconv = nn.Conv2d(channels, channels, kernel_size=3, stride=1, padding=1, bias=True, groups=channels)
 
     def forward(self, x: torch.Tensor, H: int, W: int) -> torch.Tensor:
         return _depthwise_conv(x, self.dwconv.weight, self.dwconv.bias, (H, W))
@@ -19,27 +19,27 @@ class DepthwiseConv(nn.Module):
 class ConvolutionalGLU(nn.Module):
     """Gated linear unit whose gate branch passes a 3x3 depthwise convolution.
 
-    The hidden width is ``int(2 * hidden_features / 3)`` so that the two fc1 halves cost what one
-    plain MLP of ``hidden_features`` would.
+    The hidden width is ``int(2 * feedforward_channels / 3)`` so that the two fc1 halves cost what one
+    plain MLP of ``feedforward_channels`` would.
 
     Args:
-        in_features (int): input and (by default) output width.
-        hidden_features (int): nominal hidden width (``mlp_ratio * in_features``).
-        out_features (int, optional): output width. Defaults to ``in_features``.
+        embed_dims (int): input and (by default) output width.
+        feedforward_channels (int): nominal hidden width (``mlp_ratio * embed_dims``).
+        out_channels (int, optional): output width. Defaults to ``embed_dims``.
         drop (float): dropout after the gate and after fc2. Defaults to 0.
         attn_impl (str): the backbone's implementation choice: 'auto' / 'ext' compute the GELU gate
             in one fused pass on the CPU (``mmtransnext.ops.gelu_gate``), 'pytorch' with PyTorch's
             ops. Defaults to 'auto'.
     """
 
-    def __init__(self, in_features, hidden_features=None, out_features=None, drop=0., attn_impl='auto'):
+    def __init__(self, embed_dims, feedforward_channels=None, out_channels=None, drop=0., attn_impl='auto'):
         super().__init__()
         self.attn_impl = attn_impl
-        out_features = out_features or in_features
-        hidden_features = int(2 * (hidden_features or in_features) / 3)
-        self.fc1 = nn.Linear(in_features, hidden_features * 2)
-        self.dwconv = DepthwiseConv(hidden_features)
-        self.fc2 = nn.Linear(hidden_features, out_features)
+        out_channels = out_channels or embed_dims
+        hidden = int(2 * (feedforward_channels or embed_dims) / 3)
+        self.fc1 = nn.Linear(embed_dims, hidden * 2)
+        self.dwconv = DepthwiseConv(hidden)
+        self.fc2 = nn.Linear(hidden, out_channels)
         self.drop = nn.Dropout(drop)
 
     def forward(self, x: torch.Tensor, H: int, W: int) -> torch.Tensor:
