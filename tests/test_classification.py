@@ -1,4 +1,6 @@
 """MMPretrain: ImageNet configs, the converter on released-format classifiers, the FLOPs tool."""
+import json
+
 import pytest
 import torch
 from mmengine.config import Config
@@ -65,21 +67,34 @@ def test_get_flops_micro_classifier_matches_paper(tmp_path):
 
 
 @pytest.mark.slow
-def test_toy_classifier_trains_and_reports_top1(tmp_path):
-    make_toy_imagenet(tmp_path, 8, 4)
-    toy = ROOT / 'configs/toy/transnext_toy_cls.py'
-    run_tool('tools/train.py', toy, '--work-dir', 'cls', '--cfg-options', 'train_cfg.max_epochs=1', cwd=tmp_path)
+def test_toy_classifier_learns_and_the_tools_run_on_its_weights(tmp_path):
+    """60 iterations on 96 toy images: the loss falls and the training images are classified well above chance
+    (measured: loss 1.37 -> 0.85, top-1 64.6% on the training images; chance is 33.3%)."""
+    make_toy_imagenet(tmp_path, 32, 16)
+    config = tmp_path / 'learn.py'
+    config.write_text(f"_base_ = {str(ROOT / 'configs/toy/transnext_toy_cls.py')!r}\n"
+                      "train_dataloader = dict(num_workers=0, persistent_workers=False)\n"
+                      "val_dataloader = dict(num_workers=0, persistent_workers=False)\n"
+                      "test_dataloader = val_dataloader\n"
+                      "train_cfg = dict(_delete_=True, type='IterBasedTrainLoop', max_iters=60, val_interval=1000)\n"
+                      "param_scheduler = [dict(type='ConstantLR', factor=1.0, by_epoch=False, begin=0, end=60)]\n"
+                      "optim_wrapper = dict(optimizer=dict(lr=1e-3))\n"
+                      "default_hooks = dict(checkpoint=dict(by_epoch=False, interval=60), logger=dict(interval=10))\n")
+    run_tool('tools/train.py', config, '--work-dir', 'cls', cwd=tmp_path)
+    (scalars, ) = (tmp_path / 'cls').glob('*/vis_data/scalars.json')
+    losses = [json.loads(line)['loss'] for line in scalars.read_text().splitlines() if '"loss"' in line]
+    assert len(losses) >= 5 and losses[-1] < 0.8 * losses[0], losses
     checkpoint = (tmp_path / 'cls' / 'last_checkpoint').read_text().strip()
-    run_tool('tools/test.py', toy, checkpoint, '--work-dir', 'cls', cwd=tmp_path)
-    top1 = tool_metrics(tmp_path / 'cls')['accuracy/top1']
-    assert 0 <= top1 <= 100
+    run_tool('tools/test.py', config, checkpoint, '--work-dir', 'cls', '--cfg-options',
+             'test_dataloader.dataset.data_prefix=train', cwd=tmp_path)
+    assert tool_metrics(tmp_path / 'cls')['accuracy/top1'] >= 50
     image = next((tmp_path / 'data/toy_imagenet/val/circle').iterdir())
-    run_tool('tools/demo/image_demo.py', image, toy, checkpoint, '--out', 'demo.png', cwd=tmp_path)
+    run_tool('tools/demo/image_demo.py', image, config, checkpoint, '--out', 'demo.png', cwd=tmp_path)
     assert (tmp_path / 'demo.png').stat().st_size > 0
     # the picture tools on the toy set with the toy job's weights: no untrained-model warning
-    drawn = run_tool('tools/analysis/visualize_attention.py', image, toy, checkpoint, '--points', '30,30',
+    drawn = run_tool('tools/analysis/visualize_attention.py', image, config, checkpoint, '--points', '30,30',
                      '--out-dir', 'attention', cwd=tmp_path)
-    erf = run_tool('tools/analysis/visualize_erf.py', toy, checkpoint, '--images', image, '--size', '64', '64',
+    erf = run_tool('tools/analysis/visualize_erf.py', config, checkpoint, '--images', image, '--size', '64', '64',
                    '--out', 'erf.png', cwd=tmp_path)
     assert 'untrained' not in drawn.stderr + erf.stderr
     assert (tmp_path / 'attention/attention_30_30.png').stat().st_size > 0 and (tmp_path / 'erf.png').exists()
