@@ -79,3 +79,13 @@ def test_custom_attention_exports_mmtransnext_nodes(tmp_path):
     assert counts == {'LocalSimilarity': 4, 'LocalAggregation': 4, 'PooledAttention': 5}
     pooled = next(n for n in model.graph.node if n.op_type == 'PooledAttention')
     assert {a.name for a in pooled.attribute} == {'height', 'width'} and len(pooled.output) == 3
+
+
+@pytest.mark.parametrize('config, args', [
+    ('transnext_micro_in1k', []),  # the ImageNet classifier at its 224 px
+    ('upernet_transnext_tiny', ['--backbone', '--shape', '256', '320']),  # TransNeXt-T, interpolation from 512
+], ids=['micro-classifier', 'tiny-backbone'])
+def test_paper_sized_models_export(tmp_path, config, args):
+    result = run_tool(EXPORT, ROOT / 'configs' / f'{config}.py', '--out', 'model.onnx', *args, cwd=tmp_path)
+    (difference, ) = checked_files(result.stdout).values()
+    assert difference <= 1e-5
