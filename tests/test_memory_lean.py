@@ -61,6 +61,17 @@ def test_convglu_recomputes_under_the_forwards_autocast():
     out.float().sum().backward()
     assert out.dtype == torch.bfloat16
     assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in lean.parameters())
+    # the same values as the reference layer under the same autocast (its gradients within bfloat16 rounding)
+    reference = ConvolutionalGLU(16, 64, attn_impl='pytorch')
+    reference.load_state_dict(lean.state_dict())
+    x_ref = x.detach().clone().requires_grad_()
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        out_ref = reference(x_ref, 6, 6)
+    out_ref.float().sum().backward()
+    torch.testing.assert_close(out, out_ref, rtol=0, atol=0)
+    for (name, p), p_ref in zip(lean.named_parameters(), reference.parameters()):
+        torch.testing.assert_close(p.grad, p_ref.grad, rtol=2e-2, atol=2e-2 * p_ref.grad.abs().max().item(), msg=name)
+    torch.testing.assert_close(x.grad, x_ref.grad, rtol=2e-2, atol=2e-2 * x_ref.grad.abs().max().item())
 
 
 def test_lean_functions_compute_the_reference_expressions():

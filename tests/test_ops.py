@@ -92,6 +92,13 @@ def test_ext_mixed_dtypes_are_promoted():
     assert out.dtype == torch.float32
     out.masked_fill(torch.isinf(out), 0).sum().backward()
     assert q.grad.dtype == torch.bfloat16 and k.grad.dtype == torch.float32
+    # the values are those of the float32 kernel on the promoted query; its gradient rounded back to bfloat16
+    q32, k32 = q.detach().float().requires_grad_(), k.detach().clone().requires_grad_()
+    ref = local_similarity(q32, k32, bias, (4, 5), 3, 'ext')
+    ref.masked_fill(torch.isinf(ref), 0).sum().backward()
+    torch.testing.assert_close(out, ref, rtol=0, atol=0)
+    torch.testing.assert_close(q.grad, q32.grad.bfloat16(), rtol=0, atol=0)
+    torch.testing.assert_close(k.grad, k32.grad, rtol=0, atol=0)
 
 
 @needs_ext
