@@ -250,3 +250,40 @@ def test_register_op_fallback_gives_the_same_op():
     for got, want in zip(torch.autograd.grad(finite(fallback)(q, k, bias).sum(), (q, k, bias)),
                          torch.autograd.grad(finite(la._similarity_apply)(q, k, bias).sum(), (q, k, bias))):
         torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
+class _CountingExt:
+    """The built extension, counting the kernels called through it."""
+
+    def __init__(self, ext):
+        self._ext, self.calls = ext, {}
+
+    def __getattr__(self, name):
+        self.calls[name] = self.calls.get(name, 0) + 1
+        return getattr(self._ext, name)
+
+
+@needs_ext
+@pytest.mark.parametrize('attn_impl, uses_op', [('auto', True), ('ext', True), ('pytorch', False)])
+def test_auto_picks_the_op_where_it_is_built(monkeypatch, attn_impl, uses_op):
+    from mmtransnext.models import TransNeXt
+    from mmtransnext.ops import ext_loader
+    counting = _CountingExt(ext_loader.ext)
+    monkeypatch.setattr(ext_loader, 'ext', counting)
+    arch = dict(embed_dims=[16, 32, 64, 128], depths=[1, 1, 1, 1], num_heads=[1, 2, 4, 8])
+    model = TransNeXt(arch=arch, img_size=64, pretrain_size=64, attn_impl=attn_impl)
+    sum(o.sum() for o in model(torch.randn(1, 3, 64, 64))).backward()
+    kernels = {'pooled_attention_forward', 'pooled_attention_backward', 'local_similarity_forward',
+               'local_aggregation_forward'}
+    if uses_op:
+        assert kernels <= set(counting.calls), counting.calls  # forward and backward through the op
+    else:
+        assert not counting.calls
+
+
+def test_auto_falls_back_to_pytorch_without_the_build(monkeypatch):
+    from mmtransnext.ops import ext_loader, resolve_attn_impl
+    monkeypatch.setattr(ext_loader, 'ext', None)
+    assert resolve_attn_impl('auto', torch.device('cpu')) == 'pytorch'
+    with pytest.raises(RuntimeError, match='is not built'):
+        resolve_attn_impl('ext', torch.device('cpu'))
