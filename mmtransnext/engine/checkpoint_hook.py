@@ -13,6 +13,7 @@ mmengine's behaviour.
 import os
 import os.path as osp
 from contextlib import contextmanager
+from functools import partial
 
 from mmengine.dist import is_main_process
 from mmengine.fileio import LocalBackend
@@ -45,12 +46,11 @@ class AtomicCheckpointHook(CheckpointHook):
         self.last_ckpt = osp.join(self.out_dir, filename)
         runner.message_hub.update_info('last_ckpt', self.last_ckpt)
         # ... but the file is complete before it gets its name, and nothing is deleted before that
-        runner.save_checkpoint(self.out_dir, filename + '.tmp', self.file_client_args,
-                               save_optimizer=self.save_optimizer, save_param_scheduler=self.save_param_scheduler,
-                               meta=meta, by_epoch=self.by_epoch, backend_args=self.backend_args, **self.args)
+        _save_then_rename(runner.save_checkpoint, self.out_dir, filename, self.file_client_args,
+                          save_optimizer=self.save_optimizer, save_param_scheduler=self.save_param_scheduler,
+                          meta=meta, by_epoch=self.by_epoch, backend_args=self.backend_args, **self.args)
         if not is_main_process():
             return
-        os.replace(self.last_ckpt + '.tmp', self.last_ckpt)
         _replace_text(osp.join(runner.work_dir, 'last_checkpoint'), self.last_ckpt)
         if expired is not None:
             old = osp.join(self.out_dir, self.filename_tmpl.format(expired))
@@ -79,17 +79,17 @@ class AtomicCheckpointHook(CheckpointHook):
             del self.file_backend.remove  # the backend's own method again
 
 
+def _save_then_rename(save, out_dir, filename, *args, **kwargs):
+    """``save(out_dir, filename, ...)`` under FILENAME.tmp, renamed into place once complete."""
+    save(out_dir, filename + '.tmp', *args, **kwargs)
+    if is_main_process():
+        os.replace(osp.join(out_dir, filename + '.tmp'), osp.join(out_dir, filename))
+
+
 @contextmanager
 def _atomic_saves(runner):
     """``runner.save_checkpoint`` writes under FILENAME.tmp and renames into place."""
-    save = runner.save_checkpoint
-
-    def save_then_rename(out_dir, filename, *args, **kwargs):
-        save(out_dir, filename + '.tmp', *args, **kwargs)
-        if is_main_process():
-            os.replace(osp.join(out_dir, filename + '.tmp'), osp.join(out_dir, filename))
-
-    runner.save_checkpoint = save_then_rename
+    runner.save_checkpoint = partial(_save_then_rename, runner.save_checkpoint)
     try:
         yield
     finally:

@@ -61,14 +61,8 @@ def input_sizes(cfg, iters, seed):
 
 
 def stage_sizes(backbone, H, W):
-    """Feature size of each stage, from the patch embeddings' convolution arithmetic."""
-    out = []
-    for i in range(backbone.num_stages):
-        conv = getattr(backbone, f'patch_embed{i + 1}').proj
-        (k, _), (s, _), (p, _) = conv.kernel_size, conv.stride, conv.padding
-        H, W = (H + 2 * p - k) // s + 1, (W + 2 * p - k) // s + 1
-        out.append((H, W))
-    return out
+    """Feature size (H, W) of each stage for an input of H x W."""
+    return list(zip(backbone.stage_sides(H), backbone.stage_sides(W)))
 
 
 def rebuild_share(keys_per_iter, capacity):
@@ -101,7 +95,7 @@ def main():
     options = {k: v for k, v in cfg.model.backbone.items() if k not in ('type', 'init_cfg')}
     backbone = TransNeXt(**options)
     sizes = input_sizes(cfg, args.iters, args.seed)
-    keys = [[(s, size) for s, size in enumerate(stage_sizes(backbone, *hw))] for hw in sizes]
+    keys = [list(enumerate(stage_sizes(backbone, *hw))) for hw in sizes]
     print(f'{args.config}: {args.iters} iterations, {len(set(sizes))} distinct input sizes, '
           f'{len({k for ks in keys for k in ks})} distinct (stage, size) keys; the cache holds '
           f'{TransNeXt.geometry_cache_size} entries')

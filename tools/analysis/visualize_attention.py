@@ -19,12 +19,11 @@ import os.path as osp
 import sys
 
 import numpy as np
-from mmengine.config import DictAction
 import torch
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # tools/, for script_utils
-from script_utils.config import add_trust_checkpoint_argument, apply_trust_checkpoint  # noqa: E402
-from script_utils.model_input import build_backbone, read_rgb, sample_photo, to_input  # noqa: E402
+from script_utils.model_input import (add_model_arguments, build_backbone, parse_model_arguments,  # noqa: E402
+                                      read_rgb, sample_photo, to_input)
 
 
 def parse_point(text):
@@ -61,8 +60,8 @@ def choose_blocks(backbone, specs):
 
 
 def record_attention(backbone, x, blocks):
-    """One forward; per chosen block its post-softmax weights (heads, N, keys) and its stage's feature size."""
-    require_transnext(backbone)
+    """One forward of a TransNeXt; per chosen block its post-softmax weights (heads, N, keys) and its stage's
+    feature size."""
     sizes, hooks = {}, []
     for s in range(backbone.num_stages):
         hooks.append(getattr(backbone, f'patch_embed{s + 1}').register_forward_hook(
@@ -169,8 +168,7 @@ def draw(rgb, point, panels, out_file, log_scale):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('image', help="image file, or 'sample' for matplotlib's photograph")
-    parser.add_argument('config')
-    parser.add_argument('checkpoint', nargs='?', help='weights (default: none, an untrained model)')
+    add_model_arguments(parser)
     parser.add_argument('--points', nargs='+', type=parse_point, required=True, help='query pixels X,Y')
     parser.add_argument('--out-dir', required=True)
     parser.add_argument('--blocks', nargs='+', help='STAGE.BLOCK (1-based stage; default: each stage\'s last)')
@@ -178,11 +176,7 @@ def main():
     parser.add_argument('--log', action='store_true', help='log colour scale (4 decades)')
     parser.add_argument('--size', nargs=2, type=int, metavar=('H', 'W'), help='resize the image first')
     parser.add_argument('--device', default='cpu')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override config entries, e.g. model.backbone.is_extrapolation=True')
-    add_trust_checkpoint_argument(parser)
-    args = parser.parse_args()
-    apply_trust_checkpoint(args)
+    args = parse_model_arguments(parser)
 
     rgb = read_rgb(sample_photo() if args.image == 'sample' else args.image, args.size)
     for px, py in args.points:

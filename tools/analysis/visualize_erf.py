@@ -19,11 +19,10 @@ import os.path as osp
 import sys
 
 import numpy as np
-from mmengine.config import DictAction
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # tools/, for script_utils
-from script_utils.config import add_trust_checkpoint_argument, apply_trust_checkpoint  # noqa: E402
-from script_utils.model_input import build_backbone, read_rgb, sample_photo, to_input  # noqa: E402
+from script_utils.model_input import (add_model_arguments, build_backbone, parse_model_arguments,  # noqa: E402
+                                      read_rgb, sample_photo, to_input)
 
 FRACTIONS = (0.2, 0.3, 0.5, 0.99)
 
@@ -86,8 +85,7 @@ def draw(results, out_file):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('config')
-    parser.add_argument('checkpoint', nargs='?', help='weights (default: none, an untrained model)')
+    add_model_arguments(parser)
     parser.add_argument('--out', required=True, help='PNG to write (and the maps as .npz beside it)')
     parser.add_argument('--images', nargs='+', help='images (default: the photograph that ships with matplotlib)')
     parser.add_argument('--compare', nargs='+', default=[], metavar='CONFIG[:CHECKPOINT]',
@@ -96,11 +94,7 @@ def main():
     parser.add_argument('--size', nargs=2, type=int, default=(512, 512), metavar=('H', 'W'),
                         help='input size every image is resized to (default: 512 512)')
     parser.add_argument('--device', default='cpu')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help="override CONFIG's entries, e.g. model.backbone.is_extrapolation=True")
-    add_trust_checkpoint_argument(parser)
-    args = parser.parse_args()
-    apply_trust_checkpoint(args)
+    args = parse_model_arguments(parser)
 
     images = [read_rgb(path, args.size) for path in (args.images or [sample_photo()])]
     results = []

@@ -31,12 +31,11 @@ import time
 import numpy as np
 import torch
 import torch.nn as nn
-from mmengine.config import DictAction
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # tools/, for script_utils
 from mmtransnext.models import TransNeXt  # noqa: E402
-from script_utils.config import add_trust_checkpoint_argument, apply_trust_checkpoint  # noqa: E402
-from script_utils.model_input import build_model, read_config  # noqa: E402
+from script_utils.model_input import (add_model_arguments, build_model, parse_model_arguments,  # noqa: E402
+                                      read_config)
 
 TOLERANCE = 1e-4  # of the output's largest magnitude
 
@@ -119,8 +118,7 @@ def median_seconds(fn, runs):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('config')
-    parser.add_argument('checkpoint', nargs='?', help='weights (default: none, an untrained model)')
+    add_model_arguments(parser)
     parser.add_argument('--out', required=True, help='.onnx file to write')
     parser.add_argument('--shape', nargs=2, type=int, action='append', metavar=('H', 'W'),
                         help='input size; repeat for one file per size (default: the backbone\'s img_size, '
@@ -131,11 +129,7 @@ def main():
     parser.add_argument('--dynamic', action='store_true', help=argparse.SUPPRESS)
     parser.add_argument('--benchmark', type=int, default=0, metavar='N',
                         help='also time N runs of ONNX Runtime and of PyTorch (median)')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override config entries, e.g. model.backbone.is_extrapolation=True')
-    add_trust_checkpoint_argument(parser)
-    args = parser.parse_args()
-    apply_trust_checkpoint(args)
+    args = parse_model_arguments(parser)
     if args.dynamic:
         sys.exit(DYNAMIC_REFUSED)
     if args.custom_attention:

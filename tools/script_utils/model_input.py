@@ -23,6 +23,26 @@ def sample_photo() -> str:
     return matplotlib.cbook.get_sample_data('grace_hopper.jpg', asfileobj=False)
 
 
+def add_model_arguments(parser):
+    """How the model tools name a model: CONFIG, an optional CHECKPOINT, --cfg-options, --trust-checkpoint."""
+    from mmengine.config import DictAction
+
+    from .config import add_trust_checkpoint_argument
+    parser.add_argument('config', help='a config file, or a packaged one such as mmdet::swin/...py')
+    parser.add_argument('checkpoint', nargs='?', help='weights (default: none, an untrained model)')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help="override CONFIG's entries, e.g. model.backbone.is_extrapolation=True")
+    add_trust_checkpoint_argument(parser)
+
+
+def parse_model_arguments(parser):
+    """``parser.parse_args()``, with --trust-checkpoint applied to this process."""
+    from .config import apply_trust_checkpoint
+    args = parser.parse_args()
+    apply_trust_checkpoint(args)
+    return args
+
+
 def read_config(path: str, cfg_options=None) -> Config:
     """A config file, or a packaged one named as ``mmdet::swin/mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py``, with
     ``--cfg-options`` merged."""

@@ -241,7 +241,7 @@ class TransNeXt(BaseModule):
             settings['window_sizes'].append(None if r == 1 else w)
         return settings
 
-    def _stage_sides(self, side: int):
+    def stage_sides(self, side: int):
         """Feature-map side of each stage for an input side (the patch embeddings' arithmetic)."""
         sides = []
         for i in range(self.num_stages):
@@ -254,7 +254,7 @@ class TransNeXt(BaseModule):
     def _smallest_side(self) -> int:
         """Smallest input side whose every stage has at least one pooled key."""
         side = 1
-        while any(s // r < 1 for s, r in zip(self._stage_sides(side), self.sr_ratios)):
+        while any(s // r < 1 for s, r in zip(self.stage_sides(side), self.sr_ratios)):
             side += 1
         return side
 
