@@ -96,6 +96,15 @@ def test_lean_functions_compute_the_reference_expressions():
     maps = torch.randn(2, 4, 9, 7, dtype=torch.float64).permute(0, 1, 3, 2)  # not contiguous, as in the model
     torch.testing.assert_close(_AvgPool.apply(maps, (3, 2)), F.adaptive_avg_pool2d(maps, (3, 2)), rtol=0, atol=0)
     torch.autograd.gradcheck(lambda t: _AvgPool.apply(t, (3, 2)), (maps.clone().requires_grad_(), ))
+    # the gradient comes back in the input's layout (channels_last in the model), as autograd's own pooling gives
+    # it: torch 2.1's CPU GELU backward, upstream, is wrong for a strided gradient
+    tokens = torch.randn(2, 9 * 7, 4, dtype=torch.float64, requires_grad=True)
+    as_map = tokens.reshape(2, 9, 7, 4).permute(0, 3, 1, 2)
+    grad = torch.randn(2, 4, 3, 2, dtype=torch.float64)
+    lean, = torch.autograd.grad(_AvgPool.apply(as_map, (3, 2)), as_map, grad)
+    reference, = torch.autograd.grad(F.adaptive_avg_pool2d(as_map, (3, 2)), as_map, grad)
+    assert lean.stride() == reference.stride() == as_map.stride()
+    torch.testing.assert_close(lean, reference, rtol=0, atol=0)
 
 
 @needs_ext

@@ -11,6 +11,8 @@ import torch
 from mmtransnext.ops import (ext_available, local_aggregation, local_aggregation_reference, local_similarity,
                              local_similarity_reference)
 
+from .conftest import needs_custom_op
+
 REPO = Path(__file__).resolve().parents[1]
 needs_ext = pytest.mark.skipif(not ext_available('cpu'), reason='mmtransnext._ext is not built')
 needs_cuda_ext = pytest.mark.skipif(not (torch.cuda.is_available() and ext_available('cuda')),
@@ -126,6 +128,7 @@ def test_missing_extension_says_how_to_build_it(monkeypatch):
 
 
 @needs_ext
+@needs_custom_op
 def test_torch_compile_traces_through_the_op():
     """Registered with torch.library: dynamo captures forward and backward in one graph, no break."""
     q, k, v, bias, weights = (t.float().requires_grad_() for t in _inputs(1, 2, 4, 5, 8, 3))
@@ -163,13 +166,28 @@ def test_gradcheck_cuda_float64():
     assert torch.autograd.gradcheck(lambda w, v: local_aggregation(w, v, (H, W), ws, 'ext'), (weights, v))
 
 
+def _nvcc():
+    """(path, CUDA version) of the nvcc that a CUDA build would use, or (None, None)."""
+    home = os.environ.get('CUDA_HOME', '/usr/local/cuda')
+    nvcc = shutil.which('nvcc') or (f'{home}/bin/nvcc' if Path(f'{home}/bin/nvcc').exists() else None)
+    if nvcc is None:
+        return None, None
+    release = subprocess.run([nvcc, '--version'], capture_output=True, text=True).stdout.split('release ')[-1]
+    return nvcc, release.split(',')[0]
+
+
+NVCC, NVCC_CUDA = _nvcc()
+
+
 @pytest.mark.slow
-@pytest.mark.skipif(shutil.which('nvcc') is None and not Path('/usr/local/cuda/bin/nvcc').exists(),
-                    reason='nvcc not found')
+@pytest.mark.skipif(NVCC is None, reason='nvcc not found')
+@pytest.mark.skipif(NVCC is not None and (torch.version.cuda or '').split('.')[0] != NVCC_CUDA.split('.')[0],
+                    reason=f'needs the nvcc of torch\'s CUDA major version: torch {torch.__version__} is built with '
+                    f'CUDA {torch.version.cuda}, nvcc here is CUDA {NVCC_CUDA} (torch refuses the mix)')
 def test_cuda_sources_compile(tmp_path):
     """Compile the CUDA kernels (one architecture) even without a GPU, so a broken kernel cannot land."""
     env = dict(os.environ, FORCE_CUDA='1', TORCH_CUDA_ARCH_LIST='9.0', MAX_JOBS=str(os.cpu_count() or 1),
-               CUDA_HOME=os.environ.get('CUDA_HOME', '/usr/local/cuda'))
+               CUDA_HOME=str(Path(NVCC).parents[1]))
     proc = subprocess.run([sys.executable, 'setup.py', 'build_ext', '--build-temp', str(tmp_path / 'tmp'),
                            '--build-lib', str(tmp_path / 'lib')], cwd=REPO, env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -185,7 +203,7 @@ def test_position_bias_mlp_gradcheck_and_reference():
     fc1, fc2 = torch.nn.Linear(2, 512).double(), torch.nn.Linear(512, 3).double()
     coords = torch.randn(37, 2, dtype=torch.float64)
     params = (fc1.weight, fc1.bias, fc2.weight, fc2.bias)
-    assert torch.autograd.gradcheck(lambda *p: torch.ops.mmtransnext.position_bias_mlp(coords, *p), params)
+    assert torch.autograd.gradcheck(lambda *p: position_bias_mlp(coords, *p, attn_impl='ext'), params)
 
     fc1, fc2 = torch.nn.Linear(2, 512), torch.nn.Linear(512, 5)
     coords, grad = torch.randn(3000, 2) * 2, torch.randn(5, 3000)

@@ -6,6 +6,8 @@ from mmtransnext.models.layers.position_bias import bias_taps, gather_position_b
     relative_position_table
 from mmtransnext.ops import ext_available, expand_position_bias, pooled_attention, pooled_attention_reference
 
+from .conftest import needs_custom_op
+
 needs_ext = pytest.mark.skipif(not ext_available('cpu'), reason='mmtransnext._ext is not built')
 needs_cuda_ext = pytest.mark.skipif(not (torch.cuda.is_available() and ext_available('cuda')),
                                     reason='needs a GPU and the op built with CUDA')
@@ -143,6 +145,7 @@ def test_low_precision_inputs_run_in_float32():
 
 
 @needs_ext
+@needs_custom_op
 def test_torch_compile_traces_through_the_op():
     q, k, v, rows, index, weight, local = _inputs(2, 2, 3, 5, 2, 3, 4, 9, 7, 4, dtype=torch.float32)
 

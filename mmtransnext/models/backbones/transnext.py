@@ -68,6 +68,13 @@ def _unknown_arguments_message(unknown) -> str:
 _STANDARD = dict(mlp_ratios=[8, 8, 4, 4], sr_ratios=[8, 4, 2, 1], window_size=3)
 
 
+def _in_traced_graph() -> bool:
+    """True while torch.compile / torch.export trace the forward (the spellings differ across torch 2.1-2.14)."""
+    is_compiling = getattr(torch.compiler, 'is_compiling', None) or torch._dynamo.is_compiling  # torch < 2.3
+    is_exporting = getattr(torch.compiler, 'is_exporting', None)  # torch < 2.7: export traces through dynamo
+    return is_compiling() or (is_exporting is not None and is_exporting())
+
+
 @MODELS.register_module()
 class TransNeXt(BaseModule):
     """TransNeXt backbone for detection, segmentation and classification.
@@ -355,8 +362,7 @@ class TransNeXt(BaseModule):
         if x.shape[0] == 0:
             raise ValueError('TransNeXt got an empty batch (batch size 0)')
         # a value check: not inside a traced graph (torch.export / ONNX export), where it cannot branch
-        traced = torch.compiler.is_compiling() or torch.compiler.is_exporting()
-        if not traced and not torch.isfinite(x).all():
+        if not _in_traced_graph() and not torch.isfinite(x).all():
             raise ValueError('TransNeXt input contains NaN or inf values; check the image loading and the data '
                              'preprocessor (mean / std), or the previous iteration for a diverged loss')
         if min(x.shape[-2:]) < self.min_input_size:

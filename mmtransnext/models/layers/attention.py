@@ -62,17 +62,25 @@ class _ScaleQueries(torch.autograd.Function):
 
 
 class _AvgPool(torch.autograd.Function):
-    """``F.adaptive_avg_pool2d(x, size)`` keeping nothing: its backward reads only the input's shape."""
+    """``F.adaptive_avg_pool2d(x, size)`` keeping nothing: its backward reads only the input's shape and layout.
+
+    The gradient comes back in the input's layout (channels_last here), as autograd's own pooling backward
+    does: the (B, N, C) gradient upstream then stays contiguous (torch 2.1's CPU GELU backward gets a
+    strided gradient wrong, measured).
+    """
 
     @staticmethod
     def forward(ctx, x, size):
         ctx.shape = x.shape
+        ctx.layout = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else \
+            torch.contiguous_format
         return F.adaptive_avg_pool2d(x, size)
 
     @staticmethod
     def backward(ctx, grad):
-        shape_only = grad.new_zeros(()).expand(ctx.shape)
-        return torch.ops.aten._adaptive_avg_pool2d_backward(grad.contiguous(), shape_only), None
+        # the kernel reads only the shape and memory format of this never-written buffer
+        like_input = torch.empty(ctx.shape, dtype=grad.dtype, device=grad.device, memory_format=ctx.layout)
+        return torch.ops.aten._adaptive_avg_pool2d_backward(grad.contiguous(), like_input), None
 
 
 class _CosineAttention(nn.Module):
