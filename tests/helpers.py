@@ -23,6 +23,12 @@ def tool_metrics(work_dir):
         return json.load(f)
 
 
+def logged_losses(work_dir):
+    """The training losses mmengine's logger wrote to ``work_dir``/<run>/vis_data/scalars.json, in order."""
+    (scalars, ) = Path(work_dir).glob('*/vis_data/scalars.json')
+    return [json.loads(line)['loss'] for line in scalars.read_text().splitlines() if '"loss"' in line]
+
+
 def make_toy_imagenet(cwd, per_class_train, per_class_val):
     """The generated ImageNet-layout toy set (3 classes) under ``cwd``/data/toy_imagenet."""
     run_tool('tools/data/make_toy_imagenet.py', '--out', 'data/toy_imagenet', '--per-class-train', per_class_train,

@@ -10,7 +10,7 @@ from mmpretrain.registry import MODELS
 from mmtransnext.utils import convert_official_checkpoint
 
 from .conftest import golden_arch, golden_part
-from .helpers import ROOT, make_toy_imagenet, run_tool, tool_metrics
+from .helpers import ROOT, logged_losses, make_toy_imagenet, run_tool, tool_metrics
 
 PAPER = {  # config: (params M, GFLOPs)
     'transnext_micro_in1k': (12.8, 2.7), 'transnext_tiny_in1k': (28.2, 5.7), 'transnext_small_in1k': (49.7, 10.3),
@@ -81,8 +81,7 @@ def test_toy_classifier_learns_and_the_tools_run_on_its_weights(tmp_path):
                       "optim_wrapper = dict(optimizer=dict(lr=1e-3))\n"
                       "default_hooks = dict(checkpoint=dict(by_epoch=False, interval=60), logger=dict(interval=10))\n")
     run_tool('tools/train.py', config, '--work-dir', 'cls', cwd=tmp_path)
-    (scalars, ) = (tmp_path / 'cls').glob('*/vis_data/scalars.json')
-    losses = [json.loads(line)['loss'] for line in scalars.read_text().splitlines() if '"loss"' in line]
+    losses = logged_losses(tmp_path / 'cls')
     assert len(losses) >= 5 and losses[-1] < 0.8 * losses[0], losses
     checkpoint = (tmp_path / 'cls' / 'last_checkpoint').read_text().strip()
     run_tool('tools/test.py', config, checkpoint, '--work-dir', 'cls', '--cfg-options',

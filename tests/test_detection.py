@@ -11,7 +11,7 @@ from mmengine.registry import DefaultScope
 import mmdet
 from mmdet.registry import MODELS
 
-from .helpers import ROOT, make_toy_coco, run_tool, tool_metrics
+from .helpers import ROOT, logged_losses, make_toy_coco, run_tool, tool_metrics
 
 PAPER_PARAMS_M = {
     'maskrcnn_transnext_tiny': 47.9, 'maskrcnn_transnext_small': 69.3, 'maskrcnn_transnext_base': 109.2,
@@ -108,6 +108,19 @@ def test_maskrcnn_train_test_resume_and_official_layout(toy_coco):
     result = run_tool('tools/test.py', MASKRCNN_TOY, 'partial.pth', '--work-dir', 'wd3', cwd=cwd, check=False)
     assert result.returncode == 1 and 'backbone.norm4.weight' in result.stderr
     assert 'convert_official.py' in result.stderr
+
+
+@pytest.mark.slow
+def test_maskrcnn_learns_the_toy_shapes(tmp_path):
+    """Two epochs of the bundled job's schedule on its full generated set: the loss falls and boxes and masks are
+    found well above chance (measured: loss 4.11 -> 1.92, box AP50 0.107, mask AP50 0.114; chance is 0)."""
+    make_toy_coco(tmp_path, num_train=320, num_val=64)
+    run_tool('tools/train.py', MASKRCNN_TOY, '--work-dir', 'wd', '--cfg-options', 'train_cfg.max_epochs=2', cwd=tmp_path)
+    losses = logged_losses(tmp_path / 'wd')
+    assert len(losses) >= 6 and losses[-1] < 0.6 * losses[0], losses
+    run_tool('tools/test.py', MASKRCNN_TOY, 'wd/epoch_2.pth', '--work-dir', 'wd', cwd=tmp_path)
+    metrics = tool_metrics(tmp_path / 'wd')
+    assert metrics['coco/bbox_mAP_50'] >= 0.04 and metrics['coco/segm_mAP_50'] >= 0.04, metrics
 
 
 @pytest.mark.slow

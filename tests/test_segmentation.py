@@ -10,7 +10,7 @@ from mmseg.registry import MODELS
 from mmtransnext.models import TransNeXt
 
 from .conftest import golden_arch
-from .helpers import ROOT, run_tool, tool_metrics
+from .helpers import ROOT, logged_losses, run_tool, tool_metrics
 
 PAPER_PARAMS_M = {
     'upernet_transnext_tiny': 59, 'upernet_transnext_small': 80, 'upernet_transnext_base': 121,
@@ -86,6 +86,23 @@ def test_upernet_trains_and_reports_miou_with_and_without_tta(tmp_path):
             logits[extrapolation] = [p['seg_logits']['data'] for p in pickle.load(f)]  # this test's own file
     # the override reaches the model under TTA: the two position-bias modes give other logits
     assert any(not torch.allclose(a, b) for a, b in zip(logits['False'], logits['True']))
+
+
+@pytest.mark.slow
+def test_upernet_learns_the_toy_regions(tmp_path):
+    """160 iterations on the generated set: the loss falls and the sky / ground regions are segmented well above
+    chance (measured: loss 2.00 -> 1.11, mIoU 29.4 with sky 72 / ground 75 IoU, aAcc 77.6; one class everywhere
+    gives aAcc 42, mIoU 8)."""
+    run_tool('tools/data/make_toy_ade.py', '--out', 'data/toy_ade', cwd=tmp_path)
+    run_tool('tools/train.py', UPERNET_TOY, '--work-dir', 'up', '--cfg-options', 'train_cfg.max_iters=160',
+             'train_cfg.val_interval=160', 'param_scheduler.1.end=160', 'default_hooks.logger.interval=10',
+             cwd=tmp_path)
+    losses = logged_losses(tmp_path / 'up')
+    assert len(losses) >= 10 and losses[-1] < 0.7 * losses[0], losses
+    checkpoint = (tmp_path / 'up' / 'last_checkpoint').read_text().strip()
+    run_tool('tools/test.py', UPERNET_TOY, checkpoint, '--work-dir', 'up', cwd=tmp_path)
+    metrics = tool_metrics(tmp_path / 'up')
+    assert metrics['mIoU'] >= 20 and metrics['aAcc'] >= 65, metrics
 
 
 @pytest.mark.slow
