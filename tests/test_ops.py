@@ -167,27 +167,30 @@ def test_gradcheck_cuda_float64():
 
 
 def _nvcc():
-    """(path, CUDA version) of the nvcc that a CUDA build would use, or (None, None)."""
-    home = os.environ.get('CUDA_HOME', '/usr/local/cuda')
-    nvcc = shutil.which('nvcc') or (f'{home}/bin/nvcc' if Path(f'{home}/bin/nvcc').exists() else None)
-    if nvcc is None:
-        return None, None
-    release = subprocess.run([nvcc, '--version'], capture_output=True, text=True).stdout.split('release ')[-1]
-    return nvcc, release.split(',')[0]
+    """(CUDA home, its CUDA version) for a CUDA build: $CUDA_HOME or /usr/local/cuda, else where the nvcc on PATH
+    lives; (None, None) without nvcc."""
+    home = Path(os.environ.get('CUDA_HOME', '/usr/local/cuda'))
+    if not (home / 'bin' / 'nvcc').exists():
+        on_path = shutil.which('nvcc')
+        if on_path is None:
+            return None, None
+        home = Path(on_path).resolve().parents[1]
+    release = subprocess.run([str(home / 'bin' / 'nvcc'), '--version'], capture_output=True, text=True).stdout
+    return home, release.split('release ')[-1].split(',')[0]
 
 
-NVCC, NVCC_CUDA = _nvcc()
+CUDA_HOME, NVCC_CUDA = _nvcc()
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(NVCC is None, reason='nvcc not found')
-@pytest.mark.skipif(NVCC is not None and (torch.version.cuda or '').split('.')[0] != NVCC_CUDA.split('.')[0],
+@pytest.mark.skipif(CUDA_HOME is None, reason='nvcc not found')
+@pytest.mark.skipif(CUDA_HOME is not None and (torch.version.cuda or '').split('.')[0] != NVCC_CUDA.split('.')[0],
                     reason=f'needs the nvcc of torch\'s CUDA major version: torch {torch.__version__} is built with '
                     f'CUDA {torch.version.cuda}, nvcc here is CUDA {NVCC_CUDA} (torch refuses the mix)')
 def test_cuda_sources_compile(tmp_path):
     """Compile the CUDA kernels (one architecture) even without a GPU, so a broken kernel cannot land."""
     env = dict(os.environ, FORCE_CUDA='1', TORCH_CUDA_ARCH_LIST='9.0', MAX_JOBS=str(os.cpu_count() or 1),
-               CUDA_HOME=str(Path(NVCC).parents[1]))
+               CUDA_HOME=str(CUDA_HOME))
     proc = subprocess.run([sys.executable, 'setup.py', 'build_ext', '--build-temp', str(tmp_path / 'tmp'),
                            '--build-lib', str(tmp_path / 'lib')], cwd=REPO, env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

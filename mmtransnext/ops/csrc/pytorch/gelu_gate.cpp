@@ -1,4 +1,4 @@
-// Checks arguments and allocates outputs of the fused GELU gate.
+// Checks arguments and allocates outputs of the fused GELU gate; binds its Python functions.
 #include "gelu_gate.h"
 
 #include "../common/pytorch_cpp_helper.h"
@@ -13,8 +13,6 @@ void check_gate(const at::Tensor& gate, const at::Tensor& other, const char* wha
               " must match the gate (", gate.sizes(), ", ", gate.scalar_type(), "), got ", other.sizes(), ", ",
               other.scalar_type());
 }
-
-}  // namespace
 
 at::Tensor gelu_gate_forward(const at::Tensor& gate, const at::Tensor& value) {
   check_gate(gate, gate, "gate");
@@ -32,6 +30,16 @@ std::vector<at::Tensor> gelu_gate_backward(const at::Tensor& grad, const at::Ten
   at::Tensor grad_gate = at::empty_like(gate), grad_value = at::empty_like(value);
   gelu_gate_backward_cpu(grad, gate, value, grad_gate, grad_value);
   return {grad_gate, grad_value};
+}
+
+}  // namespace
+
+// The Python functions of this op (the module is built in pybind.cpp).
+void bind_gelu_gate(py::module& m) {
+  m.def("gelu_gate_forward", &gelu_gate_forward, "gelu(gate) * value in one pass (exact GELU; CPU)",
+        py::arg("gate"), py::arg("value"));
+  m.def("gelu_gate_backward", &gelu_gate_backward, "gradients of gelu_gate_forward (gate, value), GELU recomputed",
+        py::arg("grad"), py::arg("gate"), py::arg("value"));
 }
 
 }  // namespace mmtransnext

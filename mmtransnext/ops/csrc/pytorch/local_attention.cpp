@@ -1,4 +1,4 @@
-// Checks arguments, allocates outputs and dispatches to the CPU or CUDA implementation.
+// Checks arguments, allocates outputs and dispatches to the CPU or CUDA implementation; binds the Python functions.
 #include "local_attention.h"
 
 #include "../common/pytorch_cpp_helper.h"
@@ -31,8 +31,6 @@ void check_weights(const at::Tensor& weights, const at::Tensor& pixels, const Lo
               what, " must be (B, heads, N, window_size**2) = (", pixels.size(0), ", ", pixels.size(1), ", ",
               pixels.size(2), ", ", window.length(), "), got ", weights.sizes());
 }
-
-}  // namespace
 
 at::Tensor local_similarity_forward(const at::Tensor& query, const at::Tensor& key, const at::Tensor& bias,
                                     int64_t height, int64_t width, int64_t window_size) {
@@ -103,6 +101,25 @@ std::vector<at::Tensor> local_aggregation_backward(const at::Tensor& grad_out, c
     local_aggregation_backward_cpu(grad_out, weights, value, grad_weights, grad_value, window);
   }
   return {grad_weights, grad_value};
+}
+
+}  // namespace
+
+// The Python functions of this op (the module is built in pybind.cpp).
+void bind_local_attention(py::module& m) {
+  m.def("local_similarity_forward", &local_similarity_forward,
+        "query-key similarity over each pixel's window plus a per-neighbour bias (-inf outside the map)",
+        py::arg("query"), py::arg("key"), py::arg("bias"), py::arg("height"), py::arg("width"),
+        py::arg("window_size"));
+  m.def("local_similarity_backward", &local_similarity_backward, "gradients of local_similarity_forward",
+        py::arg("grad_attn"), py::arg("query"), py::arg("key"), py::arg("height"), py::arg("width"),
+        py::arg("window_size"));
+  m.def("local_aggregation_forward", &local_aggregation_forward,
+        "weighted sum of each pixel's window of values (zero outside the map)", py::arg("weights"),
+        py::arg("value"), py::arg("height"), py::arg("width"), py::arg("window_size"));
+  m.def("local_aggregation_backward", &local_aggregation_backward, "gradients of local_aggregation_forward",
+        py::arg("grad_out"), py::arg("weights"), py::arg("value"), py::arg("height"), py::arg("width"),
+        py::arg("window_size"));
 }
 
 }  // namespace mmtransnext

@@ -1,4 +1,4 @@
-// Checks arguments, allocates outputs and dispatches pooled attention to the CPU or CUDA implementation.
+// Checks arguments, allocates outputs and dispatches pooled attention to the CPU or CUDA implementation; binds it.
 #include "pooled_attention.h"
 
 #include "../common/pytorch_cpp_helper.h"
@@ -59,28 +59,26 @@ PooledGrid check_inputs(const at::Tensor& query, const at::Tensor& key, const at
   return PooledGrid{height, width, ph, pw};
 }
 
-}  // namespace
-
 std::vector<at::Tensor> pooled_attention_forward(const at::Tensor& query, const at::Tensor& key,
                                                  const at::Tensor& value, const at::Tensor& bias_rows,
                                                  const at::Tensor& cols_index, const at::Tensor& cols_weight,
                                                  const at::Tensor& local_logits, int64_t height, int64_t width) {
   const PooledGrid grid =
       check_inputs(query, key, value, bias_rows, cols_index, cols_weight, local_logits, height, width);
-  at::Tensor out = at::empty({query.size(0), query.size(1), query.size(2), value.size(3)}, query.options());
-  at::Tensor local_weights = at::empty_like(local_logits);
-  at::Tensor lse = at::empty({query.size(0), query.size(1), query.size(2)}, query.options());
-  if (lse.numel() == 0) return {out, local_weights, lse};
-  if (on_cuda(query)) {
+  const int64_t B = query.size(0), heads = query.size(1), N = query.size(2);
+  const PooledAttentionTensors t{query, key, value, bias_rows, cols_index, cols_weight, local_logits,
+                                 at::empty({B, heads, N, value.size(3)}, query.options()), at::empty_like(local_logits),
+                                 at::empty({B, heads, N}, query.options())};
+  if (t.lse.numel() > 0) {
+    if (on_cuda(query)) {
 #ifdef WITH_CUDA
-    pooled_attention_forward_cuda(query, key, value, bias_rows, cols_index, cols_weight, local_logits, out,
-                                  local_weights, lse, grid);
+      pooled_attention_forward_cuda(t, grid);
 #endif
-  } else {
-    pooled_attention_forward_cpu(query, key, value, bias_rows, cols_index, cols_weight, local_logits, out,
-                                 local_weights, lse, grid);
+    } else {
+      pooled_attention_forward_cpu(t, grid);
+    }
   }
-  return {out, local_weights, lse};
+  return {t.out, t.local_weights, t.lse};
 }
 
 std::vector<at::Tensor> pooled_attention_backward(const at::Tensor& grad_out, const at::Tensor& grad_local_weights,
@@ -98,21 +96,36 @@ std::vector<at::Tensor> pooled_attention_backward(const at::Tensor& grad_out, co
   check_shape(grad_local_weights, local_weights.sizes(), "grad_local_weights");
   check_like(lse, grad_lse, "grad_lse");
   check_shape(grad_lse, lse.sizes(), "grad_lse");
-  at::Tensor grad_query = at::empty_like(query), grad_key = at::zeros_like(key), grad_value = at::zeros_like(value);
-  at::Tensor grad_bias_rows = at::zeros_like(bias_rows), grad_local_logits = at::empty_like(local_weights);
-  if (lse.numel() == 0) return {grad_query, grad_key, grad_value, grad_bias_rows, grad_local_logits};
-  if (on_cuda(query)) {
+  const PooledAttentionTensors t{query, key, value, bias_rows, cols_index, cols_weight, at::Tensor(), out,
+                                 local_weights, lse};
+  const PooledAttentionGrads grad{grad_out, grad_local_weights, grad_lse, at::empty_like(query), at::zeros_like(key),
+                                  at::zeros_like(value), at::zeros_like(bias_rows), at::empty_like(local_weights)};
+  if (lse.numel() > 0) {
+    if (on_cuda(query)) {
 #ifdef WITH_CUDA
-    pooled_attention_backward_cuda(grad_out, grad_local_weights, grad_lse, query, key, value, bias_rows, cols_index,
-                                   cols_weight, out, local_weights, lse, grad_query, grad_key, grad_value,
-                                   grad_bias_rows, grad_local_logits, grid);
+      pooled_attention_backward_cuda(t, grad, grid);
 #endif
-  } else {
-    pooled_attention_backward_cpu(grad_out, grad_local_weights, grad_lse, query, key, value, bias_rows, cols_index,
-                                  cols_weight, out, local_weights, lse, grad_query, grad_key, grad_value,
-                                  grad_bias_rows, grad_local_logits, grid);
+    } else {
+      pooled_attention_backward_cpu(t, grad, grid);
+    }
   }
-  return {grad_query, grad_key, grad_value, grad_bias_rows, grad_local_logits};
+  return {grad.query, grad.key, grad.value, grad.bias_rows, grad.local_logits};
+}
+
+}  // namespace
+
+// The Python functions of this op (the module is built in pybind.cpp).
+void bind_pooled_attention(py::module& m) {
+  m.def("pooled_attention_forward", &pooled_attention_forward,
+        "attention over pooled keys (position bias read from per-row tables) merged with the local logits under "
+        "one softmax -> (out, local_weights, lse), without materialising the (N, P) logits",
+        py::arg("query"), py::arg("key"), py::arg("value"), py::arg("bias_rows"), py::arg("cols_index"),
+        py::arg("cols_weight"), py::arg("local_logits"), py::arg("height"), py::arg("width"));
+  m.def("pooled_attention_backward", &pooled_attention_backward,
+        "gradients of pooled_attention_forward (query, key, value, bias_rows, local_logits), logits recomputed",
+        py::arg("grad_out"), py::arg("grad_local_weights"), py::arg("grad_lse"), py::arg("query"), py::arg("key"),
+        py::arg("value"), py::arg("bias_rows"), py::arg("cols_index"), py::arg("cols_weight"), py::arg("out"),
+        py::arg("local_weights"), py::arg("lse"), py::arg("height"), py::arg("width"));
 }
 
 }  // namespace mmtransnext

@@ -16,30 +16,25 @@ struct PooledGrid {
   int64_t height, width, pool_height, pool_width;  // query grid H x W, pooled-key grid ph x pw
 };
 
-void pooled_attention_forward_cpu(const at::Tensor& query, const at::Tensor& key, const at::Tensor& value,
-                                  const at::Tensor& bias_rows, const at::Tensor& cols_index,
-                                  const at::Tensor& cols_weight, const at::Tensor& local_logits, at::Tensor& out,
-                                  at::Tensor& local_weights, at::Tensor& lse, const PooledGrid& grid);
-void pooled_attention_backward_cpu(const at::Tensor& grad_out, const at::Tensor& grad_local_weights,
-                                   const at::Tensor& grad_lse, const at::Tensor& query, const at::Tensor& key,
-                                   const at::Tensor& value, const at::Tensor& bias_rows, const at::Tensor& cols_index,
-                                   const at::Tensor& cols_weight, const at::Tensor& out,
-                                   const at::Tensor& local_weights, const at::Tensor& lse, at::Tensor& grad_query,
-                                   at::Tensor& grad_key, at::Tensor& grad_value, at::Tensor& grad_bias_rows,
-                                   at::Tensor& grad_local_logits, const PooledGrid& grid);
+// One call's tensors: the inputs, and the outputs (written by forward, read by backward).
+struct PooledAttentionTensors {
+  at::Tensor query, key, value, bias_rows, cols_index, cols_weight, local_logits;
+  at::Tensor out, local_weights, lse;
+};
+
+// Backward's gradients: of the outputs (read) and of the inputs (written).
+struct PooledAttentionGrads {
+  at::Tensor out, local_weights, lse;
+  at::Tensor query, key, value, bias_rows, local_logits;
+};
+
+void pooled_attention_forward_cpu(const PooledAttentionTensors& t, const PooledGrid& grid);
+void pooled_attention_backward_cpu(const PooledAttentionTensors& t, const PooledAttentionGrads& grad,
+                                   const PooledGrid& grid);
 
 #ifdef WITH_CUDA
-void pooled_attention_forward_cuda(const at::Tensor& query, const at::Tensor& key, const at::Tensor& value,
-                                   const at::Tensor& bias_rows, const at::Tensor& cols_index,
-                                   const at::Tensor& cols_weight, const at::Tensor& local_logits, at::Tensor& out,
-                                   at::Tensor& local_weights, at::Tensor& lse, const PooledGrid& grid);
-void pooled_attention_backward_cuda(const at::Tensor& grad_out, const at::Tensor& grad_local_weights,
-                                    const at::Tensor& grad_lse, const at::Tensor& query, const at::Tensor& key,
-                                    const at::Tensor& value, const at::Tensor& bias_rows,
-                                    const at::Tensor& cols_index, const at::Tensor& cols_weight,
-                                    const at::Tensor& out, const at::Tensor& local_weights, const at::Tensor& lse,
-                                    at::Tensor& grad_query, at::Tensor& grad_key, at::Tensor& grad_value,
-                                    at::Tensor& grad_bias_rows, at::Tensor& grad_local_logits,
+void pooled_attention_forward_cuda(const PooledAttentionTensors& t, const PooledGrid& grid);
+void pooled_attention_backward_cuda(const PooledAttentionTensors& t, const PooledAttentionGrads& grad,
                                     const PooledGrid& grid);
 #endif
 

@@ -1,4 +1,4 @@
-// Checks arguments and allocates outputs of the fused position-bias MLP.
+// Checks arguments and allocates outputs of the fused position-bias MLP; binds its Python functions.
 #include "position_bias_mlp.h"
 
 #include "../common/pytorch_cpp_helper.h"
@@ -19,8 +19,6 @@ void check_mlp(const at::Tensor& coords, const at::Tensor& w1, const at::Tensor&
   TORCH_CHECK(w2.dim() == 2 && w2.size(1) == w1.size(0), "fc2 weight must be (heads, ", w1.size(0), "), got ",
               w2.sizes());
 }
-
-}  // namespace
 
 at::Tensor position_bias_mlp_forward(const at::Tensor& coords, const at::Tensor& w1, const at::Tensor& b1,
                                      const at::Tensor& w2, const at::Tensor& b2) {
@@ -45,6 +43,18 @@ std::vector<at::Tensor> position_bias_mlp_backward(const at::Tensor& grad, const
   at::Tensor grad_b2 = at::empty({w2.size(0)}, w2.options());
   position_bias_mlp_backward_cpu(grad, coords, w1, b1, w2, grad_w1, grad_b1, grad_w2, grad_b2);
   return {grad_w1, grad_b1, grad_w2, grad_b2};
+}
+
+}  // namespace
+
+// The Python functions of this op (the module is built in pybind.cpp).
+void bind_position_bias_mlp(py::module& m) {
+  m.def("position_bias_mlp_forward", &position_bias_mlp_forward,
+        "fc2(relu(fc1(coords))) -> (heads, T) without materialising the hidden layer (CPU)", py::arg("coords"),
+        py::arg("w1"), py::arg("b1"), py::arg("w2"), py::arg("b2"));
+  m.def("position_bias_mlp_backward", &position_bias_mlp_backward,
+        "weight gradients of position_bias_mlp_forward (w1, b1, w2, b2)", py::arg("grad"), py::arg("coords"),
+        py::arg("w1"), py::arg("b1"), py::arg("w2"));
 }
 
 }  // namespace mmtransnext

@@ -80,11 +80,13 @@ __global__ void local_similarity_backward_bias_kernel(const scalar_t* __restrict
   if (threadIdx.x == 0) grad_bias[blockIdx.x] = static_cast<scalar_t>(partial[0]);
 }
 
-// out[i, c] = sum_l weights[i, l] value[neighbour l, c].
-template <typename scalar_t>
-__global__ void local_aggregation_forward_kernel(const scalar_t* __restrict__ weights,
-                                                 const scalar_t* __restrict__ value, scalar_t* __restrict__ out,
-                                                 int64_t total, int64_t dim, LocalWindow window) {
+// out[i, c] = sum_l weights[i, l] rows[neighbour l, c]: local aggregation forward (rows = value).
+// Transposed, out[i, c] = sum over pixels m having pixel i as neighbour l of weights[m, l] rows[m, c]: its
+// value gradient (rows = grad_out). Both gather, so no two threads write the same element.
+template <typename scalar_t, bool kTransposed>
+__global__ void local_weighted_sum_kernel(const scalar_t* __restrict__ weights, const scalar_t* __restrict__ rows,
+                                          scalar_t* __restrict__ out, int64_t total, int64_t dim,
+                                          LocalWindow window) {
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t N = window.pixels(), L = window.length();
   for (int64_t idx = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; idx < total;
@@ -93,8 +95,10 @@ __global__ void local_aggregation_forward_kernel(const scalar_t* __restrict__ we
     acc_t acc = 0;
     for (int64_t l = 0; l < L; ++l) {
       int64_t m;
-      if (window.neighbour(n, l, &m))
-        acc += static_cast<acc_t>(weights[i * L + l]) * static_cast<acc_t>(value[(base + m) * dim + c]);
+      if (kTransposed ? window.source(n, l, &m) : window.neighbour(n, l, &m)) {
+        const int64_t weight_row = kTransposed ? base + m : i;
+        acc += static_cast<acc_t>(weights[weight_row * L + l]) * static_cast<acc_t>(rows[(base + m) * dim + c]);
+      }
     }
     out[idx] = static_cast<scalar_t>(acc);
   }
@@ -119,27 +123,6 @@ __global__ void local_aggregation_backward_weights_kernel(const scalar_t* __rest
       for (int64_t c = 0; c < dim; ++c) acc += static_cast<acc_t>(g[c]) * static_cast<acc_t>(v[c]);
     }
     grad_weights[idx] = static_cast<scalar_t>(acc);
-  }
-}
-
-// grad_value[i, c] = sum over pixels m having pixel n as neighbour l of weights[m, l] grad_out[m, c].
-template <typename scalar_t>
-__global__ void local_aggregation_backward_value_kernel(const scalar_t* __restrict__ grad_out,
-                                                        const scalar_t* __restrict__ weights,
-                                                        scalar_t* __restrict__ grad_value, int64_t total, int64_t dim,
-                                                        LocalWindow window) {
-  using acc_t = at::opmath_type<scalar_t>;
-  const int64_t N = window.pixels(), L = window.length();
-  for (int64_t idx = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; idx < total;
-       idx += (int64_t)blockDim.x * gridDim.x) {
-    const int64_t c = idx % dim, i = idx / dim, n = i % N, base = i - n;
-    acc_t acc = 0;
-    for (int64_t l = 0; l < L; ++l) {
-      int64_t m;
-      if (window.source(n, l, &m))
-        acc += static_cast<acc_t>(weights[(base + m) * L + l]) * static_cast<acc_t>(grad_out[(base + m) * dim + c]);
-    }
-    grad_value[idx] = static_cast<scalar_t>(acc);
   }
 }
 

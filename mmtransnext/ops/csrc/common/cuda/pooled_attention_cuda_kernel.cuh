@@ -66,17 +66,53 @@ __device__ __forceinline__ void load_tile(T (*a_tile)[MAXD], const T* a, int64_t
 template <int MAXD>
 constexpr int kTile = 2048 / MAXD;
 
-template <typename T, int MAXD>
-__global__ void pooled_attention_forward_kernel(PooledArgs<T> a, const T* local_logits, T* out, T* local_weights,
-                                                T* lse) {
+// One thread per query (blockIdx.y = batch * heads + head): the query's map, index, column, validity and
+// the position-bias row table of its row.
+template <typename T>
+struct QueryThread {
+  int64_t bh, n, x;
+  bool valid;
+  const T* rows;
+};
+
+template <typename T>
+__device__ __forceinline__ QueryThread<T> query_thread(const PooledArgs<T>& a) {
+  const int64_t bh = blockIdx.y, n = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  const bool valid = n < a.N;
+  const int64_t y = valid ? n / a.W : 0;
+  return {bh, n, n % a.W, valid, a.bias_rows + ((bh % a.heads) * a.H + y) * a.ph * a.U};
+}
+
+// Calls logit(s, key, value) for every pooled key of the thread's map, with s = q . key + position bias.
+// The block stages keys and values in shared memory a tile at a time, so every thread of the block calls
+// this; only valid ones compute.
+template <typename T, int MAXD, typename F>
+__device__ __forceinline__ void for_each_pooled_logit(const PooledArgs<T>& a, const QueryThread<T>& t, const T* q,
+                                                      const F& logit) {
   constexpr int TILE = kTile<MAXD>;
   __shared__ T keys[TILE][MAXD];
   __shared__ T values[TILE][MAXD];
-  const int64_t bh = blockIdx.y, h = bh % a.heads;
-  const int64_t n = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  const bool valid = n < a.N;
-  const int64_t y = n / a.W, x = n % a.W;
-  const T* rows = a.bias_rows + (h * a.H + (valid ? y : 0)) * a.ph * a.U;
+  const T *key = a.key + t.bh * a.P * a.D, *value = a.value + t.bh * a.P * a.Dv;
+  for (int64_t p0 = 0; p0 < a.P; p0 += TILE) {
+    load_tile<T, MAXD, TILE>(keys, key, a.D, values, value, a.Dv, p0, a.P);
+    __syncthreads();
+    if (t.valid) {
+      const int64_t count = min(static_cast<int64_t>(TILE), a.P - p0);
+      for (int64_t j = 0; j < count; ++j) {
+        const int64_t p = p0 + j;
+        logit(dot<T, MAXD>(q, keys[j], a.D) + pooled_bias(a, t.rows, t.x, p / a.pw, p % a.pw), keys[j], values[j]);
+      }
+    }
+    __syncthreads();
+  }
+}
+
+template <typename T, int MAXD>
+__global__ void pooled_attention_forward_kernel(PooledArgs<T> a, const T* local_logits, T* out, T* local_weights,
+                                                T* lse) {
+  const QueryThread<T> t = query_thread(a);
+  const int64_t bh = t.bh, n = t.n;
+  const bool valid = t.valid;
   T q[MAXD], acc[MAXD];
 #pragma unroll
   for (int c = 0; c < MAXD; ++c) {
@@ -91,30 +127,19 @@ __global__ void pooled_attention_forward_kernel(PooledArgs<T> a, const T* local_
     if (m > -INFINITY)
       for (int64_t l = 0; l < a.L; ++l) sum += exp_of(local[l] - m);
   }
-  const T *key = a.key + bh * a.P * a.D, *value = a.value + bh * a.P * a.Dv;
-  for (int64_t p0 = 0; p0 < a.P; p0 += TILE) {
-    load_tile<T, MAXD, TILE>(keys, key, a.D, values, value, a.Dv, p0, a.P);
-    __syncthreads();
-    if (valid) {
-      const int64_t count = min(static_cast<int64_t>(TILE), a.P - p0);
-      for (int64_t j = 0; j < count; ++j) {
-        const int64_t p = p0 + j;
-        const T s = dot<T, MAXD>(q, keys[j], a.D) + pooled_bias(a, rows, x, p / a.pw, p % a.pw);
-        if (s > m) {  // rescale what was summed under the old maximum
-          const T scale = exp_of(m - s);
-          sum *= scale;
+  for_each_pooled_logit<T, MAXD>(a, t, q, [&](T s, const T*, const T* value) {
+    if (s > m) {  // rescale what was summed under the old maximum
+      const T scale = exp_of(m - s);
+      sum *= scale;
 #pragma unroll
-          for (int c = 0; c < MAXD; ++c) acc[c] *= scale;
-          m = s;
-        }
-        const T e = exp_of(s - m);
-        sum += e;
-#pragma unroll
-        for (int c = 0; c < MAXD; ++c) acc[c] += e * values[j][c];
-      }
+      for (int c = 0; c < MAXD; ++c) acc[c] *= scale;
+      m = s;
     }
-    __syncthreads();
-  }
+    const T e = exp_of(s - m);
+    sum += e;
+#pragma unroll
+    for (int c = 0; c < MAXD; ++c) acc[c] += e * value[c];
+  });
   if (!valid) return;
   const T log_sum = m + log(sum), inv = T(1) / sum;
   lse[bh * a.N + n] = log_sum;
@@ -128,14 +153,9 @@ template <typename T, int MAXD>
 __global__ void pooled_attention_backward_query_kernel(PooledArgs<T> a, const T* grad_out, const T* grad_local_weights,
                                                        const T* grad_lse, const T* out, const T* local_weights,
                                                        const T* lse, T* grad_query, T* grad_local_logits, T* shift) {
-  constexpr int TILE = kTile<MAXD>;
-  __shared__ T keys[TILE][MAXD];
-  __shared__ T values[TILE][MAXD];
-  const int64_t bh = blockIdx.y, h = bh % a.heads;
-  const int64_t n = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  const bool valid = n < a.N;
-  const int64_t i = bh * a.N + (valid ? n : 0), y = n / a.W, x = n % a.W;
-  const T* rows = a.bias_rows + (h * a.H + (valid ? y : 0)) * a.ph * a.U;
+  const QueryThread<T> t = query_thread(a);
+  const bool valid = t.valid;
+  const int64_t i = t.bh * a.N + (valid ? t.n : 0);
   T q[MAXD], dout[MAXD], dq[MAXD];
   T delta = 0;
 #pragma unroll
@@ -154,22 +174,11 @@ __global__ void pooled_attention_backward_query_kernel(PooledArgs<T> a, const T*
     for (int64_t l = 0; l < a.L; ++l)
       grad_local_logits[i * a.L + l] = local_weights[i * a.L + l] * (grad_local_weights[i * a.L + l] + sh);
   }
-  const T *key = a.key + bh * a.P * a.D, *value = a.value + bh * a.P * a.Dv;
-  for (int64_t p0 = 0; p0 < a.P; p0 += TILE) {
-    load_tile<T, MAXD, TILE>(keys, key, a.D, values, value, a.Dv, p0, a.P);
-    __syncthreads();
-    if (valid) {
-      const int64_t count = min(static_cast<int64_t>(TILE), a.P - p0);
-      for (int64_t j = 0; j < count; ++j) {
-        const int64_t p = p0 + j;
-        const T s = dot<T, MAXD>(q, keys[j], a.D) + pooled_bias(a, rows, x, p / a.pw, p % a.pw);
-        const T ds = exp_of(s - m) * (dot<T, MAXD>(dout, values[j], a.Dv) + sh);
+  for_each_pooled_logit<T, MAXD>(a, t, q, [&](T s, const T* key, const T* value) {
+    const T ds = exp_of(s - m) * (dot<T, MAXD>(dout, value, a.Dv) + sh);
 #pragma unroll
-        for (int c = 0; c < MAXD; ++c) dq[c] += ds * keys[j][c];
-      }
-    }
-    __syncthreads();
-  }
+    for (int c = 0; c < MAXD; ++c) dq[c] += ds * key[c];
+  });
   if (valid)
     for (int c = 0; c < a.D; ++c) grad_query[i * a.D + c] = dq[c];
 }

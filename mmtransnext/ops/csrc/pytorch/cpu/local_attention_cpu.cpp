@@ -16,28 +16,51 @@ namespace {
 // Pixels per parallel task: large enough to amortise scheduling, small enough to balance.
 constexpr int64_t kGrain = 256;
 
+// Calls pixel(i, base, n, scratch) for every pixel i = base + n of every (batch, head) map, in parallel
+// tasks; scratch holds scratch_size accumulators, zeroed for each pixel.
+template <typename acc_t, typename F>
+void for_each_pixel(int64_t batch_heads, const LocalWindow& window, int64_t scratch_size, const F& pixel) {
+  const int64_t N = window.pixels();
+  at::parallel_for(0, batch_heads * N, kGrain, [&](int64_t begin, int64_t end) {
+    std::vector<acc_t> scratch(scratch_size);
+    for (int64_t i = begin; i < end; ++i) {
+      std::fill(scratch.begin(), scratch.end(), acc_t(0));
+      pixel(i, (i / N) * N, i % N, scratch.data());
+    }
+  });
+}
+
+// acc += w * row, over dim channels
+template <typename acc_t, typename scalar_t>
+inline void add_scaled(acc_t* acc, acc_t w, const scalar_t* row, int64_t dim) {
+  for (int64_t c = 0; c < dim; ++c) acc[c] += w * static_cast<acc_t>(row[c]);
+}
+
+template <typename acc_t, typename scalar_t>
+inline acc_t dot(const scalar_t* a, const scalar_t* b, int64_t dim) {
+  acc_t acc = 0;
+  for (int64_t c = 0; c < dim; ++c) acc += static_cast<acc_t>(a[c]) * static_cast<acc_t>(b[c]);
+  return acc;
+}
+
+template <typename acc_t, typename scalar_t>
+inline void store(scalar_t* row, const acc_t* acc, int64_t dim) {
+  for (int64_t c = 0; c < dim; ++c) row[c] = static_cast<scalar_t>(acc[c]);
+}
+
 template <typename scalar_t>
 void similarity_forward(const scalar_t* query, const scalar_t* key, const scalar_t* bias, scalar_t* attn,
                         int64_t batch_heads, int64_t heads, int64_t dim, const LocalWindow& window) {
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t N = window.pixels(), L = window.length();
-  at::parallel_for(0, batch_heads * N, kGrain, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) {
-      const int64_t bh = i / N, n = i % N;
-      const scalar_t* q = query + i * dim;
-      const scalar_t* k_base = key + bh * N * dim;
-      const scalar_t* b = bias + (bh % heads) * L;
-      for (int64_t l = 0; l < L; ++l) {
-        int64_t m;
-        if (!window.neighbour(n, l, &m)) {
-          attn[i * L + l] = -std::numeric_limits<scalar_t>::infinity();
-          continue;
-        }
-        const scalar_t* k = k_base + m * dim;
-        acc_t acc = 0;
-        for (int64_t c = 0; c < dim; ++c) acc += static_cast<acc_t>(q[c]) * static_cast<acc_t>(k[c]);
-        attn[i * L + l] = static_cast<scalar_t>(acc + static_cast<acc_t>(b[l]));
-      }
+  for_each_pixel<acc_t>(batch_heads, window, 0, [&](int64_t i, int64_t base, int64_t n, acc_t*) {
+    const scalar_t* b = bias + ((base / N) % heads) * L;
+    for (int64_t l = 0; l < L; ++l) {
+      int64_t m;
+      attn[i * L + l] = window.neighbour(n, l, &m)
+                            ? static_cast<scalar_t>(dot<acc_t>(query + i * dim, key + (base + m) * dim, dim) +
+                                                    static_cast<acc_t>(b[l]))
+                            : -std::numeric_limits<scalar_t>::infinity();
     }
   });
 }
@@ -48,30 +71,17 @@ void similarity_backward(const scalar_t* grad_attn, const scalar_t* query, const
                          int64_t heads, int64_t dim, const LocalWindow& window) {
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t N = window.pixels(), L = window.length();
-  at::parallel_for(0, batch * heads * N, kGrain, [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> acc_q(dim), acc_k(dim);
-    for (int64_t i = begin; i < end; ++i) {
-      const int64_t base = (i / N) * N, n = i % N;
-      std::fill(acc_q.begin(), acc_q.end(), acc_t(0));
-      std::fill(acc_k.begin(), acc_k.end(), acc_t(0));
-      for (int64_t l = 0; l < L; ++l) {
-        int64_t m;
-        if (window.neighbour(n, l, &m)) {  // d attn[n, l] / d query[n] = key[m]
-          const acc_t g = grad_attn[i * L + l];
-          const scalar_t* k = key + (base + m) * dim;
-          for (int64_t c = 0; c < dim; ++c) acc_q[c] += g * static_cast<acc_t>(k[c]);
-        }
-        if (window.source(n, l, &m)) {  // pixel n is neighbour l of pixel m
-          const acc_t g = grad_attn[(base + m) * L + l];
-          const scalar_t* q = query + (base + m) * dim;
-          for (int64_t c = 0; c < dim; ++c) acc_k[c] += g * static_cast<acc_t>(q[c]);
-        }
-      }
-      for (int64_t c = 0; c < dim; ++c) {
-        grad_query[i * dim + c] = static_cast<scalar_t>(acc_q[c]);
-        grad_key[i * dim + c] = static_cast<scalar_t>(acc_k[c]);
-      }
+  for_each_pixel<acc_t>(batch * heads, window, 2 * dim, [&](int64_t i, int64_t base, int64_t n, acc_t* acc) {
+    acc_t *acc_q = acc, *acc_k = acc + dim;
+    for (int64_t l = 0; l < L; ++l) {
+      int64_t m;
+      if (window.neighbour(n, l, &m))  // d attn[n, l] / d query[n] = key[m]
+        add_scaled<acc_t>(acc_q, grad_attn[i * L + l], key + (base + m) * dim, dim);
+      if (window.source(n, l, &m))  // pixel n is neighbour l of pixel m
+        add_scaled<acc_t>(acc_k, grad_attn[(base + m) * L + l], query + (base + m) * dim, dim);
     }
+    store(grad_query + i * dim, acc_q, dim);
+    store(grad_key + i * dim, acc_k, dim);
   });
   // bias gradient: sum over batch and in-map pixels, one (head, neighbour) per task
   at::parallel_for(0, heads * L, 1, [&](int64_t begin, int64_t end) {
@@ -94,21 +104,13 @@ template <typename scalar_t>
 void aggregation_forward(const scalar_t* weights, const scalar_t* value, scalar_t* out, int64_t batch_heads,
                          int64_t dim, const LocalWindow& window) {
   using acc_t = at::opmath_type<scalar_t>;
-  const int64_t N = window.pixels(), L = window.length();
-  at::parallel_for(0, batch_heads * N, kGrain, [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> acc(dim);
-    for (int64_t i = begin; i < end; ++i) {
-      const int64_t base = (i / N) * N, n = i % N;
-      std::fill(acc.begin(), acc.end(), acc_t(0));
-      for (int64_t l = 0; l < L; ++l) {
-        int64_t m;
-        if (!window.neighbour(n, l, &m)) continue;
-        const acc_t w = weights[i * L + l];
-        const scalar_t* v = value + (base + m) * dim;
-        for (int64_t c = 0; c < dim; ++c) acc[c] += w * static_cast<acc_t>(v[c]);
-      }
-      for (int64_t c = 0; c < dim; ++c) out[i * dim + c] = static_cast<scalar_t>(acc[c]);
+  const int64_t L = window.length();
+  for_each_pixel<acc_t>(batch_heads, window, dim, [&](int64_t i, int64_t base, int64_t n, acc_t* acc) {
+    for (int64_t l = 0; l < L; ++l) {
+      int64_t m;
+      if (window.neighbour(n, l, &m)) add_scaled<acc_t>(acc, weights[i * L + l], value + (base + m) * dim, dim);
     }
+    store(out + i * dim, acc, dim);
   });
 }
 
@@ -117,29 +119,17 @@ void aggregation_backward(const scalar_t* grad_out, const scalar_t* weights, con
                           scalar_t* grad_weights, scalar_t* grad_value, int64_t batch_heads, int64_t dim,
                           const LocalWindow& window) {
   using acc_t = at::opmath_type<scalar_t>;
-  const int64_t N = window.pixels(), L = window.length();
-  at::parallel_for(0, batch_heads * N, kGrain, [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> acc(dim);
-    for (int64_t i = begin; i < end; ++i) {
-      const int64_t base = (i / N) * N, n = i % N;
-      const scalar_t* g = grad_out + i * dim;
-      std::fill(acc.begin(), acc.end(), acc_t(0));
-      for (int64_t l = 0; l < L; ++l) {
-        int64_t m;
-        acc_t dot = 0;
-        if (window.neighbour(n, l, &m)) {  // d out[n] / d weights[n, l] = value[m]
-          const scalar_t* v = value + (base + m) * dim;
-          for (int64_t c = 0; c < dim; ++c) dot += static_cast<acc_t>(g[c]) * static_cast<acc_t>(v[c]);
-        }
-        grad_weights[i * L + l] = static_cast<scalar_t>(dot);
-        if (window.source(n, l, &m)) {  // value[n] is neighbour l of pixel m
-          const acc_t w = weights[(base + m) * L + l];
-          const scalar_t* gm = grad_out + (base + m) * dim;
-          for (int64_t c = 0; c < dim; ++c) acc[c] += w * static_cast<acc_t>(gm[c]);
-        }
-      }
-      for (int64_t c = 0; c < dim; ++c) grad_value[i * dim + c] = static_cast<scalar_t>(acc[c]);
+  const int64_t L = window.length();
+  for_each_pixel<acc_t>(batch_heads, window, dim, [&](int64_t i, int64_t base, int64_t n, acc_t* acc) {
+    for (int64_t l = 0; l < L; ++l) {
+      int64_t m;
+      const bool inside = window.neighbour(n, l, &m);  // d out[n] / d weights[n, l] = value[m]
+      grad_weights[i * L + l] =
+          static_cast<scalar_t>(inside ? dot<acc_t>(grad_out + i * dim, value + (base + m) * dim, dim) : acc_t(0));
+      if (window.source(n, l, &m))  // value[n] is neighbour l of pixel m
+        add_scaled<acc_t>(acc, weights[(base + m) * L + l], grad_out + (base + m) * dim, dim);
     }
+    store(grad_value + i * dim, acc, dim);
   });
 }
 

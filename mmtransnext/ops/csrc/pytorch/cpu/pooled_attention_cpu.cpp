@@ -340,8 +340,8 @@ Bias bias_of(const at::Tensor& bias_rows, const at::Tensor& cols_index, const Po
 template <typename T>
 void forward(const at::Tensor& query, const at::Tensor& key, const at::Tensor& key_t, const at::Tensor& value,
              const at::Tensor& bias_rows, const at::Tensor& cols_index, const at::Tensor& cols_weight,
-             const at::Tensor& local_logits, at::Tensor& out, at::Tensor& local_weights, at::Tensor& lse,
-             const PooledGrid& grid) {
+             const at::Tensor& local_logits, const at::Tensor& out, const at::Tensor& local_weights,
+             const at::Tensor& lse, const PooledGrid& grid) {
   const Shape s = shape_of(query, key, value, local_logits, grid);
   const Bias bias = bias_of(bias_rows, cols_index, grid);
   const Products<T> products{s.P, key_t.defined()};
@@ -375,8 +375,9 @@ void backward(const at::Tensor& grad_out, const at::Tensor& grad_local_weights, 
               const at::Tensor& query, const at::Tensor& key, const at::Tensor& key_t, const at::Tensor& value,
               const at::Tensor& value_t, const at::Tensor& bias_rows, const at::Tensor& cols_index,
               const at::Tensor& cols_weight, const at::Tensor& out, const at::Tensor& local_weights,
-              const at::Tensor& lse, at::Tensor& grad_query, at::Tensor& grad_key, at::Tensor& grad_value,
-              at::Tensor& grad_bias_rows, at::Tensor& grad_local_logits, const PooledGrid& grid) {
+              const at::Tensor& lse, const at::Tensor& grad_query, const at::Tensor& grad_key,
+              const at::Tensor& grad_value, const at::Tensor& grad_bias_rows, const at::Tensor& grad_local_logits,
+              const PooledGrid& grid) {
   const Shape s = shape_of(query, key, value, local_weights, grid);
   const Bias bias = bias_of(bias_rows, cols_index, grid);
   const Products<T> products{s.P, key_t.defined()};
@@ -463,7 +464,7 @@ at::Tensor to_kernel_order(const at::Tensor& t, const PooledGrid& g) {
   return t.view({t.size(0), t.size(1), g.pool_height, g.pool_width, t.size(3)}).transpose(2, 3).contiguous().view(
       t.sizes());
 }
-void from_kernel_order(const at::Tensor& t, at::Tensor& out, const PooledGrid& g) {
+void from_kernel_order(const at::Tensor& t, const at::Tensor& out, const PooledGrid& g) {
   out.view({t.size(0), t.size(1), g.pool_height, g.pool_width, t.size(3)})
       .copy_(t.view({t.size(0), t.size(1), g.pool_width, g.pool_height, t.size(3)}).transpose(2, 3));
 }
@@ -478,40 +479,32 @@ at::Tensor padded_rows(const at::Tensor& bias_rows) {
 
 }  // namespace
 
-void pooled_attention_forward_cpu(const at::Tensor& query, const at::Tensor& key, const at::Tensor& value,
-                                  const at::Tensor& bias_rows, const at::Tensor& cols_index,
-                                  const at::Tensor& cols_weight, const at::Tensor& local_logits, at::Tensor& out,
-                                  at::Tensor& local_weights, at::Tensor& lse, const PooledGrid& grid) {
-  const at::Tensor key_k = to_kernel_order(key, grid), value_k = to_kernel_order(value, grid);
-  const at::Tensor key_t = transposed_if_tiled(key_k, use_tiles(query, value));
-  const at::Tensor rows_k = padded_rows(bias_rows);
-  AT_DISPATCH_FLOATING_TYPES(query.scalar_type(), "pooled_attention_forward_cpu", [&] {
-    forward<scalar_t>(query, key_k, key_t, value_k, rows_k, cols_index, cols_weight, local_logits, out,
-                      local_weights, lse, grid);
+void pooled_attention_forward_cpu(const PooledAttentionTensors& t, const PooledGrid& grid) {
+  const at::Tensor key_k = to_kernel_order(t.key, grid), value_k = to_kernel_order(t.value, grid);
+  const at::Tensor key_t = transposed_if_tiled(key_k, use_tiles(t.query, t.value));
+  const at::Tensor rows_k = padded_rows(t.bias_rows);
+  AT_DISPATCH_FLOATING_TYPES(t.query.scalar_type(), "pooled_attention_forward_cpu", [&] {
+    forward<scalar_t>(t.query, key_k, key_t, value_k, rows_k, t.cols_index, t.cols_weight, t.local_logits, t.out,
+                      t.local_weights, t.lse, grid);
   });
 }
 
-void pooled_attention_backward_cpu(const at::Tensor& grad_out, const at::Tensor& grad_local_weights,
-                                   const at::Tensor& grad_lse, const at::Tensor& query, const at::Tensor& key,
-                                   const at::Tensor& value, const at::Tensor& bias_rows, const at::Tensor& cols_index,
-                                   const at::Tensor& cols_weight, const at::Tensor& out,
-                                   const at::Tensor& local_weights, const at::Tensor& lse, at::Tensor& grad_query,
-                                   at::Tensor& grad_key, at::Tensor& grad_value, at::Tensor& grad_bias_rows,
-                                   at::Tensor& grad_local_logits, const PooledGrid& grid) {
-  const at::Tensor key_k = to_kernel_order(key, grid), value_k = to_kernel_order(value, grid);
-  const bool tiled = use_tiles(query, value);
+void pooled_attention_backward_cpu(const PooledAttentionTensors& t, const PooledAttentionGrads& grad,
+                                   const PooledGrid& grid) {
+  const at::Tensor key_k = to_kernel_order(t.key, grid), value_k = to_kernel_order(t.value, grid);
+  const bool tiled = use_tiles(t.query, t.value);
   const at::Tensor key_t = transposed_if_tiled(key_k, tiled), value_t = transposed_if_tiled(value_k, tiled);
-  const at::Tensor rows_k = padded_rows(bias_rows);
+  const at::Tensor rows_k = padded_rows(t.bias_rows);
   at::Tensor grad_key_k = at::empty_like(key_k), grad_value_k = at::empty_like(value_k);
   at::Tensor grad_rows_k = at::empty_like(rows_k);
-  AT_DISPATCH_FLOATING_TYPES(query.scalar_type(), "pooled_attention_backward_cpu", [&] {
-    backward<scalar_t>(grad_out, grad_local_weights, grad_lse, query, key_k, key_t, value_k, value_t, rows_k,
-                       cols_index, cols_weight, out, local_weights, lse, grad_query, grad_key_k, grad_value_k,
-                       grad_rows_k, grad_local_logits, grid);
+  AT_DISPATCH_FLOATING_TYPES(t.query.scalar_type(), "pooled_attention_backward_cpu", [&] {
+    backward<scalar_t>(grad.out, grad.local_weights, grad.lse, t.query, key_k, key_t, value_k, value_t, rows_k,
+                       t.cols_index, t.cols_weight, t.out, t.local_weights, t.lse, grad.query, grad_key_k,
+                       grad_value_k, grad_rows_k, grad.local_logits, grid);
   });
-  from_kernel_order(grad_key_k, grad_key, grid);
-  from_kernel_order(grad_value_k, grad_value, grid);
-  grad_bias_rows.copy_(grad_rows_k.narrow(3, 0, bias_rows.size(2)).transpose(2, 3));
+  from_kernel_order(grad_key_k, grad.key, grid);
+  from_kernel_order(grad_value_k, grad.value, grid);
+  grad.bias_rows.copy_(grad_rows_k.narrow(3, 0, t.bias_rows.size(2)).transpose(2, 3));
 }
 
 }  // namespace mmtransnext

@@ -66,7 +66,7 @@ void local_aggregation_forward_cuda(const at::Tensor& weights, const at::Tensor&
   if (total == 0) return;
   auto stream = c10::cuda::getCurrentCUDAStream();
   MMTN_DISPATCH(value.scalar_type(), "local_aggregation_forward_cuda", [&] {
-    local_aggregation_forward_kernel<scalar_t><<<blocks_for(total), kThreads, 0, stream>>>(
+    local_weighted_sum_kernel<scalar_t, false><<<blocks_for(total), kThreads, 0, stream>>>(
         weights.data_ptr<scalar_t>(), value.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), total, value.size(3),
         window);
   });
@@ -83,7 +83,7 @@ void local_aggregation_backward_cuda(const at::Tensor& grad_out, const at::Tenso
         grad_out.data_ptr<scalar_t>(), value.data_ptr<scalar_t>(), grad_weights.data_ptr<scalar_t>(),
         weights.numel(), value.size(3), window);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
-    local_aggregation_backward_value_kernel<scalar_t><<<blocks_for(value.numel()), kThreads, 0, stream>>>(
+    local_weighted_sum_kernel<scalar_t, true><<<blocks_for(value.numel()), kThreads, 0, stream>>>(
         grad_out.data_ptr<scalar_t>(), weights.data_ptr<scalar_t>(), grad_value.data_ptr<scalar_t>(), value.numel(),
         value.size(3), window);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
