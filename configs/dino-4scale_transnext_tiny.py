@@ -22,12 +22,11 @@ model = dict(
 # exempts the backbone's on top of the custom key, which alone would override the exemption).
 optim_wrapper = dict(
     constructor='TransNeXtOptimWrapperConstructor',
-    optimizer=dict(lr=1e-4, betas=(0.9, 0.999), weight_decay=0.05),
-    clip_grad=dict(max_norm=0.1, norm_type=2),
+    optimizer=dict(betas=(0.9, 0.999), weight_decay=0.05),  # lr 1e-4, clip 0.1, backbone lr x 0.1: mmdet's base
     accumulative_counts=2,
-    paramwise_cfg=dict(bias_decay_mult=0., norm_decay_mult=0., custom_keys={'backbone': dict(lr_mult=0.1)}))
+    paramwise_cfg=dict(bias_decay_mult=0., norm_decay_mult=0.))
 train_dataloader = dict(batch_size=1)  # per GPU; 8 GPUs x 1 x 2 accumulation steps = 16
-auto_scale_lr = dict(enable=False, base_batch_size=16)
+auto_scale_lr = dict(enable=False)  # (its base_batch_size 16 is the base's): lets --auto-scale-lr switch it on
 
 # checkpoints are written atomically (mmtransnext.engine.AtomicCheckpointHook): an interrupted save loses nothing
 default_hooks = dict(checkpoint=dict(type='AtomicCheckpointHook'))

@@ -6,5 +6,4 @@ model = dict(
         arch='small',
         drop_path_rate=0.5,
         # released ImageNet weights: https://huggingface.co/DaiShiResearch/transnext-small-224-1k
-        init_cfg=dict(checkpoint='checkpoints/transnext_small_224_1k.pth')),
-    neck=dict(in_channels=[72, 144, 288, 576]))
+        init_cfg=dict(checkpoint='checkpoints/transnext_small_224_1k.pth')))

@@ -2,7 +2,7 @@
 # Trained on 8 GPUs x 2 images, 512 x 512 crops; mmseg's Mask2Former R50 recipe otherwise
 # (AdamW lr 1e-4, weight decay 0.05, eps 1e-8, grad clip 0.01, poly 0.9, best checkpoint by mIoU).
 _base_ = 'mmseg::mask2former/mask2former_r50_8xb2-160k_ade20k-512x512.py'
-custom_imports = dict(imports=['mmtransnext'], allow_failed_imports=False)
+custom_imports = dict(imports=['mmtransnext'])
 
 model = dict(
     backbone=dict(
@@ -20,21 +20,12 @@ model = dict(
 # Backbone lr x0.1 and no weight decay on its norms, biases and position-bias / temperature /
 # query-embedding parameters (TransNeXtOptimWrapperConstructor); query and level embeddings of the
 # head at full lr without decay.
-embed_multi = dict(lr_mult=1.0, decay_mult=0.0)
+# the base's custom_keys (backbone lr x 0.1, query_embed / query_feat / level_embed without decay) stay; they match
+# substrings, longest first: without this entry the base's 'query_embed' would also take the backbone's attention
+# query embeddings to full lr (the authors' config sets 0.1 for them)
 optim_wrapper = dict(
     constructor='TransNeXtOptimWrapperConstructor',
-    paramwise_cfg=dict(
-        custom_keys={
-            'backbone': dict(lr_mult=0.1),
-            # custom_keys match substrings, longest first: without this entry 'query_embed' below would also
-            # take the backbone's attention query embeddings to full lr (the authors' config sets 0.1 for them)
-            'attn.query_embedding': dict(lr_mult=0.1),
-            'query_embed': embed_multi,
-            'query_feat': embed_multi,
-            'level_embed': embed_multi
-        },
-        norm_decay_mult=0.0))
-train_dataloader = dict(batch_size=2)  # per GPU; 8 GPUs x 2 = 16
+    paramwise_cfg=dict(custom_keys={'attn.query_embedding': dict(lr_mult=0.1)}))
 
 # checkpoints are written atomically (mmtransnext.engine.AtomicCheckpointHook): an interrupted save loses nothing
 default_hooks = dict(checkpoint=dict(type='AtomicCheckpointHook'))

@@ -26,8 +26,6 @@ optim_wrapper = dict(
     optimizer=dict(type='AdamW', lr=1e-4, betas=(0.9, 0.999), weight_decay=0.05),
     constructor='TransNeXtOptimWrapperConstructor',
     paramwise_cfg=dict(backbone_bias_decay=True))
-train_dataloader = dict(batch_size=2)  # per GPU; 8 GPUs x 2 = 16
-auto_scale_lr = dict(enable=False, base_batch_size=16)
 
 # checkpoints are written atomically (mmtransnext.engine.AtomicCheckpointHook): an interrupted save loses nothing
 default_hooks = dict(checkpoint=dict(type='AtomicCheckpointHook'))

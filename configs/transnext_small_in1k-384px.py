@@ -7,11 +7,9 @@ _base_ = [
 ]
 
 model = dict(
-    head=dict(in_channels=576),
     backbone=dict(
         arch='small',
         img_size=384,
-        pretrain_size=224,
         drop_path_rate=0.7,
         # the released 224-px ImageNet weights: https://huggingface.co/DaiShiResearch/transnext-small-224-1k
         init_cfg=dict(type='Pretrained', checkpoint='checkpoints/transnext_small_224_1k.pth')),

@@ -2,4 +2,4 @@
 # the recipe of transnext_tiny_in1k.py (8 GPUs x 128).
 _base_ = './transnext_tiny_in1k.py'
 
-model = dict(backbone=dict(arch='small', drop_path_rate=0.45), head=dict(in_channels=576))
+model = dict(backbone=dict(arch='small', drop_path_rate=0.45))  # stage widths as tiny's: the head is unchanged

@@ -1,12 +1,9 @@
 # UperNet 160k on ADE20K with TransNeXt-Small, single-scale test (paper: 52.2 mIoU, 80M parameters).
 _base_ = './upernet_transnext_tiny.py'
 
-embed_dims = [72, 144, 288, 576]
 model = dict(
     backbone=dict(
         arch='small',
         drop_path_rate=0.6,
         # released ImageNet weights: https://huggingface.co/DaiShiResearch/transnext-small-224-1k
-        init_cfg=dict(checkpoint='checkpoints/transnext_small_224_1k.pth')),
-    decode_head=dict(in_channels=embed_dims),
-    auxiliary_head=dict(in_channels=embed_dims[2]))
+        init_cfg=dict(checkpoint='checkpoints/transnext_small_224_1k.pth')))

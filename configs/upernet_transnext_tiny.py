@@ -3,7 +3,6 @@
 _base_ = 'mmseg::swin/swin-tiny-patch4-window7-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py'
 custom_imports = dict(imports=['mmtransnext'], allow_failed_imports=False)
 
-crop_size = (512, 512)
 embed_dims = [72, 144, 288, 576]
 model = dict(
     backbone=dict(
@@ -16,9 +15,9 @@ model = dict(
         out_indices=(0, 1, 2, 3),
         # released ImageNet weights: https://huggingface.co/DaiShiResearch/transnext-tiny-224-1k
         init_cfg=dict(type='Pretrained', checkpoint='checkpoints/transnext_tiny_224_1k.pth')),
-    decode_head=dict(in_channels=embed_dims, num_classes=150),
-    auxiliary_head=dict(in_channels=embed_dims[2], num_classes=150),
-    test_cfg=dict(mode='slide', crop_size=crop_size, stride=(341, 341)))
+    decode_head=dict(in_channels=embed_dims),
+    auxiliary_head=dict(in_channels=embed_dims[2]),
+    test_cfg=dict(mode='slide', crop_size=(512, 512), stride=(341, 341)))
 
 # AdamW lr 6e-5, weight decay 0.05, none on the backbone's position-bias / temperature / query-embedding
 # parameters and norms (TransNeXtOptimWrapperConstructor; its biases keep their decay, as the authors').
@@ -30,7 +29,6 @@ optim_wrapper = dict(
     optimizer=dict(type='AdamW', lr=6e-5, betas=(0.9, 0.999), weight_decay=0.05),
     constructor='TransNeXtOptimWrapperConstructor',
     paramwise_cfg=dict(backbone_bias_decay=True))
-train_dataloader = dict(batch_size=2)  # per GPU; 8 GPUs x 2 = 16
 
 # checkpoints are written atomically (mmtransnext.engine.AtomicCheckpointHook): an interrupted save loses nothing
 default_hooks = dict(checkpoint=dict(type='AtomicCheckpointHook'))

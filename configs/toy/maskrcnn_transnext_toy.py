@@ -52,7 +52,7 @@ val_dataloader = dict(
     dataset=dict(data_root=data_root, metainfo=metainfo, ann_file='annotations/val.json',
                  data_prefix=dict(img='val/'), pipeline=test_pipeline))
 test_dataloader = val_dataloader
-val_evaluator = dict(ann_file=data_root + 'annotations/val.json', metric=['bbox', 'segm'])
+val_evaluator = dict(ann_file=data_root + 'annotations/val.json')
 test_evaluator = val_evaluator
 
 max_epochs = 8

@@ -34,7 +34,7 @@ val_dataloader = dict(
     dataset=dict(_delete_=True, type='CustomDataset', data_root=data_root, data_prefix='val',
                  metainfo=dict(classes=classes), pipeline=test_pipeline))
 test_dataloader = val_dataloader
-val_evaluator = dict(type='Accuracy', topk=(1, ))
+val_evaluator = dict(topk=(1, ))
 test_evaluator = val_evaluator
 
 max_epochs = 40
