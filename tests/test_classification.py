@@ -1,5 +1,4 @@
 """MMPretrain: ImageNet configs, the converter on released-format classifiers, the FLOPs tool."""
-import json
 
 import pytest
 import torch

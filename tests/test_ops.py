@@ -8,8 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mmtransnext.ops import (ext_available, local_aggregation, local_aggregation_reference, local_similarity,
-                             local_similarity_reference)
+from mmtransnext.ops import ext_available, local_aggregation, local_similarity, local_similarity_reference
 
 from .conftest import needs_custom_op
 
