@@ -34,7 +34,6 @@ std::vector<at::Tensor> gelu_gate_backward(const at::Tensor& grad, const at::Ten
 
 }  // namespace
 
-// The Python functions of this op (the module is built in pybind.cpp).
 void bind_gelu_gate(py::module& m) {
   m.def("gelu_gate_forward", &gelu_gate_forward, "gelu(gate) * value in one pass (exact GELU; CPU)",
         py::arg("gate"), py::arg("value"));

@@ -9,4 +9,7 @@ void gelu_gate_forward_cpu(const at::Tensor& gate, const at::Tensor& value, at::
 void gelu_gate_backward_cpu(const at::Tensor& grad, const at::Tensor& gate, const at::Tensor& value,
                             at::Tensor& grad_gate, at::Tensor& grad_value);
 
+// Adds this op's Python functions to the extension module (pybind.cpp).
+void bind_gelu_gate(py::module& m);
+
 }  // namespace mmtransnext

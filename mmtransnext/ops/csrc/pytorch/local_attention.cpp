@@ -105,7 +105,6 @@ std::vector<at::Tensor> local_aggregation_backward(const at::Tensor& grad_out, c
 
 }  // namespace
 
-// The Python functions of this op (the module is built in pybind.cpp).
 void bind_local_attention(py::module& m) {
   m.def("local_similarity_forward", &local_similarity_forward,
         "query-key similarity over each pixel's window plus a per-neighbour bias (-inf outside the map)",

@@ -30,4 +30,7 @@ void local_aggregation_backward_cuda(const at::Tensor& grad_out, const at::Tenso
                                      at::Tensor& grad_weights, at::Tensor& grad_value, const LocalWindow& window);
 #endif
 
+// Adds this op's Python functions to the extension module (pybind.cpp).
+void bind_local_attention(py::module& m);
+
 }  // namespace mmtransnext

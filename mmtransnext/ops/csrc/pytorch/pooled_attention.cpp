@@ -114,7 +114,6 @@ std::vector<at::Tensor> pooled_attention_backward(const at::Tensor& grad_out, co
 
 }  // namespace
 
-// The Python functions of this op (the module is built in pybind.cpp).
 void bind_pooled_attention(py::module& m) {
   m.def("pooled_attention_forward", &pooled_attention_forward,
         "attention over pooled keys (position bias read from per-row tables) merged with the local logits under "

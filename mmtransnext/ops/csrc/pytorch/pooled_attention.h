@@ -38,4 +38,7 @@ void pooled_attention_backward_cuda(const PooledAttentionTensors& t, const Poole
                                     const PooledGrid& grid);
 #endif
 
+// Adds this op's Python functions to the extension module (pybind.cpp).
+void bind_pooled_attention(py::module& m);
+
 }  // namespace mmtransnext

@@ -47,7 +47,6 @@ std::vector<at::Tensor> position_bias_mlp_backward(const at::Tensor& grad, const
 
 }  // namespace
 
-// The Python functions of this op (the module is built in pybind.cpp).
 void bind_position_bias_mlp(py::module& m) {
   m.def("position_bias_mlp_forward", &position_bias_mlp_forward,
         "fc2(relu(fc1(coords))) -> (heads, T) without materialising the hidden layer (CPU)", py::arg("coords"),

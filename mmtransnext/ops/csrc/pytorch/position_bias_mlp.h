@@ -11,4 +11,7 @@ void position_bias_mlp_backward_cpu(const at::Tensor& grad, const at::Tensor& co
                                     const at::Tensor& b1, const at::Tensor& w2, at::Tensor& grad_w1,
                                     at::Tensor& grad_b1, at::Tensor& grad_w2, at::Tensor& grad_b2);
 
+// Adds this op's Python functions to the extension module (pybind.cpp).
+void bind_position_bias_mlp(py::module& m);
+
 }  // namespace mmtransnext

@@ -1,12 +1,10 @@
 // The one Python binding of mmtransnext._ext: each op binds its own functions.
 #include <torch/extension.h>
 
-namespace mmtransnext {
-void bind_local_attention(py::module& m);
-void bind_pooled_attention(py::module& m);
-void bind_position_bias_mlp(py::module& m);
-void bind_gelu_gate(py::module& m);
-}  // namespace mmtransnext
+#include "gelu_gate.h"
+#include "local_attention.h"
+#include "pooled_attention.h"
+#include "position_bias_mlp.h"
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   mmtransnext::bind_local_attention(m);
