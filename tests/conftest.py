@@ -66,6 +66,21 @@ def golden_arch(golden):
 _ALLOWED = [p for p in os.environ.get('MMTRANSNEXT_ALLOWED_SKIPS', '').split('|') if p]
 _UNEXPECTED_SKIPS = []
 
+# Triton's kernels: compiled on a GPU; without one, run on CPU tensors by Triton's interpreter, which reads
+# TRITON_INTERPRET when a kernel is defined (mmtransnext defines its kernels on first use, after this line)
+if not torch.cuda.is_available():
+    os.environ.setdefault('TRITON_INTERPRET', '1')
+TRITON_DEVICE = torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+
+
+def _triton_reason():
+    from mmtransnext.ops.backend import triton_status
+    ok, why = triton_status(TRITON_DEVICE.type)
+    return None if ok else why
+
+
+needs_triton = pytest.mark.skipif(_triton_reason() is not None, reason=f'needs Triton: {_triton_reason()}')
+
 # the torch.library.custom_op registration (torch >= 2.4); older torch runs the autograd.Function fallback
 needs_custom_op = pytest.mark.skipif(not hasattr(torch.library, 'custom_op'),
                                      reason=f'needs torch >= 2.4 (torch.library.custom_op): torch {torch.__version__} '

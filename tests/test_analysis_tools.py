@@ -9,11 +9,17 @@ from .helpers import ROOT, run_tool
 def test_benchmark_prints_one_row_per_implementation_with_ratios(tmp_path):
     rows = ['transnext_pytorch'] + (['transnext_ext'] if ext_available('cpu') else [])
     result = run_tool('tools/analysis/benchmark.py', '--sizes', '64x96', '--repeats', '1', '--rows', *rows,
-                      cwd=tmp_path)
+                      '--profile', tmp_path / 'profiles', cwd=tmp_path)
     table = [line for line in result.stdout.splitlines() if line.startswith('| 64 x 96 |')]
     assert [line.split('|')[2].strip() for line in table] == rows
     assert table[0].rstrip().endswith('| 1.00x | 1.00x |')  # the PyTorch path is the baseline without mmdet rows
     assert all(re.search(r'\| \d+\.\d{2}x \| \d+\.\d{2}x \|$', line) for line in table)
+    # each row's backends with their reasons, from mmtransnext.ops.backend
+    assert '  transnext_pytorch: local_attention pytorch (attn_impl="pytorch");' in result.stdout
+    if 'transnext_ext' in rows:
+        assert '  transnext_ext: local_attention ext (attn_impl="ext"); pooled_attention ext' in result.stdout
+    for row in rows:  # one training step's operators, by self CPU time here
+        assert 'Self CPU' in (tmp_path / 'profiles' / f'profile_{row}_64x96_none.txt').read_text()
 
 
 def test_memory_over_sizes_reports_the_bounded_cache(tmp_path):

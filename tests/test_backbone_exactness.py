@@ -4,6 +4,7 @@ import torch
 
 from mmtransnext.models import TransNeXt
 from mmtransnext.ops import ext_available
+from mmtransnext.ops.backend import triton_status
 
 from .conftest import golden_arch, golden_case
 
@@ -74,11 +75,13 @@ def test_parameter_gradients(golden, attn_impl):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a GPU')
-@pytest.mark.parametrize('attn_impl', ['pytorch', 'ext'])
+@pytest.mark.parametrize('attn_impl', ['pytorch', 'ext', 'triton'])
 @pytest.mark.parametrize('name', ['interpolate_odd', 'extrapolate_odd'])
 def test_fixture_cases_on_cuda(golden, name, attn_impl):
     if attn_impl == 'ext' and not ext_available('cuda'):
         pytest.skip('mmtransnext._ext was built without CUDA kernels')
+    if attn_impl == 'triton' and not triton_status('cuda')[0]:
+        pytest.skip(f'needs Triton: {triton_status("cuda")[1]}')
     case = golden_case(golden, name)
     model = TransNeXt(arch=golden_arch(golden), img_size=case['img_size'], pretrain_size=case['pretrain_size'],
                       is_extrapolation=case['is_extrapolation'], attn_impl=attn_impl)

@@ -255,9 +255,8 @@ def test_gelu_gate_falls_back_where_it_has_no_kernel():
 def test_register_op_fallback_gives_the_same_op():
     """torch < 2.4 has no torch.library.custom_op: register_op builds an autograd.Function from the same pieces."""
     from mmtransnext.ops import local_attention as la
-    from mmtransnext.ops.registration import register_op
-    fallback, _ = register_op('local_similarity', la._similarity_forward, la._similarity_backward, None, None, la._save,
-                              la._similarity_grad, custom_op=False)
+    fallback = la._register('local_similarity', la._similarity_forward, la._similarity_backward, None, None,
+                            custom_op=False)
     torch.manual_seed(0)
     q, k = (torch.randn(2, 3, 20, 8, dtype=torch.float64, requires_grad=True) for _ in range(2))
     bias = torch.randn(3, 9, dtype=torch.float64, requires_grad=True)
@@ -268,7 +267,7 @@ def test_register_op_fallback_gives_the_same_op():
 
     assert torch.autograd.gradcheck(finite(fallback), (q, k, bias))
     for got, want in zip(torch.autograd.grad(finite(fallback)(q, k, bias).sum(), (q, k, bias)),
-                         torch.autograd.grad(finite(la._similarity_apply)(q, k, bias).sum(), (q, k, bias))):
+                         torch.autograd.grad(finite(la._SIMILARITY['ext'])(q, k, bias).sum(), (q, k, bias))):
         torch.testing.assert_close(got, want, rtol=0, atol=0)
 
 

@@ -12,6 +12,7 @@ import torch
 
 from mmtransnext.models import TransNeXt
 from mmtransnext.ops import ext_available
+from mmtransnext.ops.backend import triton_status
 
 from .conftest import golden_arch, golden_case
 from .helpers import ROOT, make_toy_imagenet, run_tool, tool_metrics
@@ -182,13 +183,15 @@ def test_truncated_checkpoint_refused_by_resume(toy_imagenet, tmp_path):
 
 _AUTOCAST = [('cpu', torch.bfloat16, impl) for impl in ('pytorch', 'ext')] + [
     pytest.param('cuda', dtype, impl, marks=pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a GPU'))
-    for dtype in (torch.float16, torch.bfloat16) for impl in ('pytorch', 'ext')]
+    for dtype in (torch.float16, torch.bfloat16) for impl in ('pytorch', 'ext', 'triton')]
 
 
 @pytest.mark.parametrize('device, dtype, attn_impl', _AUTOCAST)
 def test_autocast_close_to_float32(golden, device, dtype, attn_impl):
     if attn_impl == 'ext' and not ext_available(device):
         pytest.skip(f'mmtransnext._ext has no {device} kernels in this build')
+    if attn_impl == 'triton' and not triton_status(device)[0]:
+        pytest.skip(f'needs Triton: {triton_status(device)[1]}')
     case = golden_case(golden, 'interpolate_odd')
     model = TransNeXt(arch=golden_arch(golden), img_size=64, pretrain_size=224, attn_impl=attn_impl).eval()
     model.load_state_dict(golden['backbone_state_dict'])

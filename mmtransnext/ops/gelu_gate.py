@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from . import ext_loader
-from .ext_loader import resolve_attn_impl
+from .backend import choose_backend
 from .registration import register_op
 
 
@@ -51,9 +51,8 @@ _forward_apply, _backward_apply = register_op('gelu_gate', _forward, _backward, 
 
 
 def _fused(gate: Tensor, value: Tensor, attn_impl: str) -> bool:
-    return (resolve_attn_impl(attn_impl, gate.device) == 'ext' and gate.device.type == 'cpu'
-            and gate.dtype == value.dtype and gate.dtype in (torch.float32, torch.float64)
-            and gate.shape == value.shape)
+    return (gate.dtype == value.dtype and gate.shape == value.shape
+            and choose_backend('gelu_gate', attn_impl, gate.device, gate.dtype).backend == 'ext')
 
 
 def gelu_gate(gate: Tensor, value: Tensor, attn_impl: str = 'auto') -> Tensor:

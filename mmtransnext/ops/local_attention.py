@@ -1,14 +1,15 @@
 """The local part of aggregated attention: each pixel's ``window_size`` x ``window_size`` neighbourhood.
 
 Two operations, each with a pure-PyTorch reference (``F.unfold``, exactly the official model's
-arithmetic) and the C++/CUDA extension ``mmtransnext._ext``:
+arithmetic), the C++/CUDA extension ``mmtransnext._ext`` and Triton kernels (``triton_kernels``):
 
 * ``local_similarity``: ``query . key[neighbour] + bias[head, neighbour]``, ``-inf`` for neighbours
   outside the feature map -> (B, heads, N, window_size**2);
 * ``local_aggregation``: ``sum_l weights[l] * value[neighbour l]`` (zero outside) -> (B, heads, N, D).
 
-Query / key / value are (B, heads, N, D) with N = H * W. The extension is registered with
-``torch.library`` (``mmtransnext::local_similarity`` ...), so ``torch.compile`` traces through it.
+Query / key / value are (B, heads, N, D) with N = H * W. Both kernel backends are registered with
+``torch.library`` (``mmtransnext::local_similarity``, ``mmtransnext::triton_local_similarity`` ...), so
+``torch.compile`` traces through them.
 """
 from typing import Optional, Tuple
 
@@ -17,8 +18,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from . import ext_loader
-from .ext_loader import resolve_attn_impl
-from .registration import register_op
+from .backend import choose_backend
+from .registration import HAS_CUSTOM_OP, register_op
 
 
 def local_window_stats(size: Tuple[int, int], window_size: int, device=None) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -90,6 +91,40 @@ def _aggregation_backward(grad: Tensor, weights: Tensor, value: Tensor, height: 
     return grad_weights, grad_value
 
 
+# ----------------------------------------------------------------------------- Triton
+
+def _kernels():
+    from .triton_kernels import local_attention
+    return local_attention
+
+
+def _triton_similarity_forward(query: Tensor, key: Tensor, bias: Tensor, height: int, width: int,
+                               window_size: int) -> Tensor:
+    return _kernels().window_dot(query, key, bias, height, width, window_size, float('-inf'))
+
+
+def _triton_similarity_backward(grad: Tensor, query: Tensor, key: Tensor, height: int, width: int,
+                                window_size: int) -> Tuple[Tensor, Tensor, Tensor]:
+    kernels, grad = _kernels(), grad.contiguous()
+    grad_query = kernels.window_sum(grad, key, height, width, window_size)
+    grad_key = kernels.window_sum(grad, query, height, width, window_size, transposed=True)
+    outside = local_window_stats((height, width), window_size, grad.device)[1]
+    return grad_query, grad_key, grad.masked_fill(outside, 0).sum((0, 2))
+
+
+def _triton_aggregation_forward(weights: Tensor, value: Tensor, height: int, width: int, window_size: int) -> Tensor:
+    return _kernels().window_sum(weights, value, height, width, window_size)
+
+
+def _triton_aggregation_backward(grad: Tensor, weights: Tensor, value: Tensor, height: int, width: int,
+                                 window_size: int) -> Tuple[Tensor, Tensor]:
+    kernels, grad = _kernels(), grad.contiguous()
+    grad_weights = kernels.window_dot(grad, value, None, height, width, window_size, 0.)
+    return grad_weights, kernels.window_sum(weights, grad, height, width, window_size, transposed=True)
+
+
+# ----------------------------------------------------------------------------- registration (both backends)
+
 def _save(ctx, inputs, output):
     ctx.save_for_backward(*inputs[:2])
     ctx.window = inputs[-3:]
@@ -103,10 +138,6 @@ def _similarity_backward_fake(grad, query, key, height, width, window_size):
     return torch.empty_like(query), torch.empty_like(key), query.new_empty(query.shape[1], window_size**2)
 
 
-def _similarity_grad(ctx, grad):
-    return (*_similarity_backward_apply(grad, *ctx.saved_tensors, *ctx.window), None, None, None)
-
-
 def _aggregation_fake(weights, value, height, width, window_size):
     return torch.empty_like(value)
 
@@ -115,16 +146,28 @@ def _aggregation_backward_fake(grad, weights, value, height, width, window_size)
     return torch.empty_like(weights), torch.empty_like(value)
 
 
-def _aggregation_grad(ctx, grad):
-    return (*_aggregation_backward_apply(grad, *ctx.saved_tensors, *ctx.window), None, None, None)
+def _register(name: str, forward, backward, forward_fake, backward_fake, custom_op: bool = HAS_CUSTOM_OP):
+    """``mmtransnext::<name>`` with autograd: the gradients of the two saved inputs from ``backward``."""
+    def grad(ctx, grad_out):
+        return (*backward_apply(grad_out, *ctx.saved_tensors, *ctx.window), None, None, None)
+
+    forward_apply, backward_apply = register_op(name, forward, backward, forward_fake, backward_fake, _save, grad,
+                                                custom_op)
+    return forward_apply
 
 
-_similarity_apply, _similarity_backward_apply = register_op(
-    'local_similarity', _similarity_forward, _similarity_backward, _similarity_fake, _similarity_backward_fake, _save,
-    _similarity_grad)
-_aggregation_apply, _aggregation_backward_apply = register_op(
-    'local_aggregation', _aggregation_forward, _aggregation_backward, _aggregation_fake, _aggregation_backward_fake,
-    _save, _aggregation_grad)
+_SIMILARITY = {
+    'ext': _register('local_similarity', _similarity_forward, _similarity_backward, _similarity_fake,
+                     _similarity_backward_fake),
+    'triton': _register('triton_local_similarity', _triton_similarity_forward, _triton_similarity_backward,
+                        _similarity_fake, _similarity_backward_fake),
+}
+_AGGREGATION = {
+    'ext': _register('local_aggregation', _aggregation_forward, _aggregation_backward, _aggregation_fake,
+                     _aggregation_backward_fake),
+    'triton': _register('triton_local_aggregation', _triton_aggregation_forward, _triton_aggregation_backward,
+                        _aggregation_fake, _aggregation_backward_fake),
+}
 
 
 # ----------------------------------------------------------------------------- public face
@@ -138,7 +181,7 @@ def local_similarity(query: Tensor, key: Tensor, bias: Tensor, size: Tuple[int, 
         bias (Tensor): (heads, window_size**2).
         size (tuple[int]): (H, W) of the feature map.
         window_size (int): odd side of the window.
-        attn_impl (str): 'auto' (the extension where built), 'ext' or 'pytorch'.
+        attn_impl (str): 'auto', 'ext', 'triton' or 'pytorch' (``mmtransnext.ops.backend``).
         padding_mask (Tensor, optional): (N, window_size**2), True outside the map; used by the
             PyTorch path (computed when not given).
 
@@ -146,11 +189,12 @@ def local_similarity(query: Tensor, key: Tensor, bias: Tensor, size: Tuple[int, 
         Tensor: (B, heads, H * W, window_size**2), ``-inf`` for neighbours outside the map.
     """
     height, width = size
-    if resolve_attn_impl(attn_impl, query.device) == 'pytorch':
-        return local_similarity_reference(query, key, bias, height, width, window_size, padding_mask)
     # one dtype for the kernel (autocast may hand over a mix); autograd casts the gradients back
     dtype = torch.promote_types(query.dtype, key.dtype)
-    return _similarity_apply(query.to(dtype).contiguous(), key.to(dtype).contiguous(),
+    backend = choose_backend('local_attention', attn_impl, query.device, dtype, torch.is_grad_enabled()).backend
+    if backend == 'pytorch':
+        return local_similarity_reference(query, key, bias, height, width, window_size, padding_mask)
+    return _SIMILARITY[backend](query.to(dtype).contiguous(), key.to(dtype).contiguous(),
                              bias.to(dtype).contiguous(), height, width, window_size)
 
 
@@ -163,14 +207,15 @@ def local_aggregation(weights: Tensor, value: Tensor, size: Tuple[int, int], win
         value (Tensor): (B, heads, H * W, D).
         size (tuple[int]): (H, W) of the feature map.
         window_size (int): odd side of the window.
-        attn_impl (str): 'auto', 'ext' or 'pytorch'.
+        attn_impl (str): 'auto', 'ext', 'triton' or 'pytorch' (``mmtransnext.ops.backend``).
 
     Returns:
         Tensor: (B, heads, H * W, D).
     """
     height, width = size
-    if resolve_attn_impl(attn_impl, value.device) == 'pytorch':
-        return local_aggregation_reference(weights, value, height, width, window_size)
     dtype = torch.promote_types(weights.dtype, value.dtype)
-    return _aggregation_apply(weights.to(dtype).contiguous(), value.to(dtype).contiguous(), height, width,
+    backend = choose_backend('local_attention', attn_impl, value.device, dtype, torch.is_grad_enabled()).backend
+    if backend == 'pytorch':
+        return local_aggregation_reference(weights, value, height, width, window_size)
+    return _AGGREGATION[backend](weights.to(dtype).contiguous(), value.to(dtype).contiguous(), height, width,
                               window_size)

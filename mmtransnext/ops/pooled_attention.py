@@ -16,13 +16,13 @@ one tap of weight 1 is a pure gather, more taps carry bilinear resizing (interpo
 Returns ``out`` = sum_p a_p value_p (B, heads, N, Dv), the local weights a_l (B, heads, N, L) and
 the log-sum-exp (B, heads, N). With L = 0 it is plain attention with a position bias (stage 4).
 """
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
 from torch import Tensor
 
 from . import ext_loader
-from .ext_loader import resolve_attn_impl
+from .backend import choose_backend
 from .registration import register_op
 
 
@@ -98,11 +98,103 @@ _forward_apply, _backward_apply = register_op('pooled_attention', _forward, _bac
                                               _save, _grad)
 
 
+# ----------------------------------------------------------------------------- Triton
+
+def invert_cols_taps(cols_index: Tensor, cols_weight: Tensor, table_cols: int) -> Tuple[Tensor, Tensor]:
+    """For each column u of the bias table, the (x * pw + kx) positions that read it and their tap weights,
+    padded with weight 0 to the longest list: (U, E) int32 and float32.
+
+    The Triton backward gathers these for each u instead of scattering into u (which would need atomics); a pure
+    function of the geometry, so the backbone computes it once per input size (``BiasTaps``).
+    """
+    taps, W, pw = cols_index.shape
+    flat, weights = cols_index.reshape(-1), cols_weight.reshape(-1).float()
+    used = (weights != 0).nonzero().squeeze(1)
+    flat, weights = flat[used], weights[used]
+    order = torch.argsort(flat, stable=True)
+    column = flat[order]
+    counts = torch.bincount(column, minlength=table_cols)
+    slot = torch.arange(column.numel(), device=column.device) - (counts.cumsum(0) - counts)[column]
+    index = torch.zeros(table_cols, max(int(counts.max()), 1), dtype=torch.int32, device=cols_index.device)
+    weight = torch.zeros(index.shape, dtype=torch.float32, device=cols_index.device)
+    index[column, slot] = (used[order] % (W * pw)).to(torch.int32)
+    weight[column, slot] = weights[order]
+    return index, weight
+
+
+def _kernels():
+    from .triton_kernels import pooled_attention
+    return pooled_attention
+
+
+def _triton_forward(query: Tensor, key: Tensor, value: Tensor, bias_rows: Tensor, cols_index: Tensor,
+                    cols_weight: Tensor, local_logits: Tensor, inverse_index: Tensor, inverse_weight: Tensor,
+                    precision: str) -> Tuple[Tensor, Tensor, Tensor]:
+    return _kernels().pooled_forward(query, key, value, bias_rows, cols_index, cols_weight, local_logits, precision)
+
+
+def _triton_backward(grad_out: Tensor, grad_local_weights: Tensor, grad_lse: Tensor, query: Tensor, key: Tensor,
+                     value: Tensor, bias_rows: Tensor, cols_index: Tensor, cols_weight: Tensor, inverse_index: Tensor,
+                     inverse_weight: Tensor, out: Tensor, local_weights: Tensor, lse: Tensor, precision: str
+                     ) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    # d softmax: every logit's gradient is p * (its upstream gradient - delta), one delta per query
+    delta = ((grad_out.float() * out.float()).sum(-1) + (grad_local_weights * local_weights).sum(-1) - grad_lse)
+    grad_local = local_weights * (grad_local_weights - delta.unsqueeze(-1))
+    grad_query, grad_key, grad_value, grad_rows = _kernels().pooled_backward(
+        grad_out.to(query.dtype).contiguous(), delta.contiguous(), query, key, value, bias_rows, cols_index,
+        cols_weight, inverse_index, inverse_weight, lse, precision)
+    return grad_query, grad_key, grad_value, grad_rows, grad_local
+
+
+def _triton_save(ctx, inputs, output):
+    *tensors, precision = inputs
+    ctx.save_for_backward(*tensors[:6], *tensors[7:], *output)
+    ctx.precision = precision
+
+
+def _triton_grad(ctx, grad_out, grad_local_weights, grad_lse):
+    saved = ctx.saved_tensors
+    grads = _materialise((grad_out, grad_local_weights, grad_lse), saved[-3:])
+    grad_query, grad_key, grad_value, grad_rows, grad_local = _triton_backward_apply(*grads, *saved, ctx.precision)
+    return grad_query, grad_key, grad_value, grad_rows, None, None, grad_local, None, None, None
+
+
+def _triton_forward_fake(query, key, value, bias_rows, cols_index, cols_weight, local_logits, inverse_index,
+                         inverse_weight, precision):
+    return (query.new_empty(*query.shape[:3], value.shape[-1]), torch.empty_like(local_logits),
+            query.new_empty(query.shape[:3], dtype=torch.float32))
+
+
+def _triton_backward_fake(grad_out, grad_local_weights, grad_lse, query, key, value, bias_rows, cols_index,
+                          cols_weight, inverse_index, inverse_weight, out, local_weights, lse, precision):
+    return (torch.empty_like(query), torch.empty_like(key), torch.empty_like(value), torch.empty_like(bias_rows),
+            torch.empty_like(local_weights))
+
+
+_triton_forward_apply, _triton_backward_apply = register_op(
+    'triton_pooled_attention', _triton_forward, _triton_backward, _triton_forward_fake, _triton_backward_fake,
+    _triton_save, _triton_grad)
+
+
+def _triton_pooled_attention(query, key, value, bias_rows, cols_index, cols_weight, local_logits, cols_inverse,
+                             out_dtype):
+    # half / bfloat16 products stay in their type (accumulated in float32); the bias and softmax are float32
+    dtype = out_dtype if out_dtype in (torch.float16, torch.bfloat16) else torch.float32
+    precision = _kernels().dot_precision(dtype, query.device)
+    if cols_inverse is None:
+        cols_inverse = invert_cols_taps(cols_index, cols_weight, bias_rows.shape[-1])
+    f32 = [t.to(torch.float32).contiguous() for t in (bias_rows, cols_weight, local_logits, cols_inverse[1])]
+    out, local_weights, _ = _triton_forward_apply(query.to(dtype).contiguous(), key.to(dtype).contiguous(),
+                                                  value.to(dtype).contiguous(), f32[0], cols_index.contiguous(),
+                                                  f32[1], f32[2], cols_inverse[0].contiguous(), f32[3], precision)
+    return out.to(out_dtype), local_weights.to(local_logits.dtype)
+
+
 # ----------------------------------------------------------------------------- public face
 
 def pooled_attention(query: Tensor, key: Tensor, value: Tensor, bias_rows: Tensor, cols_index: Tensor,
-                     cols_weight: Tensor, local_logits: Tensor, size: Tuple[int, int],
-                     attn_impl: str = 'auto') -> Tuple[Tensor, Tensor]:
+                     cols_weight: Tensor, local_logits: Tensor, size: Tuple[int, int], attn_impl: str = 'auto',
+                     cols_inverse: Optional[Tuple[Tensor, Tensor]] = None) -> Tuple[Tensor, Tensor]:
     """One softmax over each query's local logits and its pooled-key logits.
 
     Args:
@@ -115,19 +207,25 @@ def pooled_attention(query: Tensor, key: Tensor, value: Tensor, bias_rows: Tenso
         local_logits (Tensor): (B, heads, H * W, L) logits of the local keys (L may be 0), ``-inf``
             where a neighbour is outside the map.
         size (tuple[int]): (H, W) of the query grid.
-        attn_impl (str): 'auto' (the extension where built), 'ext' or 'pytorch' (materialises
-            every logit).
+        attn_impl (str): 'auto', 'ext', 'triton' or 'pytorch' (materialises every logit); see
+            ``mmtransnext.ops.backend``.
+        cols_inverse (tuple[Tensor], optional): :func:`invert_cols_taps` of the column taps, for the Triton
+            backward (computed here when not given).
 
     Returns:
         tuple[Tensor, Tensor]: the pooled output (B, heads, H * W, Dv) and the local softmax
         weights (B, heads, H * W, L).
     """
-    if resolve_attn_impl(attn_impl, query.device) == 'pytorch':
+    out_dtype = torch.promote_types(query.dtype, value.dtype)
+    backend = choose_backend('pooled_attention', attn_impl, query.device, out_dtype, torch.is_grad_enabled()).backend
+    if backend == 'pytorch':
         out, local_weights, _ = pooled_attention_reference(query, key, value, bias_rows, cols_index, cols_weight,
                                                            local_logits)
         return out, local_weights
+    if backend == 'triton':
+        return _triton_pooled_attention(query, key, value, bias_rows, cols_index, cols_weight, local_logits,
+                                        cols_inverse, out_dtype)
     # float32 for the softmax under autocast too; the outputs go back in the inputs' type
-    out_dtype = torch.promote_types(query.dtype, value.dtype)
     dtype = torch.float64 if out_dtype == torch.float64 else torch.float32
     out, local_weights, _ = _forward_apply(query.to(dtype).contiguous(), key.to(dtype).contiguous(),
                                            value.to(dtype).contiguous(), bias_rows.to(dtype).contiguous(),

@@ -3,7 +3,8 @@
 In every attention block the MLP runs on all distinct relative offsets (tens of thousands) through
 a 512-wide hidden layer; with ``nn.Linear`` that (T, 512) activation is written, re-read and kept
 for backward, which made it the largest cost of a CPU training step. The extension keeps each
-row's hidden layer in registers and recomputes it in backward. GPUs keep ``nn.Linear``.
+row's hidden layer in registers and recomputes it in backward. GPUs keep ``nn.Linear``
+(``backend.OP_SUPPORT``).
 """
 from typing import Tuple
 
@@ -12,7 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from . import ext_loader
-from .ext_loader import resolve_attn_impl
+from .backend import choose_backend
 from .registration import register_op
 
 
@@ -57,9 +58,7 @@ def position_bias_mlp(coords: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Te
     """(T, 2) coordinates -> (heads, T) bias values of the MLP with weights (w1, b1, w2, b2); the fused kernel
     for 'auto' / 'ext' on the CPU in float32 / float64 (the weights' dtype: also under autocast, as the bias
     feeds a softmax), the reference otherwise."""
-    fused = (resolve_attn_impl(attn_impl, coords.device) == 'ext' and coords.device.type == 'cpu'
-             and w2.dtype in (torch.float32, torch.float64))
-    if not fused:
+    if choose_backend('position_bias_mlp', attn_impl, coords.device, w2.dtype).backend != 'ext':
         return position_bias_mlp_reference(coords, w1, b1, w2, b2)
     dtype = w2.dtype
     return _forward_apply(coords.to(dtype).contiguous(), w1.contiguous(), b1.contiguous(), w2.contiguous(),

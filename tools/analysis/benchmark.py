@@ -2,16 +2,21 @@
 measured in one run.
 
     python tools/analysis/benchmark.py [--sizes 512x512 800x1216] [--batch 1] [--repeats 3] [--rows ...]
-                                       [--amp bf16]
+                                       [--amp bf16] [--profile DIR]
 
 Each row runs in a fresh subprocess, so that peak memory is that row's alone: on the CPU the peak
 resident set size (ru_maxrss) above the process's size just before the first forward; on a GPU
 torch.cuda.max_memory_allocated. Times are the median over --repeats after one warm-up.
 Rows: transnext_pytorch (attn_impl='pytorch', the reference arithmetic), transnext_auto (the default;
 on a GPU it trains with the written-out softmax), transnext_ext (the C++/CUDA op: local window and split
-softmax), transnext_ext_cp (the op and with_cp=True), swin (mmdet's Swin-T
+softmax), transnext_ext_cp (the op and with_cp=True), transnext_triton (the Triton kernels; on a GPU, or on the
+CPU under TRITON_INTERPRET=1, which is far too slow to time), swin (mmdet's Swin-T
 backbone, as the detection configs use it; where mmdet is absent, torchvision's ``swin_t`` features,
-the same architecture). Ratios are to Swin-T when it is measured, else to transnext_pytorch.
+the same architecture). Ratios are to Swin-T when it is measured, else to transnext_pytorch. Under the table,
+each TransNeXt row's backend per op in its training step, with the reason (``mmtransnext.ops.backend``).
+
+--profile DIR writes a torch.profiler table of one training step of each TransNeXt row to
+DIR/profile_<row>_<H>x<W>_<amp>.txt (operators sorted by their device time, or CPU time without a GPU).
 
 --flops adds each row's forward arithmetic (torch.utils.flop_counter; TransNeXt's rows all count the
 PyTorch path, whose arithmetic the op reproduces) and the training step's throughput: 3 x forward FLOPs
@@ -28,7 +33,8 @@ import sys
 import time
 import warnings
 
-ROWS = ('transnext_pytorch', 'transnext_auto', 'transnext_ext', 'transnext_ext_cp', 'swin')
+ROWS = ('transnext_pytorch', 'transnext_auto', 'transnext_ext', 'transnext_ext_cp', 'transnext_triton', 'swin')
+DEFAULT_ROWS = ('transnext_pytorch', 'transnext_ext', 'transnext_ext_cp', 'swin')
 
 
 def build(row, img_size):
@@ -58,8 +64,8 @@ def forward_flops(row, h, w, img_size, batch=1):
     return counter.get_total_flops()
 
 
-def measure(row, h, w, repeats, amp, img_size, batch=1):
-    """One row in this process: {'forward': s, 'train': s, 'peak_mb': MB}."""
+def measure(row, h, w, repeats, amp, img_size, batch=1, profile_dir=None):
+    """One row in this process: {'forward': s, 'train': s, 'peak_mb': MB, 'backends': {op: choice}}."""
     import contextlib
 
     import torch
@@ -101,7 +107,30 @@ def measure(row, h, w, repeats, amp, img_size, batch=1):
         result['peak_mb'] = torch.cuda.max_memory_allocated() / 2**20
     else:
         result['peak_mb'] = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base_rss) / 1024
+    if row != 'swin':
+        from mmtransnext.ops import backend_table
+        table = backend_table(model.attn_impl, device, torch.float32, training=True)
+        result['backends'] = {op: f'{c.backend} ({c.reason})' for op, c in table.items()}
+        if profile_dir:
+            write_profile(train_step, device, f'{profile_dir}/profile_{row}_{h}x{w}_{amp}.txt')
     return result
+
+
+def write_profile(step, device, path):
+    """A torch.profiler table of one call of ``step``."""
+    import os
+
+    from torch.profiler import ProfilerActivity, profile
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == 'cuda' else [])
+    with profile(activities=activities) as prof:
+        step()
+        if device == 'cuda':
+            import torch
+            torch.cuda.synchronize()
+    sort = 'self_cuda_time_total' if device == 'cuda' else 'self_cpu_time_total'
+    os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
+    with open(path, 'w') as f:
+        f.write(prof.key_averages().table(sort_by=sort, row_limit=40))
 
 
 def main():
@@ -109,16 +138,18 @@ def main():
     parser.add_argument('--sizes', nargs='+', default=['512x512', '800x1216'])
     parser.add_argument('--repeats', type=int, default=3)
     parser.add_argument('--batch', type=int, default=1)
-    parser.add_argument('--rows', nargs='+', default=[r for r in ROWS if r != 'transnext_auto'], choices=ROWS)
+    parser.add_argument('--rows', nargs='+', default=list(DEFAULT_ROWS), choices=ROWS)
     parser.add_argument('--img-size', type=int, help="TransNeXt's img_size (default: the input's shorter side, as "
                         'the paper configs set it: 512 for ADE20K crops, 800 for COCO)')
     parser.add_argument('--amp', choices=['none', 'fp16', 'bf16'], default='none', help='torch.autocast dtype')
     parser.add_argument('--flops', action='store_true', help='add forward GFLOP and the training GFLOP/s per row')
+    parser.add_argument('--profile', metavar='DIR', help="write a torch.profiler table of each TransNeXt row's "
+                        'training step under DIR')
     parser.add_argument('--child', nargs=4, metavar=('ROW', 'H', 'W', 'REPEATS'), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         row, h, w, repeats = args.child
-        result = measure(row, int(h), int(w), int(repeats), args.amp, args.img_size, args.batch)
+        result = measure(row, int(h), int(w), int(repeats), args.amp, args.img_size, args.batch, args.profile)
         if args.flops:
             result['flops'] = forward_flops(row, int(h), int(w), args.img_size, args.batch)
         print(json.dumps(result))
@@ -142,7 +173,8 @@ def main():
         for row in rows:
             proc = subprocess.run([sys.executable, __file__, '--child', row, str(h), str(w), str(args.repeats),
                                    '--amp', args.amp, '--img-size', str(args.img_size or min(h, w)),
-                                   '--batch', str(args.batch)] + ['--flops'] * args.flops,
+                                   '--batch', str(args.batch)] + ['--flops'] * args.flops +
+                                  (['--profile', args.profile] if args.profile else []),
                                   capture_output=True, text=True)
             if proc.returncode != 0:
                 print(f'  {row} at {size} failed:\n{proc.stderr[-2000:]}', file=sys.stderr, flush=True)
@@ -157,6 +189,12 @@ def main():
             flops = f' {r["flops"] / 1e9:.2f} | {3 * r["flops"] / r["train"] / 1e9:.0f} |' if 'flops' in r else ''
             print(f'| {h} x {w} | {row} | {r["forward"]:.3f} | {r["train"]:.3f} | {r["peak_mb"]:.0f} | {ratio_t} | '
                   f'{ratio_m} |{flops}', flush=True)
+        backends = {row: r['backends'] for row, r in results.items() if 'backends' in r}
+        if backends:
+            print(f'\nbackends of the training step at {size}:')
+            for row, table in backends.items():
+                print(f'  {row}: ' + '; '.join(f'{op} {choice}' for op, choice in table.items()))
+            print()
 
 
 if __name__ == '__main__':

@@ -12,7 +12,8 @@ from mmengine.model import BaseModule
 from mmengine.model.weight_init import trunc_normal_
 from mmengine.registry import MODELS
 
-from ...ops import resolve_attn_impl
+from ...ops import check_attn_impl
+from ...ops.backend import in_traced_graph
 from ...utils.checkpoint import load_backbone_weights
 from ..layers import AggregatedAttention, ConvolutionalGLU, FullAttention, OverlapPatchEmbed, StageGeometry
 from ..layers.position_bias import stage_geometry
@@ -68,13 +69,6 @@ def _unknown_arguments_message(unknown) -> str:
 _STANDARD = dict(mlp_ratios=[8, 8, 4, 4], sr_ratios=[8, 4, 2, 1], window_size=3)
 
 
-def _in_traced_graph() -> bool:
-    """True while torch.compile / torch.export trace the forward (the spellings differ across torch 2.1-2.14)."""
-    is_compiling = getattr(torch.compiler, 'is_compiling', None) or torch._dynamo.is_compiling  # torch < 2.3
-    is_exporting = getattr(torch.compiler, 'is_exporting', None)  # torch < 2.7: export traces through dynamo
-    return is_compiling() or (is_exporting is not None and is_exporting())
-
-
 @MODELS.register_module()
 class TransNeXt(BaseModule):
     """TransNeXt backbone for detection, segmentation and classification.
@@ -109,10 +103,11 @@ class TransNeXt(BaseModule):
             Defaults to 0.
         with_cp (bool): activation checkpointing per block, trading compute for memory.
             Defaults to False.
-        attn_impl (str): local-window attention implementation: 'auto' (the C++/CUDA op
-            ``mmtransnext._ext`` where it is built for the input's device, else PyTorch), 'ext'
-            (the op; an error naming how to build it if it is missing) or 'pytorch' (the
-            reference, exactly the official arithmetic). Defaults to 'auto'.
+        attn_impl (str): attention implementation: 'auto' (per op, device and mode the fastest
+            measured backend that can run, ``mmtransnext.ops.backend``), 'ext' (the C++/CUDA op
+            ``mmtransnext._ext``; an error naming how to build it if it is missing), 'triton' (the
+            Triton kernels: on a GPU, or on the CPU under ``TRITON_INTERPRET=1``) or 'pytorch'
+            (the reference, exactly the official arithmetic). Defaults to 'auto'.
         frozen_stages (int): -1 freezes nothing, 0 the first patch embedding (the stem), k >= 1
             stages 1..k entirely (patch embedding, blocks, norm). Defaults to -1.
         init_cfg (dict, optional): ``dict(type='Pretrained', checkpoint=PATH)`` loads a released
@@ -178,7 +173,7 @@ class TransNeXt(BaseModule):
             raise ValueError(f'frozen_stages must be in [-1, {self.num_stages}], got {frozen_stages}')
         self.frozen_stages = frozen_stages
         self.with_cp = with_cp
-        resolve_attn_impl(attn_impl, 'cpu')  # an unknown name, or 'ext' without the op, fails here saying why
+        check_attn_impl(attn_impl)  # an unknown name, or a backend that is not installed, fails here saying why
         self.attn_impl = attn_impl
 
         dpr = torch.linspace(0, drop_path_rate, sum(self.depths)).tolist()
@@ -362,7 +357,7 @@ class TransNeXt(BaseModule):
         if x.shape[0] == 0:
             raise ValueError('TransNeXt got an empty batch (batch size 0)')
         # a value check: not inside a traced graph (torch.export / ONNX export), where it cannot branch
-        if not _in_traced_graph() and not torch.isfinite(x).all():
+        if not in_traced_graph() and not torch.isfinite(x).all():
             raise ValueError('TransNeXt input contains NaN or inf values; check the image loading and the data '
                              'preprocessor (mean / std), or the previous iteration for a diverged loss')
         if min(x.shape[-2:]) < self.min_input_size:

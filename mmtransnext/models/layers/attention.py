@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ...ops import local_aggregation, local_similarity, pooled_attention, position_bias_mlp, resolve_attn_impl
+from ...ops import choose_backend, local_aggregation, local_similarity, pooled_attention, position_bias_mlp
 from .position_bias import StageGeometry, gather_position_bias, position_bias_rows
 
 
@@ -124,16 +124,14 @@ class _CosineAttention(nn.Module):
         return gather_position_bias(self.position_bias_values(geometry), geometry.bias_taps, geometry.size,
                                     geometry.pool_size)
 
-    def use_fused_softmax(self, device: torch.device) -> bool:
-        """Whether the softmax runs in the fused op (``mmtransnext.ops.pooled_attention``): never for
-        attn_impl='pytorch', and not where dropout on the attention weights would need them all.
-        'auto' on a GPU uses it for inference only: there its forward is faster than the written-out
-        softmax but its backward is not yet (docs/benchmark.md), so training keeps the faster path."""
+    def use_fused_softmax(self, x: torch.Tensor) -> bool:
+        """Whether the softmax runs in the fused op (``mmtransnext.ops.pooled_attention``): where the op's
+        backend (``mmtransnext.ops.backend``) is not the reference, and not where the attention weights are
+        needed (recording them, or dropout on them)."""
         if self.record_weights or (self.attn_drop.p > 0 and self.training):
             return False
-        if resolve_attn_impl(self.attn_impl, device) != 'ext':
-            return False
-        return not (self.attn_impl == 'auto' and torch.device(device).type == 'cuda' and torch.is_grad_enabled())
+        return choose_backend('pooled_attention', self.attn_impl, x.device, x.dtype,
+                              torch.is_grad_enabled()).backend != 'pytorch'
 
     def fused_softmax(self, q_scaled, key, value, local_logits, geometry: StageGeometry):
         """softmax([local logits, q . key + position bias]) split into (pooled output, local weights),
@@ -141,7 +139,7 @@ class _CosineAttention(nn.Module):
         taps = geometry.bias_taps
         rows = position_bias_rows(self.position_bias_values(geometry), taps, geometry.size, geometry.pool_size)
         return pooled_attention(q_scaled, key, value, rows, taps.cols_taps_index, taps.cols_taps_weight,
-                                local_logits, geometry.size, self.attn_impl)
+                                local_logits, geometry.size, self.attn_impl, taps.cols_inverse)
 
     def keep_if_recording(self, weights: torch.Tensor) -> torch.Tensor:
         if self.record_weights:
@@ -149,8 +147,8 @@ class _CosineAttention(nn.Module):
         return weights
 
     def keeps_less(self, device: torch.device) -> bool:
-        """Whether the memory-lean autograd functions above replace the reference expressions (op path)."""
-        return resolve_attn_impl(self.attn_impl, device) == 'ext'
+        """Whether the memory-lean autograd functions above replace the reference expressions (kernel paths)."""
+        return choose_backend('memory_lean', self.attn_impl, device).backend != 'pytorch'
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         return _Normalize.apply(x) if self.keeps_less(x.device) else F.normalize(x, dim=-1)
@@ -176,10 +174,11 @@ class AggregatedAttention(_CosineAttention):
         qkv_bias (bool): bias in the query / key-value projections. Defaults to True.
         attn_drop (float): dropout on attention weights. Defaults to 0.
         proj_drop (float): dropout after the output projection. Defaults to 0.
-        attn_impl (str): 'auto' (the C++/CUDA op where built for the input's device), 'ext' (the
-            op, an error if it is not built) or 'pytorch' (the reference arithmetic). The op computes
-            the local window and the split softmax over local and pooled keys, whose (N, pool_len)
-            logits it never materialises. Defaults to 'auto'.
+        attn_impl (str): 'auto' (per op and device the fastest measured backend that can run,
+            ``mmtransnext.ops.backend``), 'ext' (the C++/CUDA op, an error if it is not built),
+            'triton' (the Triton kernels) or 'pytorch' (the reference arithmetic). The kernels
+            compute the local window and the split softmax over local and pooled keys, whose
+            (N, pool_len) logits they never materialise. Defaults to 'auto'.
     """
 
     def __init__(self, embed_dims, num_heads, window_size=3, sr_ratio=8, qkv_bias=True, attn_drop=0.,
@@ -232,7 +231,7 @@ class AggregatedAttention(_CosineAttention):
         k_pool = F.normalize(k_pool, dim=-1)
 
         # one softmax over local + pooled similarities
-        if self.use_fused_softmax(x.device):
+        if self.use_fused_softmax(x):
             x_pool, attn_local = self.fused_softmax(q_scaled, k_pool, v_pool, attn_local, geometry)
         else:
             attn_pool = q_scaled @ k_pool.transpose(-2, -1) + self.position_bias(geometry)
@@ -257,9 +256,9 @@ class FullAttention(_CosineAttention):
         qkv_bias (bool): bias in the qkv projection. Defaults to True.
         attn_drop (float): dropout on attention weights. Defaults to 0.
         proj_drop (float): dropout after the output projection. Defaults to 0.
-        attn_impl (str): 'auto', 'ext' or 'pytorch': the softmax with its position bias in the
-            fused op ``mmtransnext.ops.pooled_attention`` (and the bias MLP fused on the CPU), or the
-            reference arithmetic. Defaults to 'auto'.
+        attn_impl (str): 'auto', 'ext', 'triton' or 'pytorch': the softmax with its position bias
+            in the fused op ``mmtransnext.ops.pooled_attention`` (and the bias MLP fused on the CPU),
+            or the reference arithmetic. Defaults to 'auto'.
     """
 
     def __init__(self, embed_dims, num_heads, qkv_bias=True, attn_drop=0., proj_drop=0., attn_impl='auto'):
@@ -270,7 +269,7 @@ class FullAttention(_CosineAttention):
         B, N, C = x.shape
         q, k, v = _split_heads(self.qkv(x), 3, self.num_heads)
         q_scaled, k = self.scale_queries(self.normalize(q), geometry), self.normalize(k)
-        if self.use_fused_softmax(x.device):  # the same op, with no local keys
+        if self.use_fused_softmax(x):  # the same op, with no local keys
             out, _ = self.fused_softmax(q_scaled, k, v, q_scaled.new_empty(*q_scaled.shape[:3], 0), geometry)
         else:
             logits = q_scaled @ k.transpose(-2, -1) + self.position_bias(geometry)

@@ -2,7 +2,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ...ops import gelu_gate, gelu_gate_backward
+from ...ops import choose_backend, gelu_gate, gelu_gate_backward
 
 
 class DepthwiseConv(nn.Module):
@@ -27,9 +27,10 @@ class ConvolutionalGLU(nn.Module):
         feedforward_channels (int): nominal hidden width (``mlp_ratio * embed_dims``).
         out_channels (int, optional): output width. Defaults to ``embed_dims``.
         drop (float): dropout after the gate and after fc2. Defaults to 0.
-        attn_impl (str): the backbone's implementation choice: 'auto' / 'ext' compute the GELU gate
-            in one fused pass on the CPU (``mmtransnext.ops.gelu_gate``), 'pytorch' with PyTorch's
-            ops. Defaults to 'auto'.
+        attn_impl (str): the backbone's implementation choice (``mmtransnext.ops.backend``): where
+            the attention runs a kernel backend, backward recomputes the gate instead of keeping it
+            (``memory_lean``) and the CPU op fuses the GELU gate (``gelu_gate``); 'pytorch' uses
+            PyTorch's ops and autograd. Defaults to 'auto'.
     """
 
     def __init__(self, embed_dims, feedforward_channels=None, out_channels=None, drop=0., attn_impl='auto'):
@@ -49,7 +50,8 @@ class ConvolutionalGLU(nn.Module):
         weight, bias = self.fc1.weight, self.fc1.bias
         gate = F.linear(x, weight[:hidden], bias[:hidden])
         v = F.linear(x, weight[hidden:], bias[hidden:])
-        if self.attn_impl == 'pytorch' or (self.drop.p > 0 and self.training) or not torch.is_grad_enabled():
+        lean = choose_backend('memory_lean', self.attn_impl, x.device).backend != 'pytorch'
+        if not lean or (self.drop.p > 0 and self.training) or not torch.is_grad_enabled():
             x = self.drop(gelu_gate(self.dwconv(gate, H, W), v, self.attn_impl))  # gelu(dwconv(gate)) * v
             return self.drop(self.fc2(x))
         conv = self.dwconv.dwconv

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from ...ops.local_attention import local_window_stats
+from ...ops.pooled_attention import invert_cols_taps
 
 Size2d = Tuple[int, int]
 
@@ -98,7 +99,8 @@ class BiasTaps(NamedTuple):
     (query, key) grid sizes along W), ``cols_index`` (grid_q * grid_k,) gathers the bias on that
     grid and one bilinear ``F.interpolate`` resizes it, a single pass at full size.
     For the fused op (``mmtransnext.ops.pooled_attention``), ``cols_taps_index`` / ``cols_taps_weight``
-    (taps, W, pw) give the W axis as taps into U_w: one of weight 1 without resizing, up to 4 with it.
+    (taps, W, pw) give the W axis as taps into U_w: one of weight 1 without resizing, up to 4 with it;
+    ``cols_inverse`` lists, for each u of U_w, the (x, kx) taps that read it (the Triton backward gathers them).
     """
     table_shape: Size2d
     rows_index: torch.Tensor
@@ -107,6 +109,7 @@ class BiasTaps(NamedTuple):
     cols_grid: Optional[Size2d]
     cols_taps_index: torch.Tensor
     cols_taps_weight: torch.Tensor
+    cols_inverse: Tuple[torch.Tensor, torch.Tensor]
 
 
 def bias_taps(inverse_h: torch.Tensor, inverse_w: torch.Tensor, size: Size2d, pool_size: Size2d,
@@ -123,8 +126,9 @@ def bias_taps(inverse_h: torch.Tensor, inverse_w: torch.Tensor, size: Size2d, po
     else:
         cols_index, cols_grid = inverse_w.reshape(-1), tuple(inverse_w.shape)
     cols_taps_index, cols_taps_weight = _axis_bias_taps(inverse_w, W, pw)
-    return BiasTaps(table_shape, rows_index.flatten(1), rows_weight, cols_index, cols_grid,
-                    cols_taps_index.contiguous(), cols_taps_weight.contiguous())
+    cols_taps_index, cols_taps_weight = cols_taps_index.contiguous(), cols_taps_weight.contiguous()
+    return BiasTaps(table_shape, rows_index.flatten(1), rows_weight, cols_index, cols_grid, cols_taps_index,
+                    cols_taps_weight, invert_cols_taps(cols_taps_index, cols_taps_weight, u_w))
 
 
 def position_bias_rows(values: torch.Tensor, taps: BiasTaps, size: Size2d, pool_size: Size2d) -> torch.Tensor:

@@ -1,0 +1,184 @@
+"""The one place that decides which backend runs each op, and says why.
+
+Backends:
+
+* ``'pytorch'``: the reference arithmetic (the authors'), always available; every other backend is held to it.
+* ``'ext'``: the compiled mmcv-style op ``mmtransnext._ext`` (CPU kernels always, CUDA kernels when built so).
+* ``'triton'``: Triton kernels (``mmtransnext.ops.triton_kernels``). On a GPU they are compiled; on CPU tensors they
+  run only under Triton's interpreter (``TRITON_INTERPRET=1``), which is how CI checks their arithmetic.
+
+``attn_impl`` names one of them or ``'auto'``. Each op states what it can run on (:data:`OP_SUPPORT`); ``'auto'``
+takes the first backend of :data:`AUTO_ORDER` for the device and mode that can run, and records why the ones
+before it could not. Layers ask :func:`choose_backend`; they never decide.
+"""
+import logging
+import os
+from functools import lru_cache
+from typing import Dict, NamedTuple, Optional, Tuple
+
+import torch
+
+from . import ext_loader
+
+ATTN_IMPLS = ('auto', 'ext', 'triton', 'pytorch')
+OPS = ('local_attention', 'pooled_attention', 'gelu_gate', 'position_bias_mlp', 'memory_lean')
+
+BUILD_HINT = ('build it with `bash tools/setup_env.sh` (or `pip install --no-build-isolation -e .` with torch '
+              'installed; add FORCE_CUDA=1 for the CUDA kernels), or set attn_impl="pytorch"')
+TRITON_MIN_VERSION = (3, 0)
+_FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+# What each op's kernels take: backend -> (devices, dtypes). 'memory_lean' is the set of autograd functions that keep
+# less for backward (attention.py, conv_glu.py): plain PyTorch, used whenever the attention is not the reference.
+OP_SUPPORT: Dict[str, Dict[str, Tuple[Tuple[str, ...], Tuple[torch.dtype, ...]]]] = {
+    'local_attention': {'ext': (('cpu', 'cuda'), _FLOATS),
+                        'triton': (('cuda', 'cpu'), _FLOATS[:3])},
+    'pooled_attention': {'ext': (('cpu', 'cuda'), _FLOATS),
+                         'triton': (('cuda', 'cpu'), _FLOATS[:3])},
+    # fused on the CPU only: on a GPU PyTorch's own kernels are as fast
+    'gelu_gate': {'ext': (('cpu', ), (torch.float32, torch.float64))},
+    'position_bias_mlp': {'ext': (('cpu', ), (torch.float32, torch.float64))},
+    'memory_lean': {'ext': (('cpu', 'cuda'), _FLOATS), 'triton': (('cuda', 'cpu'), _FLOATS)},
+}
+
+# 'auto': the backends to try, fastest measured first (tools/analysis/benchmark.py; docs/benchmark.md), per
+# (device type, training). On a GPU the C++/CUDA softmax's backward is slower than the written-out one (measured on
+# an H200), so training keeps PyTorch's; the Triton kernels stay opt-in until tools/gpu_check.sh has measured them.
+AUTO_ORDER: Dict[Tuple[str, str, bool], Tuple[str, ...]] = {
+    ('pooled_attention', 'cuda', True): ('pytorch', ),
+}
+_AUTO_DEFAULT = ('ext', 'pytorch')
+
+logger = logging.getLogger(__name__)
+
+
+class Choice(NamedTuple):
+    """The backend an op runs on, and why."""
+    backend: str
+    reason: str
+
+
+def triton_status(device_type: str) -> Tuple[bool, str]:
+    """Whether the Triton kernels can run on ``device_type``, and if not, what to do."""
+    try:
+        import triton
+    except ImportError:
+        return False, 'Triton is not installed (it comes with the CUDA builds of torch: `pip install triton`)'
+    version = tuple(int(part) for part in triton.__version__.split('.')[:2])
+    if version < TRITON_MIN_VERSION:
+        return False, f'Triton {triton.__version__} is too old (the kernels need Triton >= 3.0)'
+    if device_type == 'cpu' and os.environ.get('TRITON_INTERPRET') != '1':
+        return False, ('Triton runs on CPU tensors only through its interpreter: set TRITON_INTERPRET=1 before '
+                       'starting Python (slow; meant for checking the kernels), or run on a GPU')
+    if device_type not in ('cpu', 'cuda'):
+        return False, f'Triton has no kernels for {device_type} tensors here'
+    return True, f'Triton {triton.__version__}' + (' (interpreter)' if device_type == 'cpu' else '')
+
+
+def _unavailable(op: str, backend: str, device_type: str, dtype: Optional[torch.dtype]) -> Optional[str]:
+    """Why ``backend`` cannot run ``op`` here, or None when it can."""
+    support = OP_SUPPORT[op].get(backend)
+    if support is None:
+        return f'{op} has no {backend} kernels'
+    devices, dtypes = support
+    if device_type not in devices:
+        return f'{op} has no {backend} kernels for {device_type} tensors'
+    if dtype is not None and dtype not in dtypes:
+        names = ', '.join(str(d).replace('torch.', '') for d in dtypes)
+        return f'{op}\'s {backend} kernels take {names}, not {str(dtype).replace("torch.", "")}'
+    if backend == 'ext':
+        if ext_loader.ext is None:
+            return f'the attention op mmtransnext._ext is not built; {BUILD_HINT}'
+        if not ext_loader.ext_available(device_type):
+            return f'mmtransnext._ext was built without kernels for {device_type}; {BUILD_HINT}'
+    if backend == 'triton':
+        ok, why = triton_status(device_type)
+        if not ok:
+            return why
+    return None
+
+
+def check_attn_impl(attn_impl: str) -> None:
+    """Fail at build time on an unknown name, or on a backend that cannot run on any device here."""
+    if attn_impl not in ATTN_IMPLS:
+        raise ValueError(f'attn_impl must be one of {ATTN_IMPLS}, got {attn_impl!r}')
+    if attn_impl == 'ext' and ext_loader.ext is None:
+        raise RuntimeError(f'attn_impl="ext": the attention op mmtransnext._ext is not built; {BUILD_HINT}')
+    if attn_impl == 'triton':
+        ok, why = triton_status('cuda')
+        if not ok and why.startswith('Triton'):  # not installed / too old; the device is checked per forward
+            raise RuntimeError(f'attn_impl="triton": {why}; or set attn_impl="auto"')
+
+
+def in_traced_graph() -> bool:
+    """True while torch.compile / torch.export trace (the spellings differ across torch 2.1-2.14)."""
+    is_compiling = getattr(torch.compiler, 'is_compiling', None) or torch._dynamo.is_compiling  # torch < 2.3
+    is_exporting = getattr(torch.compiler, 'is_exporting', None)  # torch < 2.7: export traces through dynamo
+    return is_compiling() or (is_exporting is not None and is_exporting())
+
+
+def choose_backend(op: str, attn_impl: str, device, dtype: Optional[torch.dtype] = None,
+                   training: bool = False) -> Choice:
+    """The backend that runs ``op`` for tensors on ``device`` of ``dtype``, in training (autograd on) or not.
+
+    Named backends that cannot run raise an error saying why; ``'auto'`` falls back and the reason says why.
+    Each distinct decision is made once and logged once at debug level.
+    """
+    device_type = torch.device(device).type
+    if in_traced_graph():  # the tracer runs the decision itself (no cache, no logging in a graph)
+        return _decide(op, attn_impl, device_type, dtype, bool(training))
+    # what the answer depends on beyond the arguments (tests swap the extension out; the interpreter is an env var)
+    environment = (id(ext_loader.ext), os.environ.get('TRITON_INTERPRET'))
+    return _decide_once(op, attn_impl, device_type, dtype, bool(training), environment)
+
+
+@lru_cache(maxsize=None)
+def _decide_once(op, attn_impl, device_type, dtype, training, environment) -> Choice:
+    choice = _decide(op, attn_impl, device_type, dtype, training)
+    logger.debug('mmtransnext %s on %s (%s, %s): %s (%s)', op, device_type, dtype, 'train' if training else 'eval',
+                 choice.backend, choice.reason)
+    return choice
+
+
+def _decide(op: str, attn_impl: str, device_type: str, dtype: Optional[torch.dtype], training: bool) -> Choice:
+    if op not in OPS:
+        raise ValueError(f'unknown op {op!r}; one of {OPS}')
+    if attn_impl not in ATTN_IMPLS:
+        raise ValueError(f'attn_impl must be one of {ATTN_IMPLS}, got {attn_impl!r}')
+    if op == 'memory_lean':  # follows the attention: the reference path keeps autograd's own functions
+        attention = _decide('local_attention', attn_impl, device_type, None, training)
+        if attention.backend == 'pytorch':
+            return Choice('pytorch', f'reference autograd ({attention.reason})')
+        return Choice(attention.backend, 'keeps less for backward')
+    if attn_impl == 'pytorch':
+        return Choice('pytorch', 'attn_impl="pytorch"')
+    if attn_impl == 'auto':
+        skipped = []
+        order = AUTO_ORDER.get((op, device_type, training), _AUTO_DEFAULT)
+        for backend in order:
+            why = None if backend == 'pytorch' else _unavailable(op, backend, device_type, dtype)
+            if why is None:
+                if skipped:
+                    return Choice(backend, 'auto: ' + '; '.join(skipped))
+                if order != _AUTO_DEFAULT:
+                    mode = 'training' if training else 'inference'
+                    return Choice(backend, f'auto: fastest measured for {device_type} {mode}')
+                return Choice(backend, 'auto: first choice')
+            skipped.append(why)
+    why = _unavailable(op, attn_impl, device_type, dtype)
+    if why is None:
+        return Choice(attn_impl, f'attn_impl="{attn_impl}"')
+    if op in ('gelu_gate', 'position_bias_mlp'):  # optional fusions: PyTorch's ops are the fallback
+        return Choice('pytorch', why)
+    raise RuntimeError(f'attn_impl="{attn_impl}": {why}')
+
+
+def backend_table(attn_impl: str, device, dtype: Optional[torch.dtype] = None,
+                  training: bool = False) -> Dict[str, Choice]:
+    """Every op's choice for one setting (the benchmark prints it)."""
+    return {op: choose_backend(op, attn_impl, device, dtype, training) for op in OPS}
+
+
+def resolve_attn_impl(attn_impl: str, device) -> str:
+    """The backend of the attention's local and pooled ops on ``device`` (for callers that want one name)."""
+    return choose_backend('local_attention', attn_impl, device).backend

@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# One command for a machine with a GPU: builds the CUDA extension, runs every GPU test (the CUDA kernels, the
+# Triton kernels compiled, autocast), then benchmarks TransNeXt-T against torchvision's Swin-T at batch 2,
+# 800 x 1216, float32 and bfloat16, with every attn_impl, plus a torch.profiler table of each training step.
+# Everything lands in one folder (default: $OUT/gpu_check where $OUT is set, else work_dirs/gpu_check).
+#
+#   bash tools/gpu_check.sh [RESULTS_DIR]
+#
+# A GPU machine without mmengine / mmcv (such as the lent H200, which reaches no registry) installs them from
+# wheels in .whl/ that travel with the tree: run `bash tools/gpu_wheels.sh` where pip reaches PyPI first.
+#   MMTRANSNEXT_PYTHON    the interpreter (default: python3, the one with torch and Triton there)
+#   GPU_CHECK_REPEATS     timed repeats per benchmark row (default 5)
+set -uo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+RESULTS="${1:-${OUT:-$ROOT/work_dirs}/gpu_check}"
+PY="${MMTRANSNEXT_PYTHON:-python3}"
+REPEATS="${GPU_CHECK_REPEATS:-5}"
+log() { echo "[gpu_check $(date +%T)] $*" >&2; }
+
+if ! "$PY" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; then
+    echo "gpu_check: no GPU is visible to torch in $PY (or torch is missing there): nothing to check on this machine." >&2
+    echo "  The CPU checks are README's test command (the Triton kernels run there in Triton's interpreter)." >&2
+    exit 2
+fi
+mkdir -p "$RESULTS"
+cd "$ROOT"
+
+if ! "$PY" -c 'import mmengine, mmcv' 2>/dev/null; then
+    if ! ls .whl/*.whl >/dev/null 2>&1; then
+        log "mmengine / mmcv are missing and there are no wheels in .whl/: run 'bash tools/gpu_wheels.sh' on a" \
+            "machine that reaches PyPI, then carry .whl"
+        exit 1
+    fi
+    log "installing mmengine, mmcv-lite and their dependencies from .whl/"
+    "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/mmtransnext-site \
+        .whl/*.whl || exit 1
+    export PYTHONPATH="/tmp/mmtransnext-site${PYTHONPATH:+:$PYTHONPATH}"
+fi
+export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+"$PY" - <<'PYEOF' | tee "$RESULTS/environment.txt"
+import torch, triton
+print(f'{torch.cuda.get_device_name()}; torch {torch.__version__}; Triton {triton.__version__}; '
+      f'CUDA {torch.version.cuda}')
+PYEOF
+
+log "building mmtransnext._ext with its CUDA kernels"
+arch="$("$PY" -c 'import torch; print("%d.%d" % torch.cuda.get_device_capability())')"
+if ! FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST:-$arch}" MAX_JOBS="$(nproc)" \
+        "$PY" setup.py build_ext --inplace > "$RESULTS/build.log" 2>&1; then
+    tail -n 40 "$RESULTS/build.log"
+    log "the CUDA extension failed to build (whole log: $RESULTS/build.log)"
+    exit 1
+fi
+"$PY" -c 'from mmtransnext.ops import ext_available; assert ext_available("cuda"), "built without CUDA kernels"' \
+    || exit 1
+
+log "GPU tests"
+status=0
+"$PY" -m pytest -q -p no:cacheprovider -ra -o addopts='' \
+    tests/test_ops.py tests/test_pooled_attention.py tests/test_backbone_exactness.py tests/test_reliability.py \
+    tests/test_triton_ops.py -k 'cuda or triton or autocast' 2>&1 | tee "$RESULTS/tests.log"
+[[ "${PIPESTATUS[0]}" == 0 ]] || status=1
+
+for amp in none bf16; do
+    log "benchmark, autocast $amp"
+    "$PY" tools/analysis/benchmark.py --sizes 800x1216 --batch 2 --repeats "$REPEATS" --amp "$amp" \
+        --rows transnext_pytorch transnext_auto transnext_ext transnext_triton swin --profile "$RESULTS" \
+        2>&1 | tee "$RESULTS/benchmark_$amp.md"
+    [[ "${PIPESTATUS[0]}" == 0 ]] || status=1
+done
+log "done (status $status): $RESULTS"
+exit "$status"
