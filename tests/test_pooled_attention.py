@@ -188,7 +188,7 @@ def test_which_attentions_run_the_split_softmax_on_the_cpu(monkeypatch, attn_imp
     from mmtransnext.models import TransNeXt
     from mmtransnext.models.layers import attention
     calls = []
-    monkeypatch.setattr(attention, 'pooled_attention', lambda *args: calls.append(args[-1]) or pooled_attention(*args))
+    monkeypatch.setattr(attention, 'pooled_attention', lambda *args: calls.append(args[8]) or pooled_attention(*args))
     arch = dict(embed_dims=[8, 16, 32, 64], depths=[1, 1, 2, 1], num_heads=[1, 2, 4, 8])
     model = TransNeXt(arch=arch, img_size=64, attn_impl=attn_impl)
     model(torch.randn(1, 3, 64, 64)).__len__()

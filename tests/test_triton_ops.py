@@ -61,13 +61,16 @@ NAMES = ['out', 'local weights', 'd query', 'd key', 'd value', 'd bias rows', '
                                                for s in SHAPES])
 def test_pooled_attention_equals_the_reference(shape, tiles):
     """1x1 maps, maps smaller than the window, odd sizes, batch 2, stage 4 (no local keys), interpolation taps,
-    value head size != key head size (padded, masked tiles), many pooled keys."""
+    value head size != key head size (padded, masked tiles), many pooled keys (with the default tiles only: the
+    small ones take minutes there in the interpreter)."""
+    if tiles == 'small_tiles' and shape[4] * shape[5] > 256 and TRITON_DEVICE.type == 'cpu':
+        pytest.skip('needs a GPU to run the small tiles on 1080 pooled keys in reasonable time (interpreter)')
     inputs = _inputs(*shape)
     want = _pooled_grads(inputs, 'pytorch')  # float64 reference
     got = _pooled_grads(_on(TRITON_DEVICE, inputs, torch.float32), 'triton')
     for name, a, b in zip(NAMES, got, want):
         assert a.dtype == torch.float32, name
-        scale = max(b.abs().max().item(), 1.0)
+        scale = max(b.abs().max().item(), 1.0) if b.numel() else 1.0
         torch.testing.assert_close(a.cpu().double(), b, rtol=0, atol=2e-5 * scale, msg=name)
 
 
@@ -152,7 +155,9 @@ def test_backbone_under_autocast_follows_the_reference():
         inp = x.clone().requires_grad_()
         with torch.autocast(TRITON_DEVICE.type, dtype=torch.bfloat16):
             outs = model(inp)
-        sum(o.float().sum() for o in outs).backward()
+        # random weights: a plain sum of LayerNorm outputs has no gradient (only rounding noise)
+        g = torch.Generator().manual_seed(1)
+        sum((o.float() * torch.randn(o.shape, generator=g).to(o.device)).sum() for o in outs).backward()
         results[impl] = [o.float() for o in outs] + [inp.grad]
     for name, a, b in zip(['stage 1', 'stage 2', 'stage 3', 'stage 4', 'input grad'], results['triton'],
                           results['pytorch']):
