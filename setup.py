@@ -36,7 +36,8 @@ def make_extensions():
               'install torch first and build with `pip install --no-build-isolation -e .`')
         return [], {}
     csrc = osp.join('mmtransnext', 'ops', 'csrc')
-    sources = sorted(glob.glob(osp.join(csrc, 'pytorch', '*.cpp')) + glob.glob(osp.join(csrc, 'pytorch', 'cpu', '*.cpp')))
+    sources = sorted(
+        glob.glob(osp.join(csrc, 'pytorch', '*.cpp')) + glob.glob(osp.join(csrc, 'pytorch', 'cpu', '*.cpp')))
     # -fopenmp: at::parallel_for is a header template over '#pragma omp parallel', so without the flag the
     # CPU kernels run on one thread; with it they use torch's OpenMP threads (its libgomp, already loaded).
     # -fno-trapping-math: lets GCC vectorise loops with selects (the softmax's exp); IEEE results are
@@ -46,7 +47,9 @@ def make_extensions():
     if with_cuda:
         sources += sorted(glob.glob(osp.join(csrc, 'pytorch', 'cuda', '*.cu')))
         flags['nvcc'] = ['-O3', '--expt-relaxed-constexpr']
-        extension = CUDAExtension('mmtransnext._ext', sources, define_macros=[('WITH_CUDA', None)],
+        extension = CUDAExtension('mmtransnext._ext',
+                                  sources,
+                                  define_macros=[('WITH_CUDA', None)],
                                   extra_compile_args=flags)
     else:
         extension = CppExtension('mmtransnext._ext', sources, extra_compile_args=flags)

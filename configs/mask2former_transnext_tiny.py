@@ -23,9 +23,8 @@ model = dict(
 # the base's custom_keys (backbone lr x 0.1, query_embed / query_feat / level_embed without decay) stay; they match
 # substrings, longest first: without this entry the base's 'query_embed' would also take the backbone's attention
 # query embeddings to full lr (the authors' config sets 0.1 for them)
-optim_wrapper = dict(
-    constructor='TransNeXtOptimWrapperConstructor',
-    paramwise_cfg=dict(custom_keys={'attn.query_embedding': dict(lr_mult=0.1)}))
+optim_wrapper = dict(constructor='TransNeXtOptimWrapperConstructor',
+                     paramwise_cfg=dict(custom_keys={'attn.query_embedding': dict(lr_mult=0.1)}))
 
 # checkpoints are written atomically (mmtransnext.engine.AtomicCheckpointHook): an interrupted save loses nothing
 default_hooks = dict(checkpoint=dict(type='AtomicCheckpointHook'))

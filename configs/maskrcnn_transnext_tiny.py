@@ -20,12 +20,11 @@ model = dict(
 # AdamW, no weight decay on the backbone's position-bias / temperature / query-embedding parameters and
 # norms (TransNeXtOptimWrapperConstructor); its biases keep their decay, as in the authors' recipe.
 # Schedule as the R50 base: 12 epochs, steps at 8 and 11, 500-iteration linear warm-up from 0.001.
-optim_wrapper = dict(
-    _delete_=True,
-    type='OptimWrapper',
-    optimizer=dict(type='AdamW', lr=1e-4, betas=(0.9, 0.999), weight_decay=0.05),
-    constructor='TransNeXtOptimWrapperConstructor',
-    paramwise_cfg=dict(backbone_bias_decay=True))
+optim_wrapper = dict(_delete_=True,
+                     type='OptimWrapper',
+                     optimizer=dict(type='AdamW', lr=1e-4, betas=(0.9, 0.999), weight_decay=0.05),
+                     constructor='TransNeXtOptimWrapperConstructor',
+                     paramwise_cfg=dict(backbone_bias_decay=True))
 
 # checkpoints are written atomically (mmtransnext.engine.AtomicCheckpointHook): an interrupted save loses nothing
 default_hooks = dict(checkpoint=dict(type='AtomicCheckpointHook'))

@@ -23,12 +23,11 @@ model = dict(
 # parameters and norms (TransNeXtOptimWrapperConstructor; its biases keep their decay, as the authors').
 # Schedule as the base: 1500-iteration linear warm-up from 1e-6, then poly (power 1) to 0 at 160k iterations;
 # 8 GPUs x 2 images.
-optim_wrapper = dict(
-    _delete_=True,
-    type='OptimWrapper',
-    optimizer=dict(type='AdamW', lr=6e-5, betas=(0.9, 0.999), weight_decay=0.05),
-    constructor='TransNeXtOptimWrapperConstructor',
-    paramwise_cfg=dict(backbone_bias_decay=True))
+optim_wrapper = dict(_delete_=True,
+                     type='OptimWrapper',
+                     optimizer=dict(type='AdamW', lr=6e-5, betas=(0.9, 0.999), weight_decay=0.05),
+                     constructor='TransNeXtOptimWrapperConstructor',
+                     paramwise_cfg=dict(backbone_bias_decay=True))
 
 # checkpoints are written atomically (mmtransnext.engine.AtomicCheckpointHook): an interrupted save loses nothing
 default_hooks = dict(checkpoint=dict(type='AtomicCheckpointHook'))

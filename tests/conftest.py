@@ -5,6 +5,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from mmtransnext.ops import ext_available
+
 SHARED = Path(os.environ.get('MMTRANSNEXT_SHARED', Path(__file__).resolve().parents[2] / 'shared'))
 FIXTURES = SHARED / 'fixtures' / 'transnext_official'
 # the part of the reference set that ships in the repo (tools/data/make_compact_fixtures.py derives it)
@@ -55,8 +57,12 @@ def official_keys():
 def golden_arch(golden):
     """The fixture's architecture as a TransNeXt arch dict."""
     a = golden['arch']
-    return dict(embed_dims=a['embed_dims'], depths=a['depths'], num_heads=a['num_heads'],
-                mlp_ratios=a['mlp_ratios'], sr_ratios=a['sr_ratios'], window_size=a['window_size'])
+    return dict(embed_dims=a['embed_dims'],
+                depths=a['depths'],
+                num_heads=a['num_heads'],
+                mlp_ratios=a['mlp_ratios'],
+                sr_ratios=a['sr_ratios'],
+                window_size=a['window_size'])
 
 
 # ----------------------------------------------------------------------------- skip policy
@@ -65,6 +71,11 @@ def golden_arch(golden):
 # should have run here did not.
 _ALLOWED = [p for p in os.environ.get('MMTRANSNEXT_ALLOWED_SKIPS', '').split('|') if p]
 _UNEXPECTED_SKIPS = []
+
+# the op's kernels (their reason strings are part of CI's skip policy: "needs a GPU" is allowed there)
+needs_ext = pytest.mark.skipif(not ext_available('cpu'), reason='mmtransnext._ext is not built')
+needs_cuda_ext = pytest.mark.skipif(not (torch.cuda.is_available() and ext_available('cuda')),
+                                    reason='needs a GPU and the op built with CUDA')
 
 # Triton's kernels: compiled on a GPU; without one, run on CPU tensors by Triton's interpreter, which reads
 # TRITON_INTERPRET when a kernel is defined (mmtransnext defines its kernels on first use, after this line)
@@ -101,7 +112,9 @@ def pytest_sessionfinish(session, exitstatus):
 
 def pytest_terminal_summary(terminalreporter):
     if _ALLOWED and _UNEXPECTED_SKIPS:
-        terminalreporter.write_line(f'skips for other reasons than {" / ".join(map(repr, _ALLOWED))} are not '
-                                    'allowed here (MMTRANSNEXT_ALLOWED_SKIPS):', red=True)
+        terminalreporter.write_line(
+            f'skips for other reasons than {" / ".join(map(repr, _ALLOWED))} are not '
+            'allowed here (MMTRANSNEXT_ALLOWED_SKIPS):',
+            red=True)
         for line in _UNEXPECTED_SKIPS:
             terminalreporter.write_line(f'  {line}', red=True)

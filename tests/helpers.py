@@ -31,10 +31,22 @@ def logged_losses(work_dir):
 
 def make_toy_imagenet(cwd, per_class_train, per_class_val):
     """The generated ImageNet-layout toy set (3 classes) under ``cwd``/data/toy_imagenet."""
-    run_tool('tools/data/make_toy_imagenet.py', '--out', 'data/toy_imagenet', '--per-class-train', per_class_train,
-             '--per-class-val', per_class_val, cwd=cwd)
+    run_tool('tools/data/make_toy_imagenet.py',
+             '--out',
+             'data/toy_imagenet',
+             '--per-class-train',
+             per_class_train,
+             '--per-class-val',
+             per_class_val,
+             cwd=cwd)
 
 
 def make_toy_coco(cwd, num_train=8, num_val=4):
-    run_tool('tools/data/make_toy_coco.py', '--out', 'data/toy_coco', '--num-train', num_train, '--num-val', num_val,
+    run_tool('tools/data/make_toy_coco.py',
+             '--out',
+             'data/toy_coco',
+             '--num-train',
+             num_train,
+             '--num-val',
+             num_val,
              cwd=cwd)

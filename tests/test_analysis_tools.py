@@ -2,14 +2,21 @@
 import re
 
 from mmtransnext.ops import ext_available
-
 from .helpers import ROOT, run_tool
 
 
 def test_benchmark_prints_one_row_per_implementation_with_ratios(tmp_path):
     rows = ['transnext_pytorch'] + (['transnext_ext'] if ext_available('cpu') else [])
-    result = run_tool('tools/analysis/benchmark.py', '--sizes', '64x96', '--repeats', '1', '--rows', *rows,
-                      '--profile', tmp_path / 'profiles', cwd=tmp_path)
+    result = run_tool('tools/analysis/benchmark.py',
+                      '--sizes',
+                      '64x96',
+                      '--repeats',
+                      '1',
+                      '--rows',
+                      *rows,
+                      '--profile',
+                      tmp_path / 'profiles',
+                      cwd=tmp_path)
     table = [line for line in result.stdout.splitlines() if line.startswith('| 64 x 96 |')]
     assert [line.split('|')[2].strip() for line in table] == rows
     assert table[0].rstrip().endswith('| 1.00x | 1.00x |')  # the PyTorch path is the baseline without mmdet rows
@@ -24,16 +31,31 @@ def test_benchmark_prints_one_row_per_implementation_with_ratios(tmp_path):
 
 def test_memory_over_sizes_reports_the_bounded_cache(tmp_path):
     # 6 x 6 input shapes over 4 stages: far more stage geometries than the cache's bound of 32 pass through it
-    result = run_tool('tools/analysis/memory_over_sizes.py', '--iters', '20', '--sizes', '6', '--min-side', '64',
-                      '--step', '8', cwd=tmp_path)
+    result = run_tool('tools/analysis/memory_over_sizes.py',
+                      '--iters',
+                      '20',
+                      '--sizes',
+                      '6',
+                      '--min-side',
+                      '64',
+                      '--step',
+                      '8',
+                      cwd=tmp_path)
     iteration, rss, cached = result.stdout.strip().splitlines()[-1].split()
     assert iteration == '20' and float(rss) > 0 and int(cached) == 32
 
 
 def test_benchmark_flops_count_the_same_arithmetic_for_every_transnext_row(tmp_path):
     rows = ['transnext_pytorch'] + (['transnext_ext'] if ext_available('cpu') else [])
-    result = run_tool('tools/analysis/benchmark.py', '--sizes', '64x96', '--repeats', '1', '--rows', *rows,
-                      '--flops', cwd=tmp_path)
+    result = run_tool('tools/analysis/benchmark.py',
+                      '--sizes',
+                      '64x96',
+                      '--repeats',
+                      '1',
+                      '--rows',
+                      *rows,
+                      '--flops',
+                      cwd=tmp_path)
     table = [line.split('|')[1:-1] for line in result.stdout.splitlines() if line.startswith('| 64 x 96 |')]
     assert len(table) == len(rows)
     for cells in table:
@@ -43,8 +65,14 @@ def test_benchmark_flops_count_the_same_arithmetic_for_every_transnext_row(tmp_p
 
 
 def test_geometry_cache_replays_dinos_multiscale_sizes(tmp_path):
-    result = run_tool('tools/analysis/geometry_cache.py', ROOT / 'configs/dino-5scale_transnext_tiny.py', '--iters',
-                      '40', '--cache-sizes', '8', '1000', cwd=tmp_path)
+    result = run_tool('tools/analysis/geometry_cache.py',
+                      ROOT / 'configs/dino-5scale_transnext_tiny.py',
+                      '--iters',
+                      '40',
+                      '--cache-sizes',
+                      '8',
+                      '1000',
+                      cwd=tmp_path)
     head = result.stdout.splitlines()[0]
     distinct = int(re.search(r'(\d+) distinct input sizes', head)[1])
     assert 20 < distinct <= 40  # DINO's random resize and crop: almost every iteration a new size

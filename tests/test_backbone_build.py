@@ -7,11 +7,16 @@ import pytest
 import torch
 
 from mmtransnext.models import TransNeXt
-
 from .conftest import golden_arch
 
-VARIANTS = ['micro', 'tiny', 'small', 'base']
 PAPER_PARAMS_M = dict(micro=12.8, tiny=28.2, small=49.7, base=89.7)  # with a 1000-class head
+VARIANTS = sorted(PAPER_PARAMS_M)
+
+
+def test_every_variant_of_the_arch_zoo_is_checked_against_the_paper():
+    """A variant added to TransNeXt.arch_zoo needs its paper size here (docs/developers.md, "Adding a variant");
+    micro_aaaa has its own test below."""
+    assert set(TransNeXt.variants) == set(PAPER_PARAMS_M) | {'micro_aaaa'}
 
 
 @pytest.mark.parametrize('variant', VARIANTS)
@@ -59,7 +64,8 @@ def test_builds_from_each_registry(scope):
 def test_custom_imports_registers_in_a_fresh_interpreter(tmp_path):
     _require_library('mmdet')
     cfg = tmp_path / 'cfg.py'
-    cfg.write_text(textwrap.dedent("""
+    cfg.write_text(
+        textwrap.dedent("""
         custom_imports = dict(imports=['mmtransnext'], allow_failed_imports=False)
         backbone = dict(type='TransNeXt', arch='micro')
     """))
@@ -104,8 +110,8 @@ def test_frozen_stages_freeze_and_stay_in_eval(golden):
     model = TransNeXt(arch=golden_arch(golden), img_size=64, drop_path_rate=0.1, frozen_stages=2)
     model.train()
     frozen = [n for n, p in model.named_parameters() if not p.requires_grad]
-    assert frozen and all(n.split('.')[0] in {'patch_embed1', 'block1', 'norm1', 'patch_embed2', 'block2',
-                                              'norm2'} for n in frozen)
+    assert frozen and all(
+        n.split('.')[0] in {'patch_embed1', 'block1', 'norm1', 'patch_embed2', 'block2', 'norm2'} for n in frozen)
     assert all(p.requires_grad for n, p in model.named_parameters() if n.startswith(('block3', 'norm4')))
     assert not model.block2.training and model.block3.training
     stem_only = TransNeXt(arch=golden_arch(golden), frozen_stages=0)
@@ -186,8 +192,10 @@ def test_tuple_img_size_is_height_then_width(golden):
     """In interpolation mode the bias is generated for img_size and resized to the input: at an input of
     exactly img_size that is the identity, so the output equals extrapolation mode's; transposed, it is not."""
     torch.manual_seed(0)
-    modes = [TransNeXt(arch=golden_arch(golden), img_size=(64, 96), pretrain_size=64, is_extrapolation=e).eval()
-             for e in (False, True)]
+    modes = [
+        TransNeXt(arch=golden_arch(golden), img_size=(64, 96), pretrain_size=64, is_extrapolation=e).eval()
+        for e in (False, True)
+    ]
     for model in modes:
         model.load_state_dict(golden['backbone_state_dict'])
     with torch.no_grad():

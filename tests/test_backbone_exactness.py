@@ -5,7 +5,6 @@ import torch
 from mmtransnext.models import TransNeXt
 from mmtransnext.ops import ext_available
 from mmtransnext.ops.backend import triton_status
-
 from .conftest import golden_arch, golden_case
 
 # every attention implementation this build has, each held to the fixtures
@@ -13,11 +12,12 @@ IMPLS = ['pytorch'] + (['ext'] if ext_available('cpu') else [])
 
 CASES = ['same_size', 'interpolate', 'interpolate_odd', 'extrapolate', 'extrapolate_odd']
 
-# Tolerances: about twice the worst error measured over all cases and both attn_impls on the CPU
-# (float32; `pytorch` / `ext`): stage outputs 2.2e-6 / 2.2e-6 absolute, loss 7.2e-7 / 4.7e-7 relative,
-# input gradient 3.8e-7 / 4.3e-7 and parameter gradients 4.5e-6 / 5.5e-6 relative to the reference's
-# largest magnitude. A wrong LayerNorm eps moves the outputs by 6e-6 or more.
-OUTPUT_ATOL = 4.5e-6
+# Tolerances: about twice the worst error measured over all cases and the attn_impls on the CPU (float32):
+# loss 7.2e-7 relative, input gradient 4.3e-7 and parameter gradients 5.5e-6 relative to the reference's largest
+# magnitude; stage outputs 2.2e-6 absolute on one CPU and 4.8e-6 on another (the reference path itself,
+# `extrapolate` stage 4, outputs up to 4.3: about 10 float32 ulps; `ext` 4.3e-6, `triton` 3.8e-6 there), so
+# 1e-5. The LayerNorm eps, which moves the outputs by ~6e-6 when wrong, has its own test below.
+OUTPUT_ATOL = 1e-5
 LOSS_RTOL = 2e-6
 INPUT_GRAD_RTOL = 1e-6
 PARAM_GRAD_RTOL = 1.2e-5
@@ -27,8 +27,11 @@ CUDA_INPUT_GRAD_RTOL = 5e-6
 
 
 def _rungolden_case(golden, case, **kwargs):
-    model = TransNeXt(arch=golden_arch(golden), img_size=case['img_size'], pretrain_size=case['pretrain_size'],
-                      is_extrapolation=case['is_extrapolation'], **kwargs)
+    model = TransNeXt(arch=golden_arch(golden),
+                      img_size=case['img_size'],
+                      pretrain_size=case['pretrain_size'],
+                      is_extrapolation=case['is_extrapolation'],
+                      **kwargs)
     model.load_state_dict(golden['backbone_state_dict'], strict=True)
     model.eval()
     x = case['input'].clone().requires_grad_(True)
@@ -83,8 +86,11 @@ def test_fixture_cases_on_cuda(golden, name, attn_impl):
     if attn_impl == 'triton' and not triton_status('cuda')[0]:
         pytest.skip(f'needs Triton: {triton_status("cuda")[1]}')
     case = golden_case(golden, name)
-    model = TransNeXt(arch=golden_arch(golden), img_size=case['img_size'], pretrain_size=case['pretrain_size'],
-                      is_extrapolation=case['is_extrapolation'], attn_impl=attn_impl)
+    model = TransNeXt(arch=golden_arch(golden),
+                      img_size=case['img_size'],
+                      pretrain_size=case['pretrain_size'],
+                      is_extrapolation=case['is_extrapolation'],
+                      attn_impl=attn_impl)
     model.load_state_dict(golden['backbone_state_dict'])
     model.cuda().eval()
     x = case['input'].cuda().requires_grad_(True)
@@ -128,8 +134,7 @@ def test_layer_norm_eps_follows_the_authors_definition():
     outputs alone move by only ~1e-5 when one is wrong."""
     model = TransNeXt(arch='micro')
     eps = {name: m.eps for name, m in model.named_modules() if isinstance(m, torch.nn.LayerNorm)}
-    expected = {name: 1e-5 if name.startswith('patch_embed') or name.endswith('attn.norm') else 1e-6
-                for name in eps}
+    expected = {name: 1e-5 if name.startswith('patch_embed') or name.endswith('attn.norm') else 1e-6 for name in eps}
     assert eps == expected
     assert sum(name.endswith('attn.norm') for name in eps) == 2 + 2 + 15  # every aggregated-attention block
 
@@ -177,13 +182,15 @@ def _resized_bias_definition(values, inverse_h, inverse_w, size, pool_size):
     return bias.reshape(heads, ph * pw, H * W).transpose(1, 2)
 
 
-@pytest.mark.parametrize('grid, pool, size, pool_size', [
-    ((16, 16), (2, 2), (16, 16), (2, 2)),  # no resizing: a pure gather, bit-identical
-    ((16, 16), (2, 2), (9, 13), (1, 1)),   # smaller input
-    ((12, 20), (3, 5), (31, 17), (7, 4)),  # larger and odd
-    ((8, 8), (8, 8), (5, 11), (5, 11)),    # full attention (sr_ratio 1)
-    ((2, 2), (1, 1), (3, 1), (1, 1)),      # degenerate grids
-])
+@pytest.mark.parametrize(
+    'grid, pool, size, pool_size',
+    [
+        ((16, 16), (2, 2), (16, 16), (2, 2)),  # no resizing: a pure gather, bit-identical
+        ((16, 16), (2, 2), (9, 13), (1, 1)),  # smaller input
+        ((12, 20), (3, 5), (31, 17), (7, 4)),  # larger and odd
+        ((8, 8), (8, 8), (5, 11), (5, 11)),  # full attention (sr_ratio 1)
+        ((2, 2), (1, 1), (3, 1), (1, 1)),  # degenerate grids
+    ])
 def test_per_axis_bias_gather_equals_materialise_and_resize(grid, pool, size, pool_size):
     from mmtransnext.models.layers.position_bias import bias_taps, gather_position_bias, relative_position_table
     inverse_h, inverse_w, table = relative_position_table(grid, pool, (14, 14))

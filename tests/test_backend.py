@@ -7,8 +7,7 @@ import torch
 from mmtransnext.models import TransNeXt
 from mmtransnext.ops import backend_table, choose_backend, ext_available
 from mmtransnext.ops.backend import OPS, triton_status
-
-needs_ext = pytest.mark.skipif(not ext_available('cpu'), reason='mmtransnext._ext is not built')
+from .conftest import needs_ext
 
 
 @needs_ext

@@ -4,10 +4,9 @@ import pytest
 import torch
 from mmengine.config import Config
 from mmengine.registry import DefaultScope
-
 from mmpretrain.registry import MODELS
-from mmtransnext.utils import convert_official_checkpoint
 
+from mmtransnext.utils import convert_official_checkpoint
 from .conftest import golden_arch, golden_part
 from .helpers import ROOT, logged_losses, make_toy_imagenet, run_tool, tool_metrics
 
@@ -38,11 +37,12 @@ def test_converted_classifier_gives_official_logits(golden, tmp_path):
     path = tmp_path / 'released.pth'
     torch.save({'model': ref['state_dict']}, path)  # the authors' classification checkpoints wrap in 'model'
     run_tool('tools/model_converters/convert_official.py', path, tmp_path / 'converted.pth', cwd=tmp_path)
-    cfg = Config(dict(model=dict(
-        type='ImageClassifier',
-        backbone=dict(type='TransNeXt', arch=golden_arch(golden), img_size=64, pretrain_size=64, out_indices=(3, )),
-        neck=dict(type='GlobalAveragePooling'),
-        head=dict(type='LinearClsHead', num_classes=10, in_channels=192))))
+    cfg = Config(
+        dict(model=dict(
+            type='ImageClassifier',
+            backbone=dict(type='TransNeXt', arch=golden_arch(golden), img_size=64, pretrain_size=64, out_indices=(3, )),
+            neck=dict(type='GlobalAveragePooling'),
+            head=dict(type='LinearClsHead', num_classes=10, in_channels=192))))
     model = _build(cfg).eval()
     model.load_state_dict(torch.load(tmp_path / 'converted.pth', weights_only=True)['state_dict'], strict=True)
     with torch.no_grad():
@@ -53,8 +53,7 @@ def test_converter_refuses_other_models(tmp_path):
     with pytest.raises(ValueError, match='not a TransNeXt checkpoint'):
         convert_official_checkpoint({'state_dict': {'conv1.weight': torch.zeros(1)}})
     torch.save({'fc.weight': torch.zeros(1)}, tmp_path / 'resnet.pth')
-    result = run_tool('tools/model_converters/convert_official.py', 'resnet.pth', 'out.pth', cwd=tmp_path,
-                      check=False)
+    result = run_tool('tools/model_converters/convert_official.py', 'resnet.pth', 'out.pth', cwd=tmp_path, check=False)
     assert result.returncode == 1 and 'not a TransNeXt checkpoint' in result.stderr
     assert not (tmp_path / 'out.pth').exists()
 
@@ -83,17 +82,39 @@ def test_toy_classifier_learns_and_the_tools_run_on_its_weights(tmp_path):
     losses = logged_losses(tmp_path / 'cls')
     assert len(losses) >= 5 and losses[-1] < 0.8 * losses[0], losses
     checkpoint = (tmp_path / 'cls' / 'last_checkpoint').read_text().strip()
-    run_tool('tools/test.py', config, checkpoint, '--work-dir', 'cls', '--cfg-options',
-             'test_dataloader.dataset.data_prefix=train', cwd=tmp_path)
+    run_tool('tools/test.py',
+             config,
+             checkpoint,
+             '--work-dir',
+             'cls',
+             '--cfg-options',
+             'test_dataloader.dataset.data_prefix=train',
+             cwd=tmp_path)
     assert tool_metrics(tmp_path / 'cls')['accuracy/top1'] >= 50
     image = next((tmp_path / 'data/toy_imagenet/val/circle').iterdir())
     run_tool('tools/demo/image_demo.py', image, config, checkpoint, '--out', 'demo.png', cwd=tmp_path)
     assert (tmp_path / 'demo.png').stat().st_size > 0
     # the picture tools on the toy set with the toy job's weights: no untrained-model warning
-    drawn = run_tool('tools/analysis/visualize_attention.py', image, config, checkpoint, '--points', '30,30',
-                     '--out-dir', 'attention', cwd=tmp_path)
-    erf = run_tool('tools/analysis/visualize_erf.py', config, checkpoint, '--images', image, '--size', '64', '64',
-                   '--out', 'erf.png', cwd=tmp_path)
+    drawn = run_tool('tools/analysis/visualize_attention.py',
+                     image,
+                     config,
+                     checkpoint,
+                     '--points',
+                     '30,30',
+                     '--out-dir',
+                     'attention',
+                     cwd=tmp_path)
+    erf = run_tool('tools/analysis/visualize_erf.py',
+                   config,
+                   checkpoint,
+                   '--images',
+                   image,
+                   '--size',
+                   '64',
+                   '64',
+                   '--out',
+                   'erf.png',
+                   cwd=tmp_path)
     assert 'untrained' not in drawn.stderr + erf.stderr
     assert (tmp_path / 'attention/attention_30_30.png').stat().st_size > 0 and (tmp_path / 'erf.png').exists()
 
@@ -108,11 +129,12 @@ def test_converted_random_micro_classifier_matches_official_definition(tmp_path)
     head = torch.nn.Linear(384, 1000)
     released = dict(backbone.state_dict(), **{'head.weight': head.weight.detach(), 'head.bias': head.bias.detach()})
     converted = convert_official_checkpoint({'model': released})['state_dict']
-    cfg = Config(dict(model=dict(
-        type='ImageClassifier',
-        backbone=dict(type='TransNeXt', arch='micro', img_size=64, pretrain_size=224, out_indices=(3, )),
-        neck=dict(type='GlobalAveragePooling'),
-        head=dict(type='LinearClsHead', num_classes=1000, in_channels=384))))
+    cfg = Config(
+        dict(
+            model=dict(type='ImageClassifier',
+                       backbone=dict(type='TransNeXt', arch='micro', img_size=64, pretrain_size=224, out_indices=(3, )),
+                       neck=dict(type='GlobalAveragePooling'),
+                       head=dict(type='LinearClsHead', num_classes=1000, in_channels=384))))
     model = _build(cfg).eval()
     model.load_state_dict(converted, strict=True)
     x = torch.randn(2, 3, 64, 64)

@@ -35,8 +35,9 @@ def restated_values(config: Path):
     """The 'a.b.c = value' settings of ``config`` that equal what its _base_ list alone gives."""
     source = config.read_text()
     tree = ast.parse(source)
-    bases = [n for n in tree.body if isinstance(n, ast.Assign) and [getattr(t, 'id', None) for t in n.targets] == [
-        '_base_']]
+    bases = [
+        n for n in tree.body if isinstance(n, ast.Assign) and [getattr(t, 'id', None) for t in n.targets] == ['_base_']
+    ]
     if not bases:
         return []
     with tempfile.NamedTemporaryFile('w', suffix='.py', dir=config.parent, delete=False) as f:

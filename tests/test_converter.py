@@ -21,8 +21,14 @@ def _assert_same_tensors(converted, expected):
 def test_classifier(backbone):
     head = {'head.weight': torch.randn(1000, 384), 'head.bias': torch.randn(1000)}
     converted = convert_official_checkpoint({'model': {**backbone, **head}})['state_dict']
-    _assert_same_tensors(converted, {**{'backbone.' + k: v for k, v in backbone.items()},
-                                     'head.fc.weight': head['head.weight'], 'head.fc.bias': head['head.bias']})
+    _assert_same_tensors(
+        converted, {
+            **{
+                'backbone.' + k: v
+                for k, v in backbone.items()
+            }, 'head.fc.weight': head['head.weight'],
+            'head.fc.bias': head['head.bias']
+        })
 
 
 def test_bare_backbone(backbone):
@@ -37,8 +43,8 @@ DOWNSTREAM_HEADS = {
     'dino': ('neck.convs.0.conv.weight', 'query_embedding.weight', 'memory_trans_fc.weight',
              'encoder.layers.0.self_attn.value_proj.weight', 'bbox_head.cls_branches.0.weight',
              'dn_query_generator.label_embedding.weight'),
-    'upernet': ('decode_head.psp_modules.0.1.conv.weight', 'decode_head.conv_seg.weight',
-                'auxiliary_head.conv_seg.weight'),
+    'upernet':
+    ('decode_head.psp_modules.0.1.conv.weight', 'decode_head.conv_seg.weight', 'auxiliary_head.conv_seg.weight'),
     'mask2former': ('decode_head.pixel_decoder.input_convs.0.conv.weight', 'decode_head.query_embed.weight',
                     'decode_head.transformer_decoder.layers.0.cross_attn.attn.in_proj_weight'),
 }
@@ -50,8 +56,18 @@ def test_downstream_models_keep_every_key(backbone, layout, prefix):
     torch.manual_seed(1)
     heads = {k: torch.randn(3, 2) for k in DOWNSTREAM_HEADS[layout]}
     state = {**{'backbone.' + k: v for k, v in backbone.items()}, **heads}
-    checkpoint = {'state_dict': {prefix + k: v for k, v in state.items()}, 'optimizer': {'state': {}},
-                  'meta': {'epoch': 12}}
+    checkpoint = {
+        'state_dict': {
+            prefix + k: v
+            for k, v in state.items()
+        },
+        'optimizer': {
+            'state': {}
+        },
+        'meta': {
+            'epoch': 12
+        }
+    }
     converted = convert_official_checkpoint(checkpoint)
     _assert_same_tensors(converted['state_dict'], state)  # the training state is dropped, the meta kept
     assert converted['meta']['epoch'] == 12 and 'optimizer' not in converted

@@ -3,19 +3,22 @@ import sys
 import textwrap
 from pathlib import Path
 
+import mmdet
 import pytest
 import torch
+from mmdet.registry import MODELS
 from mmengine.config import Config
 from mmengine.registry import DefaultScope
-
-import mmdet
-from mmdet.registry import MODELS
 
 from .helpers import ROOT, logged_losses, make_toy_coco, run_tool, tool_metrics
 
 PAPER_PARAMS_M = {
-    'maskrcnn_transnext_tiny': 47.9, 'maskrcnn_transnext_small': 69.3, 'maskrcnn_transnext_base': 109.2,
-    'dino-4scale_transnext_tiny': 47.8, 'dino-5scale_transnext_tiny': 48.1, 'dino-5scale_transnext_small': 69.6,
+    'maskrcnn_transnext_tiny': 47.9,
+    'maskrcnn_transnext_small': 69.3,
+    'maskrcnn_transnext_base': 109.2,
+    'dino-4scale_transnext_tiny': 47.8,
+    'dino-5scale_transnext_tiny': 48.1,
+    'dino-5scale_transnext_small': 69.6,
     'dino-5scale_transnext_base': 110.0,
 }
 MASKRCNN_TOY = ROOT / 'configs/toy/maskrcnn_transnext_toy.py'
@@ -79,13 +82,24 @@ def test_maskrcnn_train_test_resume_and_official_layout(toy_coco):
     metrics = tool_metrics(cwd / 'wd')
     assert {'coco/bbox_mAP', 'coco/segm_mAP', 'coco/bbox_mAP_50'} <= set(metrics)
     state = torch.load(cwd / 'wd/epoch_1.pth', weights_only=False)['state_dict']
-    run_tool('tools/demo/image_demo.py', 'data/toy_coco/val/00000.png', MASKRCNN_TOY, 'wd/epoch_1.pth', '--out',
-             'demo/det.png', cwd=cwd)
+    run_tool('tools/demo/image_demo.py',
+             'data/toy_coco/val/00000.png',
+             MASKRCNN_TOY,
+             'wd/epoch_1.pth',
+             '--out',
+             'demo/det.png',
+             cwd=cwd)
     assert (cwd / 'demo/det.png').stat().st_size > 0
 
     # --resume continues from epoch 1 (iteration 2) with its optimizer state
-    result = run_tool('tools/train.py', MASKRCNN_TOY, '--work-dir', 'wd', '--resume', '--cfg-options',
-                      'train_cfg.max_epochs=2', cwd=cwd)
+    result = run_tool('tools/train.py',
+                      MASKRCNN_TOY,
+                      '--work-dir',
+                      'wd',
+                      '--resume',
+                      '--cfg-options',
+                      'train_cfg.max_epochs=2',
+                      cwd=cwd)
     assert 'resumed epoch: 1, iter: 2' in result.stdout + result.stderr
     final = torch.load(cwd / 'wd/epoch_2.pth', weights_only=False)
     assert (final['meta']['epoch'], final['meta']['iter']) == (2, 4)
@@ -93,10 +107,24 @@ def test_maskrcnn_train_test_resume_and_official_layout(toy_coco):
     assert adam_steps == {4.0}, 'optimizer state was not restored on resume'
 
     # a checkpoint in the authors' layout (mmdet 2.x Mask R-CNN: meta + state_dict, backbone.* keys)
-    torch.save({'meta': {'mmdet_version': '2.28.2', 'CLASSES': ('square', 'circle', 'triangle')},
-                'state_dict': state, 'optimizer': {'state': {}, 'param_groups': []}}, cwd / 'official.pth')
-    result = run_tool('tools/model_converters/convert_official.py', 'official.pth', 'converted.pth', '--config',
-                      MASKRCNN_TOY, cwd=cwd)
+    torch.save(
+        {
+            'meta': {
+                'mmdet_version': '2.28.2',
+                'CLASSES': ('square', 'circle', 'triangle')
+            },
+            'state_dict': state,
+            'optimizer': {
+                'state': {},
+                'param_groups': []
+            }
+        }, cwd / 'official.pth')
+    result = run_tool('tools/model_converters/convert_official.py',
+                      'official.pth',
+                      'converted.pth',
+                      '--config',
+                      MASKRCNN_TOY,
+                      cwd=cwd)
     assert 'keys fit' in result.stdout
     run_tool('tools/test.py', MASKRCNN_TOY, 'converted.pth', '--work-dir', 'wd2', cwd=cwd)
     converted = tool_metrics(cwd / 'wd2')
@@ -115,7 +143,13 @@ def test_maskrcnn_learns_the_toy_shapes(tmp_path):
     """Two epochs of the bundled job's schedule on its full generated set: the loss falls and boxes and masks are
     found well above chance (measured: loss 4.11 -> 1.92, box AP50 0.107, mask AP50 0.114; chance is 0)."""
     make_toy_coco(tmp_path, num_train=320, num_val=64)
-    run_tool('tools/train.py', MASKRCNN_TOY, '--work-dir', 'wd', '--cfg-options', 'train_cfg.max_epochs=2', cwd=tmp_path)
+    run_tool('tools/train.py',
+             MASKRCNN_TOY,
+             '--work-dir',
+             'wd',
+             '--cfg-options',
+             'train_cfg.max_epochs=2',
+             cwd=tmp_path)
     losses = logged_losses(tmp_path / 'wd')
     assert len(losses) >= 6 and losses[-1] < 0.6 * losses[0], losses
     run_tool('tools/test.py', MASKRCNN_TOY, 'wd/epoch_2.pth', '--work-dir', 'wd', cwd=tmp_path)
@@ -125,8 +159,7 @@ def test_maskrcnn_learns_the_toy_shapes(tmp_path):
 
 @pytest.mark.slow
 def test_dino_trains_and_reports_ap(toy_coco):
-    run_tool('tools/train.py', DINO_TOY, '--work-dir', 'dino', '--cfg-options', 'train_cfg.max_epochs=1',
-             cwd=toy_coco)
+    run_tool('tools/train.py', DINO_TOY, '--work-dir', 'dino', '--cfg-options', 'train_cfg.max_epochs=1', cwd=toy_coco)
     run_tool('tools/test.py', DINO_TOY, 'dino/epoch_1.pth', '--work-dir', 'dino', cwd=toy_coco)
     metrics = tool_metrics(toy_coco / 'dino')
     assert {'coco/bbox_mAP', 'coco/bbox_mAP_50'} <= set(metrics)
@@ -136,7 +169,8 @@ def test_dino_trains_and_reports_ap(toy_coco):
 def test_plain_mmdet_project_trains_with_mmdets_own_tool(toy_coco):
     """An existing project's config: mmdet's base + custom_imports + a TransNeXt backbone."""
     config = toy_coco / 'my_project_maskrcnn.py'
-    config.write_text(textwrap.dedent("""
+    config.write_text(
+        textwrap.dedent("""
         _base_ = 'mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py'
         custom_imports = dict(imports=['mmtransnext'], allow_failed_imports=False)
         model = dict(
@@ -154,8 +188,12 @@ def test_plain_mmdet_project_trains_with_mmdets_own_tool(toy_coco):
     mmdet_train = Path(mmdet.__file__).parent / '.mim' / 'tools' / 'train.py'
     assert mmdet_train.is_file()
     import subprocess
-    result = subprocess.run([sys.executable, str(mmdet_train), str(config), '--work-dir', 'plain'], cwd=toy_coco,
-                            capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [sys.executable, str(mmdet_train), str(config), '--work-dir', 'plain'],
+        cwd=toy_coco,
+        capture_output=True,
+        text=True,
+        timeout=600)
     assert result.returncode == 0, result.stderr[-4000:]
     assert (toy_coco / 'plain' / 'epoch_1.pth').is_file()
 
@@ -166,7 +204,12 @@ def test_two_runs_on_one_machine_end_with_identical_weights(toy_coco):
     README's spread over seeds is the only spread on one machine (CPUs with other vector units round differently)."""
     cwd = toy_coco
     for work_dir in ('first', 'second'):
-        run_tool('tools/train.py', MASKRCNN_TOY, '--work-dir', work_dir, '--cfg-options', 'train_cfg.max_epochs=1',
+        run_tool('tools/train.py',
+                 MASKRCNN_TOY,
+                 '--work-dir',
+                 work_dir,
+                 '--cfg-options',
+                 'train_cfg.max_epochs=1',
                  cwd=cwd)
     first = torch.load(cwd / 'first/epoch_1.pth', weights_only=False)['state_dict']
     second = torch.load(cwd / 'second/epoch_1.pth', weights_only=False)['state_dict']

@@ -15,7 +15,6 @@ import mmtransnext  # noqa: F401  (installs the loader)
 from mmtransnext.models import TransNeXt
 from mmtransnext.utils import CheckpointReadError, UntrustedCheckpointError
 from mmtransnext.utils.mmengine_compat import RUNNER_CHECKPOINT_GLOBAL_NAMES, TRUST_ENV
-
 from .helpers import ROOT, make_toy_imagenet, run_tool
 
 TOY_CLS = ROOT / 'configs/toy/transnext_toy_cls.py'
@@ -59,14 +58,19 @@ def _first_iteration(runner):
 
 def _runner(work_dir, max_iters, resume=False):
     torch.manual_seed(0)  # the model is built before the Runner seeds: every run starts from the same weights
-    return Runner(
-        model=_Regressor(), work_dir=str(work_dir), experiment_name='resume',
-        train_dataloader=dict(dataset=_Data(), sampler=dict(type='DefaultSampler', shuffle=False), batch_size=2,
-                              collate_fn=dict(type='default_collate')),
-        train_cfg=dict(by_epoch=False, max_iters=max_iters),
-        optim_wrapper=dict(optimizer=dict(type='AdamW', lr=0.01)),
-        default_hooks=dict(checkpoint=dict(type='CheckpointHook', interval=2, by_epoch=False)),
-        custom_hooks=[_FirstIteration()], resume=resume, randomness=dict(seed=0))
+    return Runner(model=_Regressor(),
+                  work_dir=str(work_dir),
+                  experiment_name='resume',
+                  train_dataloader=dict(dataset=_Data(),
+                                        sampler=dict(type='DefaultSampler', shuffle=False),
+                                        batch_size=2,
+                                        collate_fn=dict(type='default_collate')),
+                  train_cfg=dict(by_epoch=False, max_iters=max_iters),
+                  optim_wrapper=dict(optimizer=dict(type='AdamW', lr=0.01)),
+                  default_hooks=dict(checkpoint=dict(type='CheckpointHook', interval=2, by_epoch=False)),
+                  custom_hooks=[_FirstIteration()],
+                  resume=resume,
+                  randomness=dict(seed=0))
 
 
 def test_runner_resume_restores_iteration_and_optimizer(tmp_path):
@@ -92,6 +96,7 @@ def test_truncated_checkpoint_names_the_file(tmp_path):
 
 # ----------------------------------------------------------------------------- safe loading (README: Checkpoints)
 
+
 class _Payload:
     """What an attacker would pickle: creating a directory stands for running any code."""
 
@@ -114,8 +119,9 @@ def _entry_points(path):
     """Every in-process way a user hands mmengine / mmtransnext a checkpoint file."""
     yield 'CheckpointLoader', lambda: CheckpointLoader.load_checkpoint(str(path), map_location='cpu')
     yield 'load_checkpoint', lambda: load_checkpoint(nn.Linear(4, 1), str(path), map_location='cpu')
-    yield 'init_cfg Pretrained', lambda: TransNeXt(arch='micro', img_size=64, pretrain_size=64, init_cfg=dict(
-        type='Pretrained', checkpoint=str(path))).init_weights()
+    yield 'init_cfg Pretrained', lambda: TransNeXt(
+        arch='micro', img_size=64, pretrain_size=64, init_cfg=dict(type='Pretrained', checkpoint=str(path)
+                                                                   )).init_weights()
 
 
 def test_crafted_checkpoint_is_refused_and_its_code_does_not_run(tmp_path, monkeypatch):

@@ -4,7 +4,6 @@ import re
 import pytest
 
 from mmtransnext.ops import ext_available
-
 from .helpers import ROOT, run_tool
 
 pytestmark = pytest.mark.slow  # each case exports through subprocesses (5-10 s per file)
@@ -29,8 +28,10 @@ def checked_files(stdout):
 @pytest.mark.parametrize('extrapolation', [False, True], ids=['interpolation', 'extrapolation'])
 def test_classifier_exports_one_file_per_size(tmp_path, extrapolation):
     # the export size (img_size), a smaller one and one that is not a multiple of 32
-    args = [EXPORT, TOY / 'transnext_toy_cls.py', '--out', 'cls.onnx', '--shape', '64', '64', '--shape', '48', '48',
-            '--shape', '72', '100']
+    args = [
+        EXPORT, TOY / 'transnext_toy_cls.py', '--out', 'cls.onnx', '--shape', '64', '64', '--shape', '48', '48',
+        '--shape', '72', '100'
+    ]
     if extrapolation:
         args += ['--cfg-options', 'model.backbone.is_extrapolation=True']
     result = run_tool(*args, cwd=tmp_path)
@@ -42,7 +43,13 @@ def test_classifier_exports_one_file_per_size(tmp_path, extrapolation):
 
 def test_upernet_segmentor_exports_logits_at_input_size(tmp_path):
     import onnx
-    result = run_tool(EXPORT, TOY / 'upernet_transnext_toy.py', '--out', 'seg.onnx', '--shape', '96', '128',
+    result = run_tool(EXPORT,
+                      TOY / 'upernet_transnext_toy.py',
+                      '--out',
+                      'seg.onnx',
+                      '--shape',
+                      '96',
+                      '128',
                       cwd=tmp_path)
     assert list(checked_files(result.stdout)) == [(96, 128)]
     (output, ) = onnx.load(str(tmp_path / 'seg.onnx')).graph.output
@@ -51,8 +58,15 @@ def test_upernet_segmentor_exports_logits_at_input_size(tmp_path):
 
 
 def test_detector_backbone_exports_and_whole_detector_is_refused(tmp_path):
-    result = run_tool(EXPORT, TOY / 'maskrcnn_transnext_toy.py', '--backbone', '--out', 'backbone.onnx', '--shape',
-                      '96', '96', cwd=tmp_path)
+    result = run_tool(EXPORT,
+                      TOY / 'maskrcnn_transnext_toy.py',
+                      '--backbone',
+                      '--out',
+                      'backbone.onnx',
+                      '--shape',
+                      '96',
+                      '96',
+                      cwd=tmp_path)
     assert list(checked_files(result.stdout)) == [(96, 96)]
     refused = run_tool(EXPORT, TOY / 'maskrcnn_transnext_toy.py', '--out', 'det.onnx', cwd=tmp_path, check=False)
     assert refused.returncode == 1 and 'mmdeploy' in refused.stderr and '--backbone' in refused.stderr
@@ -60,8 +74,7 @@ def test_detector_backbone_exports_and_whole_detector_is_refused(tmp_path):
 
 
 def test_dynamic_is_refused_with_the_reason(tmp_path):
-    result = run_tool(EXPORT, TOY / 'transnext_toy_cls.py', '--out', 'cls.onnx', '--dynamic', cwd=tmp_path,
-                      check=False)
+    result = run_tool(EXPORT, TOY / 'transnext_toy_cls.py', '--out', 'cls.onnx', '--dynamic', cwd=tmp_path, check=False)
     assert result.returncode == 1 and 'position-bias geometry' in result.stderr and '--shape' in result.stderr
 
 
@@ -81,10 +94,13 @@ def test_custom_attention_exports_mmtransnext_nodes(tmp_path):
     assert {a.name for a in pooled.attribute} == {'height', 'width'} and len(pooled.output) == 3
 
 
-@pytest.mark.parametrize('config, args', [
-    ('transnext_micro_in1k', []),  # the ImageNet classifier at its 224 px
-    ('upernet_transnext_tiny', ['--backbone', '--shape', '256', '320']),  # TransNeXt-T, interpolation from 512
-], ids=['micro-classifier', 'tiny-backbone'])
+@pytest.mark.parametrize(
+    'config, args',
+    [
+        ('transnext_micro_in1k', []),  # the ImageNet classifier at its 224 px
+        ('upernet_transnext_tiny', ['--backbone', '--shape', '256', '320']),  # TransNeXt-T, interpolation from 512
+    ],
+    ids=['micro-classifier', 'tiny-backbone'])
 def test_paper_sized_models_export(tmp_path, config, args):
     result = run_tool(EXPORT, ROOT / 'configs' / f'{config}.py', '--out', 'model.onnx', *args, cwd=tmp_path)
     (difference, ) = checked_files(result.stdout).values()

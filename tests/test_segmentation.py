@@ -5,16 +5,19 @@ import pytest
 import torch
 from mmengine.config import Config
 from mmengine.registry import DefaultScope
-
 from mmseg.registry import MODELS
-from mmtransnext.models import TransNeXt
 
+from mmtransnext.models import TransNeXt
 from .conftest import golden_arch
 from .helpers import ROOT, logged_losses, run_tool, tool_metrics
 
 PAPER_PARAMS_M = {
-    'upernet_transnext_tiny': 59, 'upernet_transnext_small': 80, 'upernet_transnext_base': 121,
-    'mask2former_transnext_tiny': 47.5, 'mask2former_transnext_small': 69.0, 'mask2former_transnext_base': 109,
+    'upernet_transnext_tiny': 59,
+    'upernet_transnext_small': 80,
+    'upernet_transnext_base': 121,
+    'mask2former_transnext_tiny': 47.5,
+    'mask2former_transnext_small': 69.0,
+    'mask2former_transnext_base': 109,
 }
 UPERNET_TOY = ROOT / 'configs/toy/upernet_transnext_toy.py'
 MASK2FORMER_TOY = ROOT / 'configs/toy/mask2former_transnext_toy.py'
@@ -66,8 +69,14 @@ def test_interpolation_and_extrapolation_agree_at_img_size_only(golden):
 @pytest.mark.slow
 def test_upernet_trains_and_reports_miou_with_and_without_tta(tmp_path):
     run_tool('tools/data/make_toy_ade.py', '--out', 'data/toy_ade', '--num-train', 8, '--num-val', 4, cwd=tmp_path)
-    run_tool('tools/train.py', UPERNET_TOY, '--work-dir', 'up', '--cfg-options', 'train_cfg.max_iters=2',
-             'train_cfg.val_interval=2', cwd=tmp_path)
+    run_tool('tools/train.py',
+             UPERNET_TOY,
+             '--work-dir',
+             'up',
+             '--cfg-options',
+             'train_cfg.max_iters=2',
+             'train_cfg.val_interval=2',
+             cwd=tmp_path)
     checkpoint = (tmp_path / 'up' / 'last_checkpoint').read_text().strip()
     run_tool('tools/test.py', UPERNET_TOY, checkpoint, '--work-dir', 'up', cwd=tmp_path)
     plain = tool_metrics(tmp_path / 'up')
@@ -78,8 +87,15 @@ def test_upernet_trains_and_reports_miou_with_and_without_tta(tmp_path):
         dumping.write_text(f"_base_ = {str(UPERNET_TOY)!r}\n"
                            "test_evaluator = [dict(type='IoUMetric', iou_metrics=['mIoU']), "
                            f"dict(type='DumpResults', out_file_path='up/tta_{extrapolation}.pkl')]\n")
-        run_tool('tools/test.py', dumping, checkpoint, '--tta', '--work-dir', 'up', '--cfg-options',
-                 f'model.backbone.is_extrapolation={extrapolation}', cwd=tmp_path)
+        run_tool('tools/test.py',
+                 dumping,
+                 checkpoint,
+                 '--tta',
+                 '--work-dir',
+                 'up',
+                 '--cfg-options',
+                 f'model.backbone.is_extrapolation={extrapolation}',
+                 cwd=tmp_path)
         tta = tool_metrics(tmp_path / 'up')
         assert 'mIoU' in tta
         with open(tmp_path / f'up/tta_{extrapolation}.pkl', 'rb') as f:
@@ -94,8 +110,15 @@ def test_upernet_learns_the_toy_regions(tmp_path):
     chance (measured: loss 2.00 -> 1.11, mIoU 29.4 with sky 72 / ground 75 IoU, aAcc 77.6; one class everywhere
     gives aAcc 42, mIoU 8)."""
     run_tool('tools/data/make_toy_ade.py', '--out', 'data/toy_ade', cwd=tmp_path)
-    run_tool('tools/train.py', UPERNET_TOY, '--work-dir', 'up', '--cfg-options', 'train_cfg.max_iters=160',
-             'train_cfg.val_interval=160', 'param_scheduler.1.end=160', 'default_hooks.logger.interval=10',
+    run_tool('tools/train.py',
+             UPERNET_TOY,
+             '--work-dir',
+             'up',
+             '--cfg-options',
+             'train_cfg.max_iters=160',
+             'train_cfg.val_interval=160',
+             'param_scheduler.1.end=160',
+             'default_hooks.logger.interval=10',
              cwd=tmp_path)
     losses = logged_losses(tmp_path / 'up')
     assert len(losses) >= 10 and losses[-1] < 0.7 * losses[0], losses
@@ -108,8 +131,14 @@ def test_upernet_learns_the_toy_regions(tmp_path):
 @pytest.mark.slow
 def test_mask2former_trains_and_reports_miou(tmp_path):
     run_tool('tools/data/make_toy_ade.py', '--out', 'data/toy_ade', '--num-train', 4, '--num-val', 2, cwd=tmp_path)
-    run_tool('tools/train.py', MASK2FORMER_TOY, '--work-dir', 'm2f', '--cfg-options', 'train_cfg.max_iters=2',
-             'train_cfg.val_interval=2', cwd=tmp_path)
+    run_tool('tools/train.py',
+             MASK2FORMER_TOY,
+             '--work-dir',
+             'm2f',
+             '--cfg-options',
+             'train_cfg.max_iters=2',
+             'train_cfg.val_interval=2',
+             cwd=tmp_path)
     checkpoint = (tmp_path / 'm2f' / 'last_checkpoint').read_text().strip()
     run_tool('tools/test.py', MASK2FORMER_TOY, checkpoint, '--work-dir', 'm2f', cwd=tmp_path)
     metrics = tool_metrics(tmp_path / 'm2f')
@@ -123,10 +152,24 @@ def test_official_upernet_layout_loads_without_missing_keys(tmp_path):
     cfg.model.backbone.init_cfg = None
     with DefaultScope.overwrite_default_scope('mmseg'):
         state = MODELS.build(cfg.model).state_dict()
-    torch.save({'meta': {'mmseg_version': '0.30.0', 'CLASSES': ('sky', 'ground', 'square', 'circle', 'triangle')},
-                'state_dict': state, 'optimizer': {'state': {}, 'param_groups': []}}, tmp_path / 'official.pth')
-    result = run_tool('tools/model_converters/convert_official.py', 'official.pth', 'converted.pth', '--config',
-                      UPERNET_TOY, cwd=tmp_path)
+    torch.save(
+        {
+            'meta': {
+                'mmseg_version': '0.30.0',
+                'CLASSES': ('sky', 'ground', 'square', 'circle', 'triangle')
+            },
+            'state_dict': state,
+            'optimizer': {
+                'state': {},
+                'param_groups': []
+            }
+        }, tmp_path / 'official.pth')
+    result = run_tool('tools/model_converters/convert_official.py',
+                      'official.pth',
+                      'converted.pth',
+                      '--config',
+                      UPERNET_TOY,
+                      cwd=tmp_path)
     assert 'keys fit' in result.stdout
     converted = torch.load(tmp_path / 'converted.pth', weights_only=True)
     assert set(converted['state_dict']) == set(state)

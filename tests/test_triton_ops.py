@@ -8,13 +8,11 @@ import pytest
 import torch
 
 from mmtransnext.models import TransNeXt
-from mmtransnext.ops import (local_aggregation, local_aggregation_reference, local_similarity,
-                             local_similarity_reference, pooled_attention, pooled_attention_reference)
+from mmtransnext.ops import local_aggregation, local_similarity, pooled_attention, pooled_attention_reference
 from mmtransnext.ops.pooled_attention import invert_cols_taps
-
-from .conftest import TRITON_DEVICE, golden_arch, golden_case, needs_custom_op, needs_triton
-from .test_backbone_exactness import INPUT_GRAD_RTOL, LOSS_RTOL, OUTPUT_ATOL, PARAM_GRAD_RTOL, _assert_grad_close, \
-    _rungolden_case
+from .conftest import TRITON_DEVICE, golden_case, needs_custom_op, needs_triton
+from .test_backbone_exactness import (INPUT_GRAD_RTOL, LOSS_RTOL, OUTPUT_ATOL, PARAM_GRAD_RTOL, _assert_grad_close,
+                                      _rungolden_case)
 from .test_pooled_attention import SHAPES, _inputs
 
 pytestmark = needs_triton
@@ -26,7 +24,8 @@ SMALL_TILES = dict(pooled=dict(M=16, N=16, ENTRIES=64, KEY_PROGRAMS=64, BIAS_ROW
 
 @pytest.fixture(params=['default_tiles', 'small_tiles'])
 def tiles(request, monkeypatch):
-    from mmtransnext.ops.triton_kernels import local_attention, pooled_attention as pooled
+    from mmtransnext.ops.triton_kernels import local_attention
+    from mmtransnext.ops.triton_kernels import pooled_attention as pooled
     if request.param == 'small_tiles':
         for key, value in SMALL_TILES['pooled'].items():
             monkeypatch.setitem(pooled.TILES, key, value)
@@ -57,8 +56,9 @@ def _pooled_grads(inputs, attn_impl, seed=0):
 NAMES = ['out', 'local weights', 'd query', 'd key', 'd value', 'd bias rows', 'd local logits']
 
 
-@pytest.mark.parametrize('shape', SHAPES, ids=[f'B{s[0]}h{s[1]}_{s[2]}x{s[3]}_p{s[4]}x{s[5]}_L{s[7]}_t{s[9]}'
-                                               for s in SHAPES])
+@pytest.mark.parametrize('shape',
+                         SHAPES,
+                         ids=[f'B{s[0]}h{s[1]}_{s[2]}x{s[3]}_p{s[4]}x{s[5]}_L{s[7]}_t{s[9]}' for s in SHAPES])
 def test_pooled_attention_equals_the_reference(shape, tiles):
     """1x1 maps, maps smaller than the window, odd sizes, batch 2, stage 4 (no local keys), interpolation taps,
     value head size != key head size (padded, masked tiles), many pooled keys (with the default tiles only: the
@@ -89,7 +89,8 @@ def test_inverse_taps_list_every_tap_once():
     inv_index, inv_weight = invert_cols_taps(index, weight, 6)
     taps, W, pw = index.shape
     dense = torch.zeros(6, W * pw)  # sum of weights per (u, x * pw + kx), both ways
-    dense.index_put_((index.reshape(taps, -1), torch.arange(W * pw).expand(taps, -1)), weight.reshape(taps, -1),
+    dense.index_put_((index.reshape(taps, -1), torch.arange(W * pw).expand(taps, -1)),
+                     weight.reshape(taps, -1),
                      accumulate=True)
     mine = torch.zeros(6, W * pw).scatter_add_(1, inv_index.long(), inv_weight)
     torch.testing.assert_close(mine, dense)
@@ -188,8 +189,10 @@ def test_torch_compile_traces_the_triton_ops():
 
 # ----------------------------------------------------------------------------- the authors' fixtures
 
+
 @pytest.mark.slow
-@pytest.mark.skipif(TRITON_DEVICE.type == 'cuda', reason='on a GPU the Triton path runs the fixtures compiled '
+@pytest.mark.skipif(TRITON_DEVICE.type == 'cuda',
+                    reason='on a GPU the Triton path runs the fixtures compiled '
                     '(test_backbone_exactness.py::test_fixture_cases_on_cuda)')
 @pytest.mark.parametrize('name', ['interpolate', 'extrapolate_odd'])
 def test_fixtures_through_the_triton_path(golden, name):
@@ -212,6 +215,7 @@ def test_fixtures_through_the_triton_path(golden, name):
 
 
 # ----------------------------------------------------------------------------- bad input
+
 
 def test_triton_on_the_cpu_without_the_interpreter_says_how(monkeypatch):
     from mmtransnext.ops import choose_backend

@@ -8,7 +8,6 @@ import torch
 import torch.nn as nn
 
 from mmtransnext.models import TransNeXt
-
 from .helpers import ROOT, run_tool
 
 TOY_CLS = ROOT / 'configs/toy/transnext_toy_cls.py'
@@ -24,8 +23,19 @@ def tools():
 
 
 def test_attention_maps_sum_to_one_at_image_size(tmp_path):
-    result = run_tool('tools/analysis/visualize_attention.py', 'sample', TOY_CLS, '--points', '0,0', '50,70', '95,127',
-                      '--size', '128', '96', '--out-dir', 'out', cwd=tmp_path)
+    result = run_tool('tools/analysis/visualize_attention.py',
+                      'sample',
+                      TOY_CLS,
+                      '--points',
+                      '0,0',
+                      '50,70',
+                      '95,127',
+                      '--size',
+                      '128',
+                      '96',
+                      '--out-dir',
+                      'out',
+                      cwd=tmp_path)
     assert 'untrained' in result.stderr  # no checkpoint: it says so, and still draws
     for name in ('attention_0_0', 'attention_50_70', 'attention_95_127'):
         assert (tmp_path / 'out' / f'{name}.png').stat().st_size > 0
@@ -38,26 +48,69 @@ def test_attention_maps_sum_to_one_at_image_size(tmp_path):
 
 @pytest.mark.parametrize('config', ['maskrcnn_transnext_toy', 'upernet_transnext_toy'])
 def test_attention_of_detector_and_segmentor_backbones(tmp_path, config):
-    run_tool('tools/analysis/visualize_attention.py', 'sample', ROOT / 'configs/toy' / f'{config}.py', '--points',
-             '20,30', '--size', '128', '128', '--out-dir', 'out', cwd=tmp_path)
+    run_tool('tools/analysis/visualize_attention.py',
+             'sample',
+             ROOT / 'configs/toy' / f'{config}.py',
+             '--points',
+             '20,30',
+             '--size',
+             '128',
+             '128',
+             '--out-dir',
+             'out',
+             cwd=tmp_path)
     maps = np.load(tmp_path / 'out' / 'attention_20_30.npz')
     assert len(maps) == 4 and all(abs(m.sum() - 1) < 1e-6 for m in maps.values())
 
 
 def test_attention_per_head_and_chosen_blocks(tmp_path):
-    run_tool('tools/analysis/visualize_attention.py', 'sample', TOY_CLS, '--points', '40,40', '--size', '96', '96',
-             '--blocks', '1.0', '3.0', '--per-head', '--log', '--out-dir', 'out', cwd=tmp_path)
+    run_tool('tools/analysis/visualize_attention.py',
+             'sample',
+             TOY_CLS,
+             '--points',
+             '40,40',
+             '--size',
+             '96',
+             '96',
+             '--blocks',
+             '1.0',
+             '3.0',
+             '--per-head',
+             '--log',
+             '--out-dir',
+             'out',
+             cwd=tmp_path)
     maps = np.load(tmp_path / 'out' / 'attention_40_40.npz')
     assert maps['stage1_block0'].shape == (1, 96, 96) and maps['stage3_block0'].shape == (4, 96, 96)
     np.testing.assert_allclose(maps['stage3_block0'].sum(axis=(1, 2)), np.ones(4), rtol=1e-6)
 
 
 def test_attention_refuses_other_backbones_and_bad_points(tmp_path):
-    other = run_tool('tools/analysis/visualize_attention.py', 'sample', 'mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py',
-                     '--points', '10,10', '--size', '64', '64', '--out-dir', 'out', cwd=tmp_path, check=False)
+    other = run_tool('tools/analysis/visualize_attention.py',
+                     'sample',
+                     'mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py',
+                     '--points',
+                     '10,10',
+                     '--size',
+                     '64',
+                     '64',
+                     '--out-dir',
+                     'out',
+                     cwd=tmp_path,
+                     check=False)
     assert other.returncode == 1 and "backbone is ResNet" in other.stderr
-    outside = run_tool('tools/analysis/visualize_attention.py', 'sample', TOY_CLS, '--points', '64,10', '--size', '64',
-                       '64', '--out-dir', 'out', cwd=tmp_path, check=False)
+    outside = run_tool('tools/analysis/visualize_attention.py',
+                       'sample',
+                       TOY_CLS,
+                       '--points',
+                       '64,10',
+                       '--size',
+                       '64',
+                       '64',
+                       '--out-dir',
+                       'out',
+                       cwd=tmp_path,
+                       check=False)
     assert outside.returncode == 1 and 'outside the 64 x 64' in outside.stderr
 
 
@@ -120,8 +173,16 @@ def test_erf_of_stacked_3x3_convs_is_exactly_their_footprint(tools, convs):
 
 
 def test_erf_tool_compares_with_a_plain_mmdet_backbone(tmp_path):
-    result = run_tool('tools/analysis/visualize_erf.py', TOY_CLS, '--size', '64', '64', '--out', 'erf.png',
-                      '--compare', 'mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py', cwd=tmp_path)
+    result = run_tool('tools/analysis/visualize_erf.py',
+                      TOY_CLS,
+                      '--size',
+                      '64',
+                      '64',
+                      '--out',
+                      'erf.png',
+                      '--compare',
+                      'mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py',
+                      cwd=tmp_path)
     rows = [line for line in result.stdout.splitlines() if line.startswith('| ') and 'model' not in line]
     assert [row.split('|')[1].strip() for row in rows] == ['transnext_toy_cls', 'mask-rcnn_r50_fpn_1x_coco']
     for row in rows:

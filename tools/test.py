@@ -16,8 +16,7 @@ from mmengine.registry import RUNNERS  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
 import mmtransnext  # noqa: E402,F401  (registers TransNeXt, fixes mmengine checkpoint loading)
-from script_utils.config import (add_runner_args, enable_visualization, load_config,  # noqa: E402
-                                      parse_runner_args)
+from script_utils.config import add_runner_args, enable_visualization, load_config, parse_runner_args  # noqa: E402
 from script_utils.dist import destroy_distributed, prepare_cpu_distributed  # noqa: E402
 from script_utils.preflight import format_problems, missing_inputs  # noqa: E402
 
@@ -27,7 +26,9 @@ def parse_args():
     parser.add_argument('config', help='config file')
     parser.add_argument('checkpoint', help='checkpoint file')
     parser.add_argument('--show-dir', help='draw predictions into this folder (under the work dir for mmseg)')
-    parser.add_argument('--tta', action='store_true', help='test-time augmentation (the config\'s tta_model / '
+    parser.add_argument('--tta',
+                        action='store_true',
+                        help='test-time augmentation (the config\'s tta_model / '
                         'tta_pipeline)')
     add_runner_args(parser, 'logs and metrics')
     return parse_runner_args(parser)

@@ -27,16 +27,28 @@ from PIL import Image
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 TASKS = {
-    'det': dict(config='configs/toy/maskrcnn_transnext_toy.py', data='data/toy_coco', ready='annotations/val.json',
-                generator='tools/data/make_toy_coco.py', title='TransNeXt Mask R-CNN on the toy shapes set',
-                metrics=[('box AP', 'coco/bbox_mAP'), ('box AP50', 'coco/bbox_mAP_50'),
-                         ('mask AP', 'coco/segm_mAP'), ('mask AP50', 'coco/segm_mAP_50')]),
-    'seg': dict(config='configs/toy/upernet_transnext_toy.py', data='data/toy_ade', ready='annotations/validation',
-                generator='tools/data/make_toy_ade.py', title='TransNeXt UperNet on the toy ADE20K-layout set',
-                metrics=[('mIoU', 'mIoU'), ('mAcc', 'mAcc'), ('aAcc', 'aAcc')]),
-    'cls': dict(config='configs/toy/transnext_toy_cls.py', data='data/toy_imagenet', ready='val',
-                generator='tools/data/make_toy_imagenet.py', title='TransNeXt classifier on the toy shapes set',
-                metrics=[('top-1', 'accuracy/top1')]),
+    'det':
+    dict(config='configs/toy/maskrcnn_transnext_toy.py',
+         data='data/toy_coco',
+         ready='annotations/val.json',
+         generator='tools/data/make_toy_coco.py',
+         title='TransNeXt Mask R-CNN on the toy shapes set',
+         metrics=[('box AP', 'coco/bbox_mAP'), ('box AP50', 'coco/bbox_mAP_50'), ('mask AP', 'coco/segm_mAP'),
+                  ('mask AP50', 'coco/segm_mAP_50')]),
+    'seg':
+    dict(config='configs/toy/upernet_transnext_toy.py',
+         data='data/toy_ade',
+         ready='annotations/validation',
+         generator='tools/data/make_toy_ade.py',
+         title='TransNeXt UperNet on the toy ADE20K-layout set',
+         metrics=[('mIoU', 'mIoU'), ('mAcc', 'mAcc'), ('aAcc', 'aAcc')]),
+    'cls':
+    dict(config='configs/toy/transnext_toy_cls.py',
+         data='data/toy_imagenet',
+         ready='val',
+         generator='tools/data/make_toy_imagenet.py',
+         title='TransNeXt classifier on the toy shapes set',
+         metrics=[('top-1', 'accuracy/top1')]),
 }
 
 
@@ -44,8 +56,12 @@ def run(*args):
     """Run ``python ARGS`` in the repo root, streaming its output (the tools log their progress)."""
     print('$ python ' + ' '.join(args), flush=True)
     lines = []
-    with subprocess.Popen([sys.executable, *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          text=True, bufsize=1) as proc:
+    with subprocess.Popen([sys.executable, *args],
+                          cwd=ROOT,
+                          stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT,
+                          text=True,
+                          bufsize=1) as proc:
         for line in proc.stdout:
             print(line, end='', flush=True)
             lines.append(line)
@@ -89,7 +105,10 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('task', nargs='?', default='det', choices=sorted(TASKS))
     parser.add_argument('--work-dir', help='default: work_dirs/toy_<task>')
-    parser.add_argument('--seeds', type=int, default=0, help='run with seeds 0 .. N-1 and summarise (default: once, '
+    parser.add_argument('--seeds',
+                        type=int,
+                        default=0,
+                        help='run with seeds 0 .. N-1 and summarise (default: once, '
                         "with the config's seed)")
     parser.add_argument('--cfg-options', nargs='+', default=[], help='passed to tools/train.py')
     args = parser.parse_args()

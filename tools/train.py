@@ -21,10 +21,13 @@ from script_utils.preflight import format_problems, missing_inputs  # noqa: E402
 def parse_args():
     parser = argparse.ArgumentParser(description='Train a model with mmengine\'s Runner')
     parser.add_argument('config', help='config file')
-    parser.add_argument('--resume', nargs='?', const='auto',
+    parser.add_argument('--resume',
+                        nargs='?',
+                        const='auto',
                         help='resume from CKPT, or from the latest checkpoint in the work dir when no CKPT given')
     parser.add_argument('--amp', action='store_true', help='automatic mixed precision')
-    parser.add_argument('--auto-scale-lr', action='store_true',
+    parser.add_argument('--auto-scale-lr',
+                        action='store_true',
                         help='scale the learning rate by actual batch / auto_scale_lr.base_batch_size')
     add_runner_args(parser, 'logs and checkpoints')
     return parse_runner_args(parser)

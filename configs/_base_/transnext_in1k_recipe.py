@@ -5,29 +5,31 @@
 # CutMix 1.0, label smoothing 0.1.
 custom_imports = dict(imports=['mmtransnext'], allow_failed_imports=False)
 
-model = dict(
-    type='ImageClassifier',
-    backbone=dict(type='TransNeXt', arch='tiny', img_size=224, pretrain_size=224, drop_path_rate=0.25,
-                  out_indices=(3, )),
-    neck=dict(type='GlobalAveragePooling'),
-    head=dict(
-        type='LinearClsHead',
-        num_classes=1000,
-        in_channels=576,
-        init_cfg=None,
-        loss=dict(type='LabelSmoothLoss', label_smooth_val=0.1, mode='original'),
-        cal_acc=False),
-    init_cfg=[dict(type='TruncNormal', layer='Linear', std=0.02, bias=0.)],
-    train_cfg=dict(augments=[dict(type='Mixup', alpha=0.8), dict(type='CutMix', alpha=1.0)]))
+model = dict(type='ImageClassifier',
+             backbone=dict(type='TransNeXt',
+                           arch='tiny',
+                           img_size=224,
+                           pretrain_size=224,
+                           drop_path_rate=0.25,
+                           out_indices=(3, )),
+             neck=dict(type='GlobalAveragePooling'),
+             head=dict(type='LinearClsHead',
+                       num_classes=1000,
+                       in_channels=576,
+                       init_cfg=None,
+                       loss=dict(type='LabelSmoothLoss', label_smooth_val=0.1, mode='original'),
+                       cal_acc=False),
+             init_cfg=[dict(type='TruncNormal', layer='Linear', std=0.02, bias=0.)],
+             train_cfg=dict(
+                 augments=[dict(type='Mixup', alpha=0.8), dict(type='CutMix', alpha=1.0)]))
 
 # No weight decay on norms, biases and TransNeXt's query_embedding, relative_pos_bias_local, cpb and
 # temperature parameters (TransNeXtOptimWrapperConstructor).
-optim_wrapper = dict(
-    type='AmpOptimWrapper',
-    constructor='TransNeXtOptimWrapperConstructor',
-    optimizer=dict(type='AdamW', lr=1e-3, weight_decay=0.05, eps=1e-8, betas=(0.9, 0.999)),
-    clip_grad=dict(max_norm=1.0),
-    paramwise_cfg=dict(norm_decay_mult=0., bias_decay_mult=0.))
+optim_wrapper = dict(type='AmpOptimWrapper',
+                     constructor='TransNeXtOptimWrapperConstructor',
+                     optimizer=dict(type='AdamW', lr=1e-3, weight_decay=0.05, eps=1e-8, betas=(0.9, 0.999)),
+                     clip_grad=dict(max_norm=1.0),
+                     paramwise_cfg=dict(norm_decay_mult=0., bias_decay_mult=0.))
 param_scheduler = [
     dict(type='LinearLR', start_factor=1e-3, by_epoch=True, end=5, convert_to_iter_based=True),
     dict(type='CosineAnnealingLR', eta_min=1e-5, by_epoch=True, begin=5)

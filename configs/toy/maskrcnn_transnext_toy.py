@@ -6,12 +6,11 @@ _base_ = '../maskrcnn_transnext_tiny.py'
 embed_dims = [32, 64, 128, 256]
 fpn_channels = 64
 model = dict(
-    backbone=dict(
-        arch=dict(_delete_=True, embed_dims=embed_dims, depths=[1, 1, 2, 1], num_heads=[1, 2, 4, 8]),
-        img_size=128,
-        pretrain_size=128,
-        drop_path_rate=0.,
-        init_cfg=None),
+    backbone=dict(arch=dict(_delete_=True, embed_dims=embed_dims, depths=[1, 1, 2, 1], num_heads=[1, 2, 4, 8]),
+                  img_size=128,
+                  pretrain_size=128,
+                  drop_path_rate=0.,
+                  init_cfg=None),
     neck=dict(in_channels=embed_dims, out_channels=fpn_channels),
     rpn_head=dict(in_channels=fpn_channels, feat_channels=fpn_channels),
     roi_head=dict(
@@ -25,8 +24,7 @@ model = dict(
     test_cfg=dict(rpn=dict(nms_pre=300, max_per_img=100), rcnn=dict(max_per_img=20)))
 
 data_root = 'data/toy_coco/'
-metainfo = dict(classes=('square', 'circle', 'triangle'),
-                palette=[(220, 20, 60), (0, 160, 255), (255, 200, 0)])
+metainfo = dict(classes=('square', 'circle', 'triangle'), palette=[(220, 20, 60), (0, 160, 255), (255, 200, 0)])
 backend_args = None
 train_pipeline = [
     dict(type='LoadImageFromFile', backend_args=backend_args),
@@ -41,16 +39,20 @@ test_pipeline = [
     dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
     dict(type='PackDetInputs', meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor'))
 ]
-train_dataloader = dict(
-    batch_size=4,
-    num_workers=1,
-    dataset=dict(data_root=data_root, metainfo=metainfo, ann_file='annotations/train.json',
-                 data_prefix=dict(img='train/'), pipeline=train_pipeline))
-val_dataloader = dict(
-    batch_size=4,
-    num_workers=1,
-    dataset=dict(data_root=data_root, metainfo=metainfo, ann_file='annotations/val.json',
-                 data_prefix=dict(img='val/'), pipeline=test_pipeline))
+train_dataloader = dict(batch_size=4,
+                        num_workers=1,
+                        dataset=dict(data_root=data_root,
+                                     metainfo=metainfo,
+                                     ann_file='annotations/train.json',
+                                     data_prefix=dict(img='train/'),
+                                     pipeline=train_pipeline))
+val_dataloader = dict(batch_size=4,
+                      num_workers=1,
+                      dataset=dict(data_root=data_root,
+                                   metainfo=metainfo,
+                                   ann_file='annotations/val.json',
+                                   data_prefix=dict(img='val/'),
+                                   pipeline=test_pipeline))
 test_dataloader = val_dataloader
 val_evaluator = dict(ann_file=data_root + 'annotations/val.json')
 test_evaluator = val_evaluator
@@ -62,7 +64,5 @@ param_scheduler = [
     dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=100),
     dict(type='CosineAnnealingLR', by_epoch=True, begin=0, end=max_epochs, eta_min=1e-5)
 ]
-default_hooks = dict(
-    logger=dict(interval=20),
-    checkpoint=dict(interval=max_epochs, max_keep_ckpts=1))
+default_hooks = dict(logger=dict(interval=20), checkpoint=dict(interval=max_epochs, max_keep_ckpts=1))
 randomness = dict(seed=0)

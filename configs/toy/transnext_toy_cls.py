@@ -4,14 +4,15 @@
 # label smoothing, 64-px images, a lower learning rate for the small batch and a short schedule.
 _base_ = '../transnext_micro_in1k.py'
 
-model = dict(
-    backbone=dict(
-        arch=dict(_delete_=True, embed_dims=[32, 64, 128, 256], depths=[1, 1, 2, 1], num_heads=[1, 2, 4, 8]),
-        img_size=64,
-        pretrain_size=64,
-        drop_path_rate=0.),
-    head=dict(num_classes=3, in_channels=256, loss=dict(label_smooth_val=0.), topk=(1, )),
-    train_cfg=dict(_delete_=True))
+model = dict(backbone=dict(arch=dict(_delete_=True,
+                                     embed_dims=[32, 64, 128, 256],
+                                     depths=[1, 1, 2, 1],
+                                     num_heads=[1, 2, 4, 8]),
+                           img_size=64,
+                           pretrain_size=64,
+                           drop_path_rate=0.),
+             head=dict(num_classes=3, in_channels=256, loss=dict(label_smooth_val=0.), topk=(1, )),
+             train_cfg=dict(_delete_=True))
 data_preprocessor = dict(num_classes=3)
 
 data_root = 'data/toy_imagenet'
@@ -23,16 +24,22 @@ train_pipeline = [
     dict(type='PackInputs'),
 ]
 test_pipeline = [dict(type='LoadImageFromFile'), dict(type='PackInputs')]
-train_dataloader = dict(
-    batch_size=16,
-    num_workers=1,
-    dataset=dict(_delete_=True, type='CustomDataset', data_root=data_root, data_prefix='train',
-                 metainfo=dict(classes=classes), pipeline=train_pipeline))
-val_dataloader = dict(
-    batch_size=32,
-    num_workers=1,
-    dataset=dict(_delete_=True, type='CustomDataset', data_root=data_root, data_prefix='val',
-                 metainfo=dict(classes=classes), pipeline=test_pipeline))
+train_dataloader = dict(batch_size=16,
+                        num_workers=1,
+                        dataset=dict(_delete_=True,
+                                     type='CustomDataset',
+                                     data_root=data_root,
+                                     data_prefix='train',
+                                     metainfo=dict(classes=classes),
+                                     pipeline=train_pipeline))
+val_dataloader = dict(batch_size=32,
+                      num_workers=1,
+                      dataset=dict(_delete_=True,
+                                   type='CustomDataset',
+                                   data_root=data_root,
+                                   data_prefix='val',
+                                   metainfo=dict(classes=classes),
+                                   pipeline=test_pipeline))
 test_dataloader = val_dataloader
 val_evaluator = dict(topk=(1, ))
 test_evaluator = val_evaluator

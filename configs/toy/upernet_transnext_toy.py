@@ -5,17 +5,15 @@ _base_ = ['../upernet_transnext_tiny.py', './_base_/toy_ade_data.py']
 
 embed_dims = [32, 64, 128, 256]
 norm_cfg = dict(type='BN', requires_grad=True)  # SyncBN needs several GPU processes
-model = dict(
-    data_preprocessor=dict(size=(128, 128)),
-    backbone=dict(
-        arch=dict(_delete_=True, embed_dims=embed_dims, depths=[1, 1, 2, 1], num_heads=[1, 2, 4, 8]),
-        img_size=128,
-        pretrain_size=128,
-        drop_path_rate=0.,
-        init_cfg=None),
-    decode_head=dict(in_channels=embed_dims, channels=64, num_classes=5, norm_cfg=norm_cfg),
-    auxiliary_head=dict(in_channels=embed_dims[2], channels=32, num_classes=5, norm_cfg=norm_cfg),
-    test_cfg=dict(_delete_=True, mode='whole'))
+model = dict(data_preprocessor=dict(size=(128, 128)),
+             backbone=dict(arch=dict(_delete_=True, embed_dims=embed_dims, depths=[1, 1, 2, 1], num_heads=[1, 2, 4, 8]),
+                           img_size=128,
+                           pretrain_size=128,
+                           drop_path_rate=0.,
+                           init_cfg=None),
+             decode_head=dict(in_channels=embed_dims, channels=64, num_classes=5, norm_cfg=norm_cfg),
+             auxiliary_head=dict(in_channels=embed_dims[2], channels=32, num_classes=5, norm_cfg=norm_cfg),
+             test_cfg=dict(_delete_=True, mode='whole'))
 
 train_dataloader = {{_base_.toy_ade_train_dataloader}}
 val_dataloader = {{_base_.toy_ade_val_dataloader}}

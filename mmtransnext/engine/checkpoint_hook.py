@@ -46,9 +46,16 @@ class AtomicCheckpointHook(CheckpointHook):
         self.last_ckpt = osp.join(self.out_dir, filename)
         runner.message_hub.update_info('last_ckpt', self.last_ckpt)
         # ... but the file is complete before it gets its name, and nothing is deleted before that
-        _save_then_rename(runner.save_checkpoint, self.out_dir, filename, self.file_client_args,
-                          save_optimizer=self.save_optimizer, save_param_scheduler=self.save_param_scheduler,
-                          meta=meta, by_epoch=self.by_epoch, backend_args=self.backend_args, **self.args)
+        _save_then_rename(runner.save_checkpoint,
+                          self.out_dir,
+                          filename,
+                          self.file_client_args,
+                          save_optimizer=self.save_optimizer,
+                          save_param_scheduler=self.save_param_scheduler,
+                          meta=meta,
+                          by_epoch=self.by_epoch,
+                          backend_args=self.backend_args,
+                          **self.args)
         if not is_main_process():
             return
         _replace_text(osp.join(runner.work_dir, 'last_checkpoint'), self.last_ckpt)

@@ -31,14 +31,25 @@ _FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 # What each op's kernels take: backend -> (devices, dtypes). 'memory_lean' is the set of autograd functions that keep
 # less for backward (attention.py, conv_glu.py): plain PyTorch, used whenever the attention is not the reference.
 OP_SUPPORT: Dict[str, Dict[str, Tuple[Tuple[str, ...], Tuple[torch.dtype, ...]]]] = {
-    'local_attention': {'ext': (('cpu', 'cuda'), _FLOATS),
-                        'triton': (('cuda', 'cpu'), _FLOATS[:3])},
-    'pooled_attention': {'ext': (('cpu', 'cuda'), _FLOATS),
-                         'triton': (('cuda', 'cpu'), _FLOATS[:3])},
+    'local_attention': {
+        'ext': (('cpu', 'cuda'), _FLOATS),
+        'triton': (('cuda', 'cpu'), _FLOATS[:3])
+    },
+    'pooled_attention': {
+        'ext': (('cpu', 'cuda'), _FLOATS),
+        'triton': (('cuda', 'cpu'), _FLOATS[:3])
+    },
     # fused on the CPU only: on a GPU PyTorch's own kernels are as fast
-    'gelu_gate': {'ext': (('cpu', ), (torch.float32, torch.float64))},
-    'position_bias_mlp': {'ext': (('cpu', ), (torch.float32, torch.float64))},
-    'memory_lean': {'ext': (('cpu', 'cuda'), _FLOATS), 'triton': (('cuda', 'cpu'), _FLOATS)},
+    'gelu_gate': {
+        'ext': (('cpu', ), (torch.float32, torch.float64))
+    },
+    'position_bias_mlp': {
+        'ext': (('cpu', ), (torch.float32, torch.float64))
+    },
+    'memory_lean': {
+        'ext': (('cpu', 'cuda'), _FLOATS),
+        'triton': (('cuda', 'cpu'), _FLOATS)
+    },
 }
 
 # 'auto': the backends to try, fastest measured first (tools/analysis/benchmark.py; docs/benchmark.md), per
@@ -62,7 +73,7 @@ def triton_status(device_type: str) -> Tuple[bool, str]:
     """Whether the Triton kernels can run on ``device_type``, and if not, what to do."""
     try:
         import triton
-    except ImportError:
+    except Exception:  # not installed, or an install that fails to import
         return False, 'Triton is not installed (it comes with the CUDA builds of torch: `pip install triton`)'
     version = tuple(int(part) for part in triton.__version__.split('.')[:2])
     if version < TRITON_MIN_VERSION:
@@ -117,7 +128,10 @@ def in_traced_graph() -> bool:
     return is_compiling() or (is_exporting is not None and is_exporting())
 
 
-def choose_backend(op: str, attn_impl: str, device, dtype: Optional[torch.dtype] = None,
+def choose_backend(op: str,
+                   attn_impl: str,
+                   device,
+                   dtype: Optional[torch.dtype] = None,
                    training: bool = False) -> Choice:
     """The backend that runs ``op`` for tensors on ``device`` of ``dtype``, in training (autograd on) or not.
 
@@ -173,7 +187,9 @@ def _decide(op: str, attn_impl: str, device_type: str, dtype: Optional[torch.dty
     raise RuntimeError(f'attn_impl="{attn_impl}": {why}')
 
 
-def backend_table(attn_impl: str, device, dtype: Optional[torch.dtype] = None,
+def backend_table(attn_impl: str,
+                  device,
+                  dtype: Optional[torch.dtype] = None,
                   training: bool = False) -> Dict[str, Choice]:
     """Every op's choice for one setting (the benchmark prints it)."""
     return {op: choose_backend(op, attn_impl, device, dtype, training) for op in OPS}

@@ -41,42 +41,47 @@ def local_window_stats(size: Tuple[int, int], window_size: int, device=None) -> 
     return local_len, ~inside
 
 
-
 # ----------------------------------------------------------------------------- reference (PyTorch)
+
 
 def _unfold_windows(pixels: Tensor, height: int, width: int, window_size: int) -> Tensor:
     """(B, heads, N, D) -> each pixel's window (B, heads, N, D, L), zero outside the map."""
     B, heads, N, D = pixels.shape
-    windows = F.unfold(pixels.transpose(-1, -2).reshape(B, heads * D, height, width), window_size,
+    windows = F.unfold(pixels.transpose(-1, -2).reshape(B, heads * D, height, width),
+                       window_size,
                        padding=window_size // 2)
     return windows.reshape(B, heads, D, window_size**2, N).permute(0, 1, 4, 2, 3)
 
 
-def local_similarity_reference(query: Tensor, key: Tensor, bias: Tensor, height: int, width: int,
-                               window_size: int, padding_mask: Optional[Tensor] = None) -> Tensor:
+def local_similarity_reference(query: Tensor,
+                               key: Tensor,
+                               bias: Tensor,
+                               height: int,
+                               width: int,
+                               window_size: int,
+                               padding_mask: Optional[Tensor] = None) -> Tensor:
     if padding_mask is None:
         padding_mask = local_window_stats((height, width), window_size, query.device)[1]
     attn = (query.unsqueeze(-2) @ _unfold_windows(key, height, width, window_size)).squeeze(-2)
     return (attn + bias.unsqueeze(1)).masked_fill(padding_mask, float('-inf'))
 
 
-def local_aggregation_reference(weights: Tensor, value: Tensor, height: int, width: int,
-                                window_size: int) -> Tensor:
+def local_aggregation_reference(weights: Tensor, value: Tensor, height: int, width: int, window_size: int) -> Tensor:
     windows = _unfold_windows(value, height, width, window_size)
     return (weights.unsqueeze(-2) @ windows.transpose(-2, -1)).squeeze(-2)
 
 
 # ----------------------------------------------------------------------------- extension
 
-def _similarity_forward(query: Tensor, key: Tensor, bias: Tensor, height: int, width: int,
-                        window_size: int) -> Tensor:
+
+def _similarity_forward(query: Tensor, key: Tensor, bias: Tensor, height: int, width: int, window_size: int) -> Tensor:
     return ext_loader.ext.local_similarity_forward(query, key, bias, height, width, window_size)
 
 
 def _similarity_backward(grad: Tensor, query: Tensor, key: Tensor, height: int, width: int,
                          window_size: int) -> Tuple[Tensor, Tensor, Tensor]:
     grad_query, grad_key, grad_bias = ext_loader.ext.local_similarity_backward(grad.contiguous(), query, key, height,
-                                                                                width, window_size)
+                                                                               width, window_size)
     return grad_query, grad_key, grad_bias
 
 
@@ -87,11 +92,12 @@ def _aggregation_forward(weights: Tensor, value: Tensor, height: int, width: int
 def _aggregation_backward(grad: Tensor, weights: Tensor, value: Tensor, height: int, width: int,
                           window_size: int) -> Tuple[Tensor, Tensor]:
     grad_weights, grad_value = ext_loader.ext.local_aggregation_backward(grad.contiguous(), weights, value, height,
-                                                                          width, window_size)
+                                                                         width, window_size)
     return grad_weights, grad_value
 
 
 # ----------------------------------------------------------------------------- Triton
+
 
 def _kernels():
     from .triton_kernels import local_attention
@@ -125,6 +131,7 @@ def _triton_aggregation_backward(grad: Tensor, weights: Tensor, value: Tensor, h
 
 # ----------------------------------------------------------------------------- registration (both backends)
 
+
 def _save(ctx, inputs, output):
     ctx.save_for_backward(*inputs[:2])
     ctx.window = inputs[-3:]
@@ -148,6 +155,7 @@ def _aggregation_backward_fake(grad, weights, value, height, width, window_size)
 
 def _register(name: str, forward, backward, forward_fake, backward_fake, custom_op: bool = HAS_CUSTOM_OP):
     """``mmtransnext::<name>`` with autograd: the gradients of the two saved inputs from ``backward``."""
+
     def grad(ctx, grad_out):
         return (*backward_apply(grad_out, *ctx.saved_tensors, *ctx.window), None, None, None)
 
@@ -157,23 +165,32 @@ def _register(name: str, forward, backward, forward_fake, backward_fake, custom_
 
 
 _SIMILARITY = {
-    'ext': _register('local_similarity', _similarity_forward, _similarity_backward, _similarity_fake,
-                     _similarity_backward_fake),
-    'triton': _register('triton_local_similarity', _triton_similarity_forward, _triton_similarity_backward,
-                        _similarity_fake, _similarity_backward_fake),
+    'ext':
+    _register('local_similarity', _similarity_forward, _similarity_backward, _similarity_fake,
+              _similarity_backward_fake),
+    'triton':
+    _register('triton_local_similarity', _triton_similarity_forward, _triton_similarity_backward, _similarity_fake,
+              _similarity_backward_fake),
 }
 _AGGREGATION = {
-    'ext': _register('local_aggregation', _aggregation_forward, _aggregation_backward, _aggregation_fake,
-                     _aggregation_backward_fake),
-    'triton': _register('triton_local_aggregation', _triton_aggregation_forward, _triton_aggregation_backward,
-                        _aggregation_fake, _aggregation_backward_fake),
+    'ext':
+    _register('local_aggregation', _aggregation_forward, _aggregation_backward, _aggregation_fake,
+              _aggregation_backward_fake),
+    'triton':
+    _register('triton_local_aggregation', _triton_aggregation_forward, _triton_aggregation_backward, _aggregation_fake,
+              _aggregation_backward_fake),
 }
-
 
 # ----------------------------------------------------------------------------- public face
 
-def local_similarity(query: Tensor, key: Tensor, bias: Tensor, size: Tuple[int, int], window_size: int,
-                     attn_impl: str = 'auto', padding_mask: Optional[Tensor] = None) -> Tensor:
+
+def local_similarity(query: Tensor,
+                     key: Tensor,
+                     bias: Tensor,
+                     size: Tuple[int, int],
+                     window_size: int,
+                     attn_impl: str = 'auto',
+                     padding_mask: Optional[Tensor] = None) -> Tensor:
     """Similarity of each query with the keys of its window, plus a per-neighbour bias.
 
     Args:
@@ -194,11 +211,14 @@ def local_similarity(query: Tensor, key: Tensor, bias: Tensor, size: Tuple[int, 
     backend = choose_backend('local_attention', attn_impl, query.device, dtype, torch.is_grad_enabled()).backend
     if backend == 'pytorch':
         return local_similarity_reference(query, key, bias, height, width, window_size, padding_mask)
-    return _SIMILARITY[backend](query.to(dtype).contiguous(), key.to(dtype).contiguous(),
-                             bias.to(dtype).contiguous(), height, width, window_size)
+    return _SIMILARITY[backend](query.to(dtype).contiguous(), key.to(dtype).contiguous(), bias.to(dtype).contiguous(),
+                                height, width, window_size)
 
 
-def local_aggregation(weights: Tensor, value: Tensor, size: Tuple[int, int], window_size: int,
+def local_aggregation(weights: Tensor,
+                      value: Tensor,
+                      size: Tuple[int, int],
+                      window_size: int,
                       attn_impl: str = 'auto') -> Tensor:
     """Weighted sum of each pixel's window of values.
 
@@ -218,4 +238,4 @@ def local_aggregation(weights: Tensor, value: Tensor, size: Tuple[int, int], win
     if backend == 'pytorch':
         return local_aggregation_reference(weights, value, height, width, window_size)
     return _AGGREGATION[backend](weights.to(dtype).contiguous(), value.to(dtype).contiguous(), height, width,
-                              window_size)
+                                 window_size)

@@ -32,12 +32,14 @@ def register_schemas():
     for name, (inputs, outputs, attributes) in _SCHEMAS.items():
         if defs.has(name, VERSION, DOMAIN):
             continue
-        defs.register_schema(defs.OpSchema(
-            name, DOMAIN, VERSION,
-            inputs=[P(i, 'I' if i == 'cols_index' else 'T') for i in inputs],
-            outputs=[P(o, 'T') for o in outputs],
-            type_constraints=[('T', floats, 'floating tensors'), ('I', ['tensor(int64)'], 'indices')],
-            attributes=[defs.OpSchema.Attribute(a, defs.OpSchema.AttrType.INT, a) for a in attributes]))
+        defs.register_schema(
+            defs.OpSchema(name,
+                          DOMAIN,
+                          VERSION,
+                          inputs=[P(i, 'I' if i == 'cols_index' else 'T') for i in inputs],
+                          outputs=[P(o, 'T') for o in outputs],
+                          type_constraints=[('T', floats, 'floating tensors'), ('I', ['tensor(int64)'], 'indices')],
+                          attributes=[defs.OpSchema.Attribute(a, defs.OpSchema.AttrType.INT, a) for a in attributes]))
 
 
 def custom_translation_table() -> Dict[Callable, Callable]:
@@ -53,10 +55,16 @@ def custom_translation_table() -> Dict[Callable, Callable]:
     def local_aggregation(weights, value, height: int, width: int, window_size: int):
         return mmtn.LocalAggregation(weights, value, height=height, width=width, window_size=window_size)
 
-    def pooled_attention(query, key, value, bias_rows, cols_index, cols_weight, local_logits, height: int,
-                         width: int):
-        return mmtn.PooledAttention(query, key, value, bias_rows, cols_index, cols_weight, local_logits,
-                                    height=height, width=width)
+    def pooled_attention(query, key, value, bias_rows, cols_index, cols_weight, local_logits, height: int, width: int):
+        return mmtn.PooledAttention(query,
+                                    key,
+                                    value,
+                                    bias_rows,
+                                    cols_index,
+                                    cols_weight,
+                                    local_logits,
+                                    height=height,
+                                    width=width)
 
     def position_bias_mlp(coords, w1, b1, w2, b2):  # relu(coords w1^T + b1) w2^T + b2, as (heads, offsets)
         hidden = op.Relu(op.Add(op.MatMul(coords, op.Transpose(w1, perm=[1, 0])), b1))
@@ -68,6 +76,10 @@ def custom_translation_table() -> Dict[Callable, Callable]:
         return op.Mul(op.Mul(op.Mul(gate, half), op.Add(erf, one)), value)
 
     ops = torch.ops.mmtransnext
-    return {ops.local_similarity.default: local_similarity, ops.local_aggregation.default: local_aggregation,
-            ops.pooled_attention.default: pooled_attention, ops.position_bias_mlp.default: position_bias_mlp,
-            ops.gelu_gate.default: gelu_gate}
+    return {
+        ops.local_similarity.default: local_similarity,
+        ops.local_aggregation.default: local_aggregation,
+        ops.pooled_attention.default: pooled_attention,
+        ops.position_bias_mlp.default: position_bias_mlp,
+        ops.gelu_gate.default: gelu_gate
+    }

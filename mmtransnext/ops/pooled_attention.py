@@ -47,17 +47,17 @@ def pooled_attention_reference(query: Tensor, key: Tensor, value: Tensor, bias_r
 
 # ----------------------------------------------------------------------------- extension
 
+
 def _forward(query: Tensor, key: Tensor, value: Tensor, bias_rows: Tensor, cols_index: Tensor, cols_weight: Tensor,
              local_logits: Tensor, height: int, width: int) -> Tuple[Tensor, Tensor, Tensor]:
     out, local_weights, lse = ext_loader.ext.pooled_attention_forward(query, key, value, bias_rows, cols_index,
-                                                                       cols_weight, local_logits, height, width)
+                                                                      cols_weight, local_logits, height, width)
     return out, local_weights, lse
 
 
-def _backward(grad_out: Tensor, grad_local_weights: Tensor, grad_lse: Tensor, query: Tensor, key: Tensor,
-              value: Tensor, bias_rows: Tensor, cols_index: Tensor, cols_weight: Tensor, out: Tensor,
-              local_weights: Tensor, lse: Tensor, height: int, width: int
-              ) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+def _backward(grad_out: Tensor, grad_local_weights: Tensor, grad_lse: Tensor, query: Tensor, key: Tensor, value: Tensor,
+              bias_rows: Tensor, cols_index: Tensor, cols_weight: Tensor, out: Tensor, local_weights: Tensor,
+              lse: Tensor, height: int, width: int) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     grads = ext_loader.ext.pooled_attention_backward(grad_out, grad_local_weights, grad_lse, query, key, value,
                                                      bias_rows, cols_index, cols_weight, out, local_weights, lse,
                                                      height, width)
@@ -78,14 +78,15 @@ def _materialise(grads, outputs):
 def _grad(ctx, grad_out, grad_local_weights, grad_lse):
     query, key, value, bias_rows, cols_index, cols_weight, out, local_weights, lse = ctx.saved_tensors
     grads = _materialise((grad_out, grad_local_weights, grad_lse), (out, local_weights, lse))
-    grad_query, grad_key, grad_value, grad_rows, grad_local = _backward_apply(
-        *grads, query, key, value, bias_rows, cols_index, cols_weight, out, local_weights, lse, *ctx.size)
+    grad_query, grad_key, grad_value, grad_rows, grad_local = _backward_apply(*grads, query, key, value, bias_rows,
+                                                                              cols_index, cols_weight, out,
+                                                                              local_weights, lse, *ctx.size)
     return grad_query, grad_key, grad_value, grad_rows, None, None, grad_local, None, None
 
 
 def _forward_fake(query, key, value, bias_rows, cols_index, cols_weight, local_logits, height, width):
-    return (query.new_empty(*query.shape[:3], value.shape[-1]), torch.empty_like(local_logits),
-            query.new_empty(query.shape[:3]))
+    return (query.new_empty(*query.shape[:3],
+                            value.shape[-1]), torch.empty_like(local_logits), query.new_empty(query.shape[:3]))
 
 
 def _backward_fake(grad_out, grad_local_weights, grad_lse, query, key, value, bias_rows, cols_index, cols_weight, out,
@@ -97,8 +98,8 @@ def _backward_fake(grad_out, grad_local_weights, grad_lse, query, key, value, bi
 _forward_apply, _backward_apply = register_op('pooled_attention', _forward, _backward, _forward_fake, _backward_fake,
                                               _save, _grad)
 
-
 # ----------------------------------------------------------------------------- Triton
+
 
 def invert_cols_taps(cols_index: Tensor, cols_weight: Tensor, table_cols: int) -> Tuple[Tensor, Tensor]:
     """For each column u of the bias table, the (x * pw + kx) positions that read it and their tap weights,
@@ -135,8 +136,8 @@ def _triton_forward(query: Tensor, key: Tensor, value: Tensor, bias_rows: Tensor
 
 def _triton_backward(grad_out: Tensor, grad_local_weights: Tensor, grad_lse: Tensor, query: Tensor, key: Tensor,
                      value: Tensor, bias_rows: Tensor, cols_index: Tensor, cols_weight: Tensor, inverse_index: Tensor,
-                     inverse_weight: Tensor, out: Tensor, local_weights: Tensor, lse: Tensor, precision: str
-                     ) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+                     inverse_weight: Tensor, out: Tensor, local_weights: Tensor, lse: Tensor,
+                     precision: str) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     # d softmax: every logit's gradient is p * (its upstream gradient - delta), one delta per query
     delta = ((grad_out.float() * out.float()).sum(-1) + (grad_local_weights * local_weights).sum(-1) - grad_lse)
     grad_local = local_weights * (grad_local_weights - delta.unsqueeze(-1))
@@ -165,15 +166,15 @@ def _triton_forward_fake(query, key, value, bias_rows, cols_index, cols_weight, 
             query.new_empty(query.shape[:3], dtype=torch.float32))
 
 
-def _triton_backward_fake(grad_out, grad_local_weights, grad_lse, query, key, value, bias_rows, cols_index,
-                          cols_weight, inverse_index, inverse_weight, out, local_weights, lse, precision):
+def _triton_backward_fake(grad_out, grad_local_weights, grad_lse, query, key, value, bias_rows, cols_index, cols_weight,
+                          inverse_index, inverse_weight, out, local_weights, lse, precision):
     return (torch.empty_like(query), torch.empty_like(key), torch.empty_like(value), torch.empty_like(bias_rows),
             torch.empty_like(local_weights))
 
 
-_triton_forward_apply, _triton_backward_apply = register_op(
-    'triton_pooled_attention', _triton_forward, _triton_backward, _triton_forward_fake, _triton_backward_fake,
-    _triton_save, _triton_grad)
+_triton_forward_apply, _triton_backward_apply = register_op('triton_pooled_attention', _triton_forward,
+                                                            _triton_backward, _triton_forward_fake,
+                                                            _triton_backward_fake, _triton_save, _triton_grad)
 
 
 def _triton_pooled_attention(query, key, value, bias_rows, cols_index, cols_weight, local_logits, cols_inverse,
@@ -184,16 +185,26 @@ def _triton_pooled_attention(query, key, value, bias_rows, cols_index, cols_weig
     if cols_inverse is None:
         cols_inverse = invert_cols_taps(cols_index, cols_weight, bias_rows.shape[-1])
     f32 = [t.to(torch.float32).contiguous() for t in (bias_rows, cols_weight, local_logits, cols_inverse[1])]
-    out, local_weights, _ = _triton_forward_apply(query.to(dtype).contiguous(), key.to(dtype).contiguous(),
-                                                  value.to(dtype).contiguous(), f32[0], cols_index.contiguous(),
-                                                  f32[1], f32[2], cols_inverse[0].contiguous(), f32[3], precision)
+    out, local_weights, _ = _triton_forward_apply(
+        query.to(dtype).contiguous(),
+        key.to(dtype).contiguous(),
+        value.to(dtype).contiguous(), f32[0], cols_index.contiguous(), f32[1], f32[2], cols_inverse[0].contiguous(),
+        f32[3], precision)
     return out.to(out_dtype), local_weights.to(local_logits.dtype)
 
 
 # ----------------------------------------------------------------------------- public face
 
-def pooled_attention(query: Tensor, key: Tensor, value: Tensor, bias_rows: Tensor, cols_index: Tensor,
-                     cols_weight: Tensor, local_logits: Tensor, size: Tuple[int, int], attn_impl: str = 'auto',
+
+def pooled_attention(query: Tensor,
+                     key: Tensor,
+                     value: Tensor,
+                     bias_rows: Tensor,
+                     cols_index: Tensor,
+                     cols_weight: Tensor,
+                     local_logits: Tensor,
+                     size: Tuple[int, int],
+                     attn_impl: str = 'auto',
                      cols_inverse: Optional[Tuple[Tensor, Tensor]] = None) -> Tuple[Tensor, Tensor]:
     """One softmax over each query's local logits and its pooled-key logits.
 
@@ -227,8 +238,11 @@ def pooled_attention(query: Tensor, key: Tensor, value: Tensor, bias_rows: Tenso
                                         cols_inverse, out_dtype)
     # float32 for the softmax under autocast too; the outputs go back in the inputs' type
     dtype = torch.float64 if out_dtype == torch.float64 else torch.float32
-    out, local_weights, _ = _forward_apply(query.to(dtype).contiguous(), key.to(dtype).contiguous(),
-                                           value.to(dtype).contiguous(), bias_rows.to(dtype).contiguous(),
-                                           cols_index.contiguous(), cols_weight.to(dtype).contiguous(),
-                                           local_logits.to(dtype).contiguous(), *size)
+    out, local_weights, _ = _forward_apply(
+        query.to(dtype).contiguous(),
+        key.to(dtype).contiguous(),
+        value.to(dtype).contiguous(),
+        bias_rows.to(dtype).contiguous(), cols_index.contiguous(),
+        cols_weight.to(dtype).contiguous(),
+        local_logits.to(dtype).contiguous(), *size)
     return out.to(out_dtype), local_weights.to(local_logits.dtype)

@@ -29,7 +29,7 @@ def _forward(coords: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor) -> 
 def _backward(grad: Tensor, coords: Tensor, w1: Tensor, b1: Tensor,
               w2: Tensor) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
     grad_w1, grad_b1, grad_w2, grad_b2 = ext_loader.ext.position_bias_mlp_backward(grad.contiguous(), coords, w1, b1,
-                                                                                    w2)
+                                                                                   w2)
     return grad_w1, grad_b1, grad_w2, grad_b2
 
 
@@ -53,7 +53,11 @@ _forward_apply, _backward_apply = register_op('position_bias_mlp', _forward, _ba
                                               _save, _grad)
 
 
-def position_bias_mlp(coords: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor,
+def position_bias_mlp(coords: Tensor,
+                      w1: Tensor,
+                      b1: Tensor,
+                      w2: Tensor,
+                      b2: Tensor,
                       attn_impl: str = 'auto') -> Tensor:
     """(T, 2) coordinates -> (heads, T) bias values of the MLP with weights (w1, b1, w2, b2); the fused kernel
     for 'auto' / 'ext' on the CPU in float32 / float64 (the weights' dtype: also under autocast, as the bias
@@ -61,5 +65,5 @@ def position_bias_mlp(coords: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Te
     if choose_backend('position_bias_mlp', attn_impl, coords.device, w2.dtype).backend != 'ext':
         return position_bias_mlp_reference(coords, w1, b1, w2, b2)
     dtype = w2.dtype
-    return _forward_apply(coords.to(dtype).contiguous(), w1.contiguous(), b1.contiguous(), w2.contiguous(),
-                          b2.contiguous())
+    return _forward_apply(
+        coords.to(dtype).contiguous(), w1.contiguous(), b1.contiguous(), w2.contiguous(), b2.contiguous())

@@ -10,8 +10,14 @@ import torch
 HAS_CUSTOM_OP = hasattr(torch.library, 'custom_op')  # torch >= 2.4
 
 
-def register_op(name: str, forward: Callable, backward: Callable, forward_fake: Callable, backward_fake: Callable,
-                setup_context: Callable, grad: Callable, custom_op: bool = HAS_CUSTOM_OP) -> Tuple[Callable, Callable]:
+def register_op(name: str,
+                forward: Callable,
+                backward: Callable,
+                forward_fake: Callable,
+                backward_fake: Callable,
+                setup_context: Callable,
+                grad: Callable,
+                custom_op: bool = HAS_CUSTOM_OP) -> Tuple[Callable, Callable]:
     """``mmtransnext::<name>`` and ``mmtransnext::<name>_backward`` as ``torch.library`` custom ops with fake
     kernels and registered autograd (``torch.compile`` traces them); on torch < 2.4 (or ``custom_op=False``) an
     ``autograd.Function`` built from the same pieces. Returns the callables (forward with autograd, backward)."""

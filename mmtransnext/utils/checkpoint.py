@@ -17,11 +17,15 @@ def unwrap_state_dict(checkpoint) -> Dict:
     return checkpoint
 
 
+def _plain_state_dict(checkpoint) -> Dict:
+    """The state dict inside ``checkpoint`` with DataParallel's ``module.`` prefix stripped."""
+    return {k[len('module.'):] if k.startswith('module.') else k: v for k, v in unwrap_state_dict(checkpoint).items()}
+
+
 def backbone_state_dict(checkpoint) -> Dict:
     """Backbone weights from an ImageNet classifier (``head.*`` dropped), a downstream model
     (``backbone.*`` kept, prefix stripped) or a bare backbone state dict."""
-    state = {k[len('module.'):] if k.startswith('module.') else k: v
-             for k, v in unwrap_state_dict(checkpoint).items()}
+    state = _plain_state_dict(checkpoint)
     if any(k.startswith('backbone.') for k in state):
         return {k[len('backbone.'):]: v for k, v in state.items() if k.startswith('backbone.')}
     return {k: v for k, v in state.items() if not k.startswith('head.')}
@@ -52,8 +56,9 @@ def load_backbone_weights(model: nn.Module, filename: str, strict: bool = True, 
     if unexpected:
         problems.append(f'unexpected keys: {unexpected}')
     if mismatched:
-        problems.append('shape mismatches: ' + ', '.join(
-            f'{k} {tuple(state[k].shape)} in checkpoint vs {tuple(own[k].shape)} in model' for k in mismatched))
+        problems.append('shape mismatches: ' +
+                        ', '.join(f'{k} {tuple(state[k].shape)} in checkpoint vs {tuple(own[k].shape)} in model'
+                                  for k in mismatched))
     if problems:
         message = f'checkpoint {filename} does not fit {type(model).__name__}: ' + '; '.join(problems)
         if strict:
@@ -66,8 +71,7 @@ def load_backbone_weights(model: nn.Module, filename: str, strict: bool = True, 
 
 
 def is_transnext_state_dict(state: Dict, prefix: str = '') -> bool:
-    return f'{prefix}patch_embed1.proj.weight' in state and any(
-        k.startswith(f'{prefix}block1.0.attn.') for k in state)
+    return f'{prefix}patch_embed1.proj.weight' in state and any(k.startswith(f'{prefix}block1.0.attn.') for k in state)
 
 
 def convert_official_checkpoint(checkpoint) -> Dict:
@@ -79,13 +83,14 @@ def convert_official_checkpoint(checkpoint) -> Dict:
     - Bare backbone: keys prefixed with ``backbone.``.
     Raises ValueError for a file that is not a TransNeXt checkpoint.
     """
-    state = {k[len('module.'):] if k.startswith('module.') else k: v
-             for k, v in unwrap_state_dict(checkpoint).items()}
+    state = _plain_state_dict(checkpoint)
     if is_transnext_state_dict(state, 'backbone.'):
         converted = state
     elif is_transnext_state_dict(state):
-        converted = (official_classifier_to_mmpretrain(state)
-                     if 'head.weight' in state else {'backbone.' + k: v for k, v in state.items()})
+        converted = (official_classifier_to_mmpretrain(state) if 'head.weight' in state else {
+            'backbone.' + k: v
+            for k, v in state.items()
+        })
     else:
         sample = ', '.join(list(state)[:5])
         raise ValueError(f'not a TransNeXt checkpoint: no patch_embed1 / block1 attention keys (first keys: {sample})')

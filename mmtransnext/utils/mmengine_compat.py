@@ -48,16 +48,22 @@ def _history_buffer_attribute(owner, name: str):
 # What mmengine's Runner checkpoints hold besides tensors and builtins: found by loading the toy jobs'
 # checkpoints (torch.serialization.get_unsafe_globals_in_checkpoint, then what the unpickler refused).
 RUNNER_CHECKPOINT_GLOBALS = [
-    np.ndarray, np.dtype, HistoryBuffer, (_history_buffer_attribute, 'builtins.getattr'),
+    np.ndarray,
+    np.dtype,
+    HistoryBuffer,
+    (_history_buffer_attribute, 'builtins.getattr'),
     *[(fn, f'{module}.{fn.__name__}') for fn in (multiarray._reconstruct, multiarray.scalar)
       for module in ('numpy._core.multiarray', 'numpy.core.multiarray')],  # written under numpy 2 / 1
     # the dtypes of numpy scalars and arrays (their state is set through their class)
-    *{type(np.dtype(name)) for name in ('bool', 'int8', 'int16', 'int32', 'int64', 'uint8', 'uint16', 'uint32',
-                                         'uint64', 'float16', 'float32', 'float64')},
+    *{
+        type(np.dtype(name))
+        for name in ('bool', 'int8', 'int16', 'int32', 'int64', 'uint8', 'uint16', 'uint32', 'uint64', 'float16',
+                     'float32', 'float64')
+    },
 ]
 # the same, by the names torch.serialization reports for a checkpoint's globals
-RUNNER_CHECKPOINT_GLOBAL_NAMES = frozenset(
-    g[1] if isinstance(g, tuple) else f'{g.__module__}.{g.__qualname__}' for g in RUNNER_CHECKPOINT_GLOBALS)
+RUNNER_CHECKPOINT_GLOBAL_NAMES = frozenset(g[1] if isinstance(g, tuple) else f'{g.__module__}.{g.__qualname__}'
+                                           for g in RUNNER_CHECKPOINT_GLOBALS)
 
 
 def _safe_globals(allowed):
@@ -94,8 +100,10 @@ def load_local_checkpoint(filename: str, map_location=None):
 
 def _untrusted(filename: str, safe_error: Exception) -> UntrustedCheckpointError:
     try:
-        refused = [g for g in torch.serialization.get_unsafe_globals_in_checkpoint(filename)
-                   if g not in RUNNER_CHECKPOINT_GLOBAL_NAMES]
+        refused = [
+            g for g in torch.serialization.get_unsafe_globals_in_checkpoint(filename)
+            if g not in RUNNER_CHECKPOINT_GLOBAL_NAMES
+        ]
     except Exception:  # noqa: BLE001  (not a zip checkpoint: fall back to torch's message)
         refused = []
     what = ', '.join(refused) if refused else str(safe_error).splitlines()[0]

@@ -44,11 +44,18 @@ def build(row, img_size):
             import torchvision
             return torchvision.models.swin_t().features  # stochastic depth 0.2, as mmdet's config
         from mmdet.models.backbones import SwinTransformer
-        return SwinTransformer(embed_dims=96, depths=[2, 2, 6, 2], num_heads=[3, 6, 12, 24], window_size=7,
+        return SwinTransformer(embed_dims=96,
+                               depths=[2, 2, 6, 2],
+                               num_heads=[3, 6, 12, 24],
+                               window_size=7,
                                drop_path_rate=0.2)
     from mmtransnext.models import TransNeXt
     impl = row.split('_')[1]
-    return TransNeXt(arch='tiny', img_size=img_size, pretrain_size=224, drop_path_rate=0.2, with_cp=row.endswith('_cp'),
+    return TransNeXt(arch='tiny',
+                     img_size=img_size,
+                     pretrain_size=224,
+                     drop_path_rate=0.2,
+                     with_cp=row.endswith('_cp'),
                      attn_impl=impl)
 
 
@@ -139,11 +146,15 @@ def main():
     parser.add_argument('--repeats', type=int, default=3)
     parser.add_argument('--batch', type=int, default=1)
     parser.add_argument('--rows', nargs='+', default=list(DEFAULT_ROWS), choices=ROWS)
-    parser.add_argument('--img-size', type=int, help="TransNeXt's img_size (default: the input's shorter side, as "
+    parser.add_argument('--img-size',
+                        type=int,
+                        help="TransNeXt's img_size (default: the input's shorter side, as "
                         'the paper configs set it: 512 for ADE20K crops, 800 for COCO)')
     parser.add_argument('--amp', choices=['none', 'fp16', 'bf16'], default='none', help='torch.autocast dtype')
     parser.add_argument('--flops', action='store_true', help='add forward GFLOP and the training GFLOP/s per row')
-    parser.add_argument('--profile', metavar='DIR', help="write a torch.profiler table of each TransNeXt row's "
+    parser.add_argument('--profile',
+                        metavar='DIR',
+                        help="write a torch.profiler table of each TransNeXt row's "
                         'training step under DIR')
     parser.add_argument('--child', nargs=4, metavar=('ROW', 'H', 'W', 'REPEATS'), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -171,11 +182,16 @@ def main():
         h, w = map(int, size.split('x'))
         results = {}
         for row in rows:
-            proc = subprocess.run([sys.executable, __file__, '--child', row, str(h), str(w), str(args.repeats),
-                                   '--amp', args.amp, '--img-size', str(args.img_size or min(h, w)),
-                                   '--batch', str(args.batch)] + ['--flops'] * args.flops +
-                                  (['--profile', args.profile] if args.profile else []),
-                                  capture_output=True, text=True)
+            proc = subprocess.run([
+                sys.executable, __file__, '--child', row,
+                str(h),
+                str(w),
+                str(args.repeats), '--amp', args.amp, '--img-size',
+                str(args.img_size or min(h, w)), '--batch',
+                str(args.batch)
+            ] + ['--flops'] * args.flops + (['--profile', args.profile] if args.profile else []),
+                                  capture_output=True,
+                                  text=True)
             if proc.returncode != 0:
                 print(f'  {row} at {size} failed:\n{proc.stderr[-2000:]}', file=sys.stderr, flush=True)
                 continue
@@ -187,8 +203,10 @@ def main():
             ratio_t = f'{r["train"] / base["train"]:.2f}x' if base else '-'
             ratio_m = f'{r["peak_mb"] / base["peak_mb"]:.2f}x' if base else '-'
             flops = f' {r["flops"] / 1e9:.2f} | {3 * r["flops"] / r["train"] / 1e9:.0f} |' if 'flops' in r else ''
-            print(f'| {h} x {w} | {row} | {r["forward"]:.3f} | {r["train"]:.3f} | {r["peak_mb"]:.0f} | {ratio_t} | '
-                  f'{ratio_m} |{flops}', flush=True)
+            print(
+                f'| {h} x {w} | {row} | {r["forward"]:.3f} | {r["train"]:.3f} | {r["peak_mb"]:.0f} | {ratio_t} | '
+                f'{ratio_m} |{flops}',
+                flush=True)
         backends = {row: r['backends'] for row, r in results.items() if 'backends' in r}
         if backends:
             print(f'\nbackends of the training step at {size}:')

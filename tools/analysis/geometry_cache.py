@@ -37,8 +37,10 @@ def input_sizes(cfg, iters, seed):
     from mmengine.dataset import Compose
     from mmengine.registry import init_default_scope
     init_default_scope(cfg.get('default_scope', 'mmdet'))
-    steps = [t for t in cfg.train_dataloader.dataset.pipeline
-             if t['type'] not in ('LoadImageFromFile', 'LoadAnnotations', 'PackDetInputs')]
+    steps = [
+        t for t in cfg.train_dataloader.dataset.pipeline
+        if t['type'] not in ('LoadImageFromFile', 'LoadAnnotations', 'PackDetInputs')
+    ]
     transforms = Compose(steps)
     preprocessor = cfg.model.get('data_preprocessor', {})
     divisor = preprocessor.get('pad_size_divisor', 1)
@@ -51,9 +53,13 @@ def input_sizes(cfg, iters, seed):
         for _ in range(batch):
             short, long = rng.choice(COCO_SHORT_SIDES), 640
             h, w = (short, long) if rng.random() < 0.7 else (long, short)
-            result = transforms(dict(img=np.zeros((h, w, 3), np.uint8), img_shape=(h, w), ori_shape=(h, w),
-                                     gt_bboxes=HorizontalBoxes(np.array([[0., 0., w / 2, h / 2]], np.float32)),
-                                     gt_bboxes_labels=np.zeros(1, np.int64), gt_ignore_flags=np.zeros(1, bool)))
+            result = transforms(
+                dict(img=np.zeros((h, w, 3), np.uint8),
+                     img_shape=(h, w),
+                     ori_shape=(h, w),
+                     gt_bboxes=HorizontalBoxes(np.array([[0., 0., w / 2, h / 2]], np.float32)),
+                     gt_bboxes_labels=np.zeros(1, np.int64),
+                     gt_ignore_flags=np.zeros(1, bool)))
             shapes.append(result['img'].shape[:2])
         H, W = (max(s[i] for s in shapes) for i in (0, 1))
         sizes.append((-(-H // divisor) * divisor, -(-W // divisor) * divisor))

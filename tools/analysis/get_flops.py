@@ -35,13 +35,20 @@ class TensorForward(nn.Module):
         if scope == 'mmdet':
             from mmdet.structures import DetDataSample
             h, w = shape
-            self.data_samples = [DetDataSample(metainfo=dict(img_shape=(h, w), pad_shape=(h, w), ori_shape=(h, w),
-                                                             batch_input_shape=(h, w), scale_factor=(1., 1.)))]
+            self.data_samples = [
+                DetDataSample(metainfo=dict(img_shape=(h, w),
+                                            pad_shape=(h, w),
+                                            ori_shape=(h, w),
+                                            batch_input_shape=(h, w),
+                                            scale_factor=(1., 1.)))
+            ]
         elif scope == 'mmseg':  # Mask2Former's head reads the image shapes in its tensor forward too
             from mmseg.structures import SegDataSample
             h, w = shape
-            self.data_samples = [SegDataSample(metainfo=dict(img_shape=(h, w), pad_shape=(h, w), ori_shape=(h, w),
-                                                             batch_input_shape=(h, w)))]
+            self.data_samples = [
+                SegDataSample(
+                    metainfo=dict(img_shape=(h, w), pad_shape=(h, w), ori_shape=(h, w), batch_input_shape=(h, w)))
+            ]
 
     def forward(self, inputs):
         head = getattr(self.model, 'decode_head', None)

@@ -28,7 +28,8 @@ def plot_losses(work_dir, out):
     keys = [k for k in records[0] if k.startswith('loss')]
     fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
     for key in keys:
-        ax.plot([r['iter'] for r in records], [r[key] for r in records], label=key,
+        ax.plot([r['iter'] for r in records], [r[key] for r in records],
+                label=key,
                 linewidth=2.0 if key == 'loss' else 1.0)
     ax.set_xlabel('iteration')
     ax.set_ylabel('loss')

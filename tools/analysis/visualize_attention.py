@@ -22,8 +22,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # tools/, for script_utils
-from script_utils.model_input import (add_model_arguments, build_backbone, parse_model_arguments,  # noqa: E402
-                                      read_rgb, sample_photo, to_input)
+from script_utils.model_input import (add_model_arguments, build_backbone, parse_model_arguments, read_rgb,
+                                      sample_photo, to_input)
 
 
 def parse_point(text):
@@ -64,8 +64,9 @@ def record_attention(backbone, x, blocks):
     feature size."""
     sizes, hooks = {}, []
     for s in range(backbone.num_stages):
-        hooks.append(getattr(backbone, f'patch_embed{s + 1}').register_forward_hook(
-            lambda module, args, out, s=s: sizes.__setitem__(s, tuple(out[1]))))
+        hooks.append(
+            getattr(backbone, f'patch_embed{s + 1}').register_forward_hook(
+                lambda module, args, out, s=s: sizes.__setitem__(s, tuple(out[1]))))
     attentions = [getattr(backbone, f'block{s + 1}')[b].attn for s, b in blocks]
     for attention in attentions:
         attention.record_weights = True
@@ -140,7 +141,9 @@ def draw(rgb, point, panels, out_file, log_scale):
     import matplotlib.pyplot as plt
     from matplotlib.colors import LogNorm, Normalize
     rows, cols = len(panels), len(panels[0])
-    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.2 * rows * rgb.shape[0] / rgb.shape[1] + 0.6),
+    fig, axes = plt.subplots(rows,
+                             cols,
+                             figsize=(3.2 * cols, 3.2 * rows * rgb.shape[0] / rgb.shape[1] + 0.6),
                              squeeze=False)
     for r, row in enumerate(panels):
         for c, panel in enumerate(row):
@@ -192,14 +195,15 @@ def main():
         columns = [(f'stage {s + 1} block {b}', maps[s, b][i]) for s, b in blocks]
         if args.per_head:
             heads = max(m.shape[0] for _, m in columns)
-            panels = [[(f'{t}, head {h}', m[h]) if h < m.shape[0] else None for t, m in columns]
-                      for h in range(heads)]
+            panels = [[(f'{t}, head {h}', m[h]) if h < m.shape[0] else None for t, m in columns] for h in range(heads)]
         else:
             panels = [[(f'{t} (mean of heads)', m) for t, m in columns]]
         name = osp.join(args.out_dir, f'attention_{point[0]}_{point[1]}')
         draw(rgb, point, panels, name + '.png', args.log)
-        np.savez_compressed(name + '.npz', **{f'stage{s + 1}_block{b}': m for (s, b), m in
-                                              ((k, maps[k][i]) for k in blocks)})
+        np.savez_compressed(name + '.npz', **{
+            f'stage{s + 1}_block{b}': m
+            for (s, b), m in ((k, maps[k][i]) for k in blocks)
+        })
         print(f'wrote {name}.png and {name}.npz')
 
 

@@ -21,8 +21,8 @@ import sys
 import numpy as np
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # tools/, for script_utils
-from script_utils.model_input import (add_model_arguments, build_backbone, parse_model_arguments,  # noqa: E402
-                                      read_rgb, sample_photo, to_input)
+from script_utils.model_input import (add_model_arguments, build_backbone, parse_model_arguments, read_rgb,
+                                      sample_photo, to_input)
 
 FRACTIONS = (0.2, 0.3, 0.5, 0.99)
 
@@ -88,10 +88,17 @@ def main():
     add_model_arguments(parser)
     parser.add_argument('--out', required=True, help='PNG to write (and the maps as .npz beside it)')
     parser.add_argument('--images', nargs='+', help='images (default: the photograph that ships with matplotlib)')
-    parser.add_argument('--compare', nargs='+', default=[], metavar='CONFIG[:CHECKPOINT]',
+    parser.add_argument('--compare',
+                        nargs='+',
+                        default=[],
+                        metavar='CONFIG[:CHECKPOINT]',
                         help='other models drawn beside it, e.g. mmdet::swin/mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py')
     parser.add_argument('--stage', type=int, default=-1, help='output stage (0-based; default: the last)')
-    parser.add_argument('--size', nargs=2, type=int, default=(512, 512), metavar=('H', 'W'),
+    parser.add_argument('--size',
+                        nargs=2,
+                        type=int,
+                        default=(512, 512),
+                        metavar=('H', 'W'),
                         help='input size every image is resized to (default: 512 512)')
     parser.add_argument('--device', default='cpu')
     args = parse_model_arguments(parser)

@@ -26,8 +26,13 @@ def main():
     parser.add_argument('--out', default=ROOT / 'tests/data/golden_compact.pt')
     args = parser.parse_args()
     full = torch.load(args.src, weights_only=True)
-    compact = dict(arch=full['arch'], backbone_state_dict=full['backbone_state_dict'], compact=True,
-                   cases=[{k: case[k] for k in CASE_KEYS} for case in full['cases'] if case['name'] in CASES])
+    compact = dict(arch=full['arch'],
+                   backbone_state_dict=full['backbone_state_dict'],
+                   compact=True,
+                   cases=[{
+                       k: case[k]
+                       for k in CASE_KEYS
+                   } for case in full['cases'] if case['name'] in CASES])
     torch.save(compact, args.out)
     print(f'wrote {args.out} ({Path(args.out).stat().st_size / 2**20:.1f} MiB, cases {", ".join(CASES)})')
     keys = Path(args.out).parent / 'keys.json'

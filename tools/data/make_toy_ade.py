@@ -26,8 +26,8 @@ def make_scene(seed, size):
     """Image (uint8) and ADE-style label map (0 other, 1 + index into CLASSES)."""
     rng = np.random.default_rng(seed + 7)
     xs = np.arange(size)
-    horizon = size * rng.uniform(0.3, 0.7) + size * 0.08 * np.sin(xs / size * 2 * np.pi * rng.uniform(0.5, 2)
-                                                                  + rng.uniform(0, 2 * np.pi))
+    horizon = size * rng.uniform(
+        0.3, 0.7) + size * 0.08 * np.sin(xs / size * 2 * np.pi * rng.uniform(0.5, 2) + rng.uniform(0, 2 * np.pi))
     ground = np.arange(size)[:, None] >= horizon[None, :]
     background = np.where(ground[..., None], texture(rng, size, size, rng.uniform(30, 200, 3)),
                           texture(rng, size, size, rng.uniform(30, 200, 3)))

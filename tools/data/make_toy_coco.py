@@ -30,9 +30,14 @@ def write_split(out_dir, split, num_images, seed, size):
         for cls, mask in objects:
             rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
             x, y, w, h = mask_utils.toBbox(rle).tolist()
-            annotations.append(dict(id=len(annotations) + 1, image_id=index + 1, category_id=cls + 1, iscrowd=0,
-                                    area=float(mask.sum()), bbox=[x, y, w, h],
-                                    segmentation=dict(size=list(rle['size']), counts=rle['counts'].decode())))
+            annotations.append(
+                dict(id=len(annotations) + 1,
+                     image_id=index + 1,
+                     category_id=cls + 1,
+                     iscrowd=0,
+                     area=float(mask.sum()),
+                     bbox=[x, y, w, h],
+                     segmentation=dict(size=list(rle['size']), counts=rle['counts'].decode())))
         if (index + 1) % 50 == 0 or index + 1 == num_images:
             print(f'  {split}: {index + 1}/{num_images} images', flush=True)
     categories = [dict(id=i + 1, name=name) for i, name in enumerate(SHAPE_CLASSES)]

@@ -19,6 +19,7 @@ import mmtransnext  # noqa: E402,F401
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # tools/, for script_utils
 from script_utils.config import add_trust_checkpoint_argument, apply_trust_checkpoint  # noqa: E402
+from script_utils.images import read_image  # noqa: E402
 
 
 def build_inferencer(config, checkpoint, device):
@@ -33,23 +34,6 @@ def build_inferencer(config, checkpoint, device):
         from mmpretrain.apis import ImageClassificationInferencer
         return ImageClassificationInferencer(model=config, pretrained=checkpoint, device=device)
     raise ValueError(f'{config}: default_scope {scope!r} is not mmdet, mmseg or mmpretrain')
-
-
-def read_image(path):
-    """The image as 8-bit BGR whatever its channels (gray, BGR, BGRA: alpha dropped) or depth (8 / 16 bit),
-    so that every inferencer gets what it expects; exits with a message naming the file otherwise."""
-    import mmcv
-    import numpy as np
-    image = mmcv.imread(path, flag='unchanged')
-    if image is None:
-        sys.exit(f'image {path} cannot be decoded: not an image, or a format OpenCV does not read')
-    if image.dtype == np.uint16:
-        image = (image // 257).astype(np.uint8)
-    elif image.dtype != np.uint8:
-        sys.exit(f'image {path} has {image.dtype} pixels; 8- and 16-bit images are supported')
-    if image.ndim == 2:
-        return mmcv.gray2bgr(image)
-    return np.ascontiguousarray(image[:, :, :3])
 
 
 def main():

@@ -34,8 +34,7 @@ import torch.nn as nn
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # tools/, for script_utils
 from mmtransnext.models import TransNeXt  # noqa: E402
-from script_utils.model_input import (add_model_arguments, build_model, parse_model_arguments,  # noqa: E402
-                                      read_config)
+from script_utils.model_input import add_model_arguments, build_model, parse_model_arguments, read_config  # noqa: E402
 
 TOLERANCE = 1e-4  # of the output's largest magnitude
 
@@ -90,7 +89,10 @@ def export_one(module, image, out_file, output_names, custom_attention):
     from mmtransnext.ops.onnx_export import custom_translation_table
     with torch.no_grad():
         expected = module(image)  # also fills the backbone's geometry cache for this size (constants below)
-    program = torch.onnx.export(module, (image, ), dynamo=True, input_names=['image'], output_names=output_names,
+    program = torch.onnx.export(module, (image, ),
+                                dynamo=True,
+                                input_names=['image'],
+                                output_names=output_names,
                                 custom_translation_table=custom_translation_table() if custom_attention else None,
                                 verbose=False)
     program.save(out_file)
@@ -120,14 +122,22 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_model_arguments(parser)
     parser.add_argument('--out', required=True, help='.onnx file to write')
-    parser.add_argument('--shape', nargs=2, type=int, action='append', metavar=('H', 'W'),
+    parser.add_argument('--shape',
+                        nargs=2,
+                        type=int,
+                        action='append',
+                        metavar=('H', 'W'),
                         help='input size; repeat for one file per size (default: the backbone\'s img_size, '
                         'else 512 x 512)')
     parser.add_argument('--backbone', action='store_true', help='export the backbone only (any config)')
-    parser.add_argument('--custom-attention', action='store_true',
+    parser.add_argument('--custom-attention',
+                        action='store_true',
                         help='attention as mmtransnext-domain nodes (needs the built op; not runnable in ONNX Runtime)')
     parser.add_argument('--dynamic', action='store_true', help=argparse.SUPPRESS)
-    parser.add_argument('--benchmark', type=int, default=0, metavar='N',
+    parser.add_argument('--benchmark',
+                        type=int,
+                        default=0,
+                        metavar='N',
                         help='also time N runs of ONNX Runtime and of PyTorch (median)')
     args = parse_model_arguments(parser)
     if args.dynamic:
@@ -149,7 +159,8 @@ def main():
     if isinstance(model.backbone, TransNeXt):
         for h, w in shapes:
             if min(h, w) < model.backbone.min_input_size:
-                sys.exit(f'--shape {h} {w}: this TransNeXt needs at least {model.backbone.min_input_size} pixels a side')
+                sys.exit(
+                    f'--shape {h} {w}: this TransNeXt needs at least {model.backbone.min_input_size} pixels a side')
 
     os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
     stem, ext = osp.splitext(args.out)

@@ -11,7 +11,9 @@ from mmtransnext.utils.mmengine_compat import TRUST_ENV
 def add_runner_args(parser: argparse.ArgumentParser, what: str):
     """Options both tools take: --work-dir, --cfg-options, --launcher, --local-rank."""
     parser.add_argument('--work-dir', help=f'where {what} go (default: work_dirs/CONFIG_NAME)')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+    parser.add_argument('--cfg-options',
+                        nargs='+',
+                        action=DictAction,
                         help='override config entries, e.g. train_dataloader.batch_size=4')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
@@ -19,7 +21,8 @@ def add_runner_args(parser: argparse.ArgumentParser, what: str):
 
 
 def add_trust_checkpoint_argument(parser: argparse.ArgumentParser):
-    parser.add_argument('--trust-checkpoint', action='store_true',
+    parser.add_argument('--trust-checkpoint',
+                        action='store_true',
                         help='load checkpoints that the safe unpickler refuses with full unpickling, which can run '
                         'code: only for files from a source you trust')
 

@@ -19,7 +19,8 @@ def prepare_cpu_distributed(cfg):
     if not torch_dist.is_initialized():
         torch_dist.init_process_group(backend='gloo')
     wrapper = cfg.get('model_wrapper_cfg') or dict(type='MMDistributedDataParallel')
-    wrapper.update(device_ids=None, broadcast_buffers=False,
+    wrapper.update(device_ids=None,
+                   broadcast_buffers=False,
                    find_unused_parameters=cfg.get('find_unused_parameters', False))
     cfg.model_wrapper_cfg = wrapper
 

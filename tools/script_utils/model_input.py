@@ -12,9 +12,7 @@ import torch  # noqa: E402
 from mmengine.config import Config  # noqa: E402
 
 import mmtransnext  # noqa: E402,F401
-
-sys.path.insert(0, osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'demo'))
-from image_demo import read_image  # noqa: E402 (gray / RGBA / 16-bit images as 8-bit BGR)
+from .images import read_image  # noqa: E402 (gray / RGBA / 16-bit images as 8-bit BGR)
 
 
 def sample_photo() -> str:
@@ -30,7 +28,9 @@ def add_model_arguments(parser):
     from .config import add_trust_checkpoint_argument
     parser.add_argument('config', help='a config file, or a packaged one such as mmdet::swin/...py')
     parser.add_argument('checkpoint', nargs='?', help='weights (default: none, an untrained model)')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+    parser.add_argument('--cfg-options',
+                        nargs='+',
+                        action=DictAction,
                         help="override CONFIG's entries, e.g. model.backbone.is_extrapolation=True")
     add_trust_checkpoint_argument(parser)
 
@@ -76,7 +76,8 @@ def build_model(config: str, checkpoint=None, device='cpu', backbone_options=Non
         cfg.model.backbone.update(backbone_options)
     model = MODELS.build(cfg.model)
     if checkpoint is None:
-        warnings.warn(f'{config}: no checkpoint given, so the model is untrained (random weights)', UserWarning,
+        warnings.warn(f'{config}: no checkpoint given, so the model is untrained (random weights)',
+                      UserWarning,
                       stacklevel=2)
     else:
         if not osp.isfile(checkpoint):

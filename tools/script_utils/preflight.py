@@ -5,12 +5,15 @@ from typing import List
 
 # Where each benchmark's data comes from, by dataset type.
 _DATASET_HINTS = {
-    'CocoDataset': 'download COCO 2017 from https://cocodataset.org/#download and unpack it so that '
-                   '{root}annotations/, {root}train2017/ and {root}val2017/ exist',
-    'ADE20KDataset': 'download ADEChallengeData2016.zip from http://sceneparsing.csail.mit.edu/ and unpack it '
-                     'under {root_parent} so that {root}images/ and {root}annotations/ exist',
-    'ImageNet': 'download ImageNet-1k from https://image-net.org/ and lay it out as {root}train/, {root}val/ '
-                '(and meta/ files, see mmpretrain\'s ImageNet docs)',
+    'CocoDataset':
+    'download COCO 2017 from https://cocodataset.org/#download and unpack it so that '
+    '{root}annotations/, {root}train2017/ and {root}val2017/ exist',
+    'ADE20KDataset':
+    'download ADEChallengeData2016.zip from http://sceneparsing.csail.mit.edu/ and unpack it '
+    'under {root_parent} so that {root}images/ and {root}annotations/ exist',
+    'ImageNet':
+    'download ImageNet-1k from https://image-net.org/ and lay it out as {root}train/, {root}val/ '
+    '(and meta/ files, see mmpretrain\'s ImageNet docs)',
 }
 
 
@@ -40,8 +43,10 @@ def _dataset_problems(dataset) -> List[str]:
     kind = dataset.get('type', 'dataset')
     hint = _DATASET_HINTS.get(kind, 'create it, or point data_root at your copy').format(
         root=osp.join(root, '') if root else '', root_parent=osp.dirname(osp.normpath(root)) or '.')
-    return [f'{kind}: {", ".join(missing)} not found. To fix: {hint}; or set another location with '
-            f'--cfg-options (e.g. train_dataloader.dataset.data_root=...).']
+    return [
+        f'{kind}: {", ".join(missing)} not found. To fix: {hint}; or set another location with '
+        f'--cfg-options (e.g. train_dataloader.dataset.data_root=...).'
+    ]
 
 
 def _backbone_cfg(model):
@@ -62,10 +67,9 @@ def missing_inputs(cfg, splits=('train', 'val', 'test'), check_pretrained=True) 
     init_cfg = (backbone or {}).get('init_cfg') or {}
     checkpoint = init_cfg.get('checkpoint') if init_cfg.get('type') == 'Pretrained' else None
     if check_pretrained and checkpoint and '://' not in checkpoint and not osp.isfile(checkpoint):
-        problems.append(
-            f'pretrained backbone weights {checkpoint} not found. To fix: download the released TransNeXt '
-            'ImageNet checkpoint named in the config (https://github.com/DaiShiResearch/TransNeXt) to that '
-            'path, or train from scratch with --cfg-options model.backbone.init_cfg=None.')
+        problems.append(f'pretrained backbone weights {checkpoint} not found. To fix: download the released TransNeXt '
+                        'ImageNet checkpoint named in the config (https://github.com/DaiShiResearch/TransNeXt) to that '
+                        'path, or train from scratch with --cfg-options model.backbone.init_cfg=None.')
     return problems
 
 

@@ -23,21 +23,30 @@ toy_ade_tta_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='TestTimeAug',
          transforms=[[dict(type='Resize', scale_factor=r, keep_ratio=True) for r in (0.75, 1.0, 1.25)],
-                     [dict(type='RandomFlip', prob=0., direction='horizontal'),
-                      dict(type='RandomFlip', prob=1., direction='horizontal')],
-                     [dict(type='LoadAnnotations', reduce_zero_label=True)], [dict(type='PackSegInputs')]])
+                     [
+                         dict(type='RandomFlip', prob=0., direction='horizontal'),
+                         dict(type='RandomFlip', prob=1., direction='horizontal')
+                     ], [dict(type='LoadAnnotations', reduce_zero_label=True)], [dict(type='PackSegInputs')]])
 ]
-toy_ade_train_dataloader = dict(
-    batch_size=8,
-    num_workers=1,
-    dataset=dict(type='BaseSegDataset', data_root='data/toy_ade/', metainfo=toy_ade_metainfo, img_suffix='.jpg',
-                 seg_map_suffix='.png', reduce_zero_label=True,
-                 data_prefix=dict(img_path='images/training', seg_map_path='annotations/training'),
-                 pipeline=toy_ade_train_pipeline))
-toy_ade_val_dataloader = dict(
-    batch_size=4,
-    num_workers=1,
-    dataset=dict(type='BaseSegDataset', data_root='data/toy_ade/', metainfo=toy_ade_metainfo, img_suffix='.jpg',
-                 seg_map_suffix='.png', reduce_zero_label=True,
-                 data_prefix=dict(img_path='images/validation', seg_map_path='annotations/validation'),
-                 pipeline=toy_ade_test_pipeline))
+toy_ade_train_dataloader = dict(batch_size=8,
+                                num_workers=1,
+                                dataset=dict(type='BaseSegDataset',
+                                             data_root='data/toy_ade/',
+                                             metainfo=toy_ade_metainfo,
+                                             img_suffix='.jpg',
+                                             seg_map_suffix='.png',
+                                             reduce_zero_label=True,
+                                             data_prefix=dict(img_path='images/training',
+                                                              seg_map_path='annotations/training'),
+                                             pipeline=toy_ade_train_pipeline))
+toy_ade_val_dataloader = dict(batch_size=4,
+                              num_workers=1,
+                              dataset=dict(type='BaseSegDataset',
+                                           data_root='data/toy_ade/',
+                                           metainfo=toy_ade_metainfo,
+                                           img_suffix='.jpg',
+                                           seg_map_suffix='.png',
+                                           reduce_zero_label=True,
+                                           data_prefix=dict(img_path='images/validation',
+                                                            seg_map_path='annotations/validation'),
+                                           pipeline=toy_ade_test_pipeline))

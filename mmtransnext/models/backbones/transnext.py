@@ -16,7 +16,7 @@ from ...ops import check_attn_impl
 from ...ops.backend import in_traced_graph
 from ...utils.checkpoint import load_backbone_weights
 from ..layers import AggregatedAttention, ConvolutionalGLU, FullAttention, OverlapPatchEmbed, StageGeometry
-from ..layers.position_bias import stage_geometry
+from ..layers.position_bias import stage_geometry as build_stage_geometry  # the method of that name caches it
 
 
 class TransNeXtBlock(nn.Module):
@@ -37,16 +37,34 @@ class TransNeXtBlock(nn.Module):
         attn_impl (str): see :class:`AggregatedAttention`. Defaults to 'auto'.
     """
 
-    def __init__(self, embed_dims, num_heads, mlp_ratio, sr_ratio, window_size=3, qkv_bias=True, drop=0.,
-                 attn_drop=0., drop_path=0., attn_impl='auto'):
+    def __init__(self,
+                 embed_dims,
+                 num_heads,
+                 mlp_ratio,
+                 sr_ratio,
+                 window_size=3,
+                 qkv_bias=True,
+                 drop=0.,
+                 attn_drop=0.,
+                 drop_path=0.,
+                 attn_impl='auto'):
         super().__init__()
         self.norm1 = nn.LayerNorm(embed_dims, eps=1e-6)
         if sr_ratio == 1:
-            self.attn = FullAttention(embed_dims, num_heads, qkv_bias=qkv_bias, attn_drop=attn_drop, proj_drop=drop,
+            self.attn = FullAttention(embed_dims,
+                                      num_heads,
+                                      qkv_bias=qkv_bias,
+                                      attn_drop=attn_drop,
+                                      proj_drop=drop,
                                       attn_impl=attn_impl)
         else:
-            self.attn = AggregatedAttention(embed_dims, num_heads, window_size=window_size, sr_ratio=sr_ratio,
-                                            qkv_bias=qkv_bias, attn_drop=attn_drop, proj_drop=drop,
+            self.attn = AggregatedAttention(embed_dims,
+                                            num_heads,
+                                            window_size=window_size,
+                                            sr_ratio=sr_ratio,
+                                            qkv_bias=qkv_bias,
+                                            attn_drop=attn_drop,
+                                            proj_drop=drop,
                                             attn_impl=attn_impl)
         self.norm2 = nn.LayerNorm(embed_dims, eps=1e-6)
         self.mlp = ConvolutionalGLU(embed_dims, int(embed_dims * mlp_ratio), drop=drop, attn_impl=attn_impl)
@@ -115,6 +133,7 @@ class TransNeXt(BaseModule):
             bare backbone state dict. Any other missing or unexpected key is an error naming it,
             unless ``strict=False`` is added, which loads what matches and warns. Defaults to None.
     """
+    # yapf: disable
     arch_zoo = {
         **dict.fromkeys(['m', 'micro'], dict(embed_dims=[48, 96, 192, 384], depths=[2, 2, 15, 2],
                                              num_heads=[2, 4, 8, 16], **_STANDARD)),
@@ -128,6 +147,9 @@ class TransNeXt(BaseModule):
         'micro_aaaa': dict(embed_dims=[48, 96, 192, 384], depths=[2, 2, 15, 2], num_heads=[2, 4, 8, 16],
                            mlp_ratios=[8, 8, 4, 4], sr_ratios=[16, 8, 4, 2], window_size=3),
     }
+    # yapf: enable
+    # the named variants, without their one-letter aliases
+    variants = tuple(name for name in arch_zoo if len(name) > 1)
     # Parameters the paper trains without weight decay (besides norms and biases).
     no_weight_decay_keywords = ('query_embedding', 'relative_pos_bias_local', 'cpb', 'temperature')
     # Sizes whose per-size geometry (masks, scales, bias coordinates) is kept; bounds memory
@@ -179,17 +201,22 @@ class TransNeXt(BaseModule):
         dpr = torch.linspace(0, drop_path_rate, sum(self.depths)).tolist()
         for i in range(self.num_stages):
             first = i == 0
-            patch_embed = OverlapPatchEmbed(
-                patch_size=patch_size * 2 - 1 if first else 3,
-                stride=patch_size if first else 2,
-                in_channels=in_channels if first else self.embed_dims[i - 1],
-                embed_dims=self.embed_dims[i])
+            patch_embed = OverlapPatchEmbed(patch_size=patch_size * 2 - 1 if first else 3,
+                                            stride=patch_size if first else 2,
+                                            in_channels=in_channels if first else self.embed_dims[i - 1],
+                                            embed_dims=self.embed_dims[i])
             start = sum(self.depths[:i])
             blocks = nn.ModuleList([
-                TransNeXtBlock(self.embed_dims[i], s['num_heads'][i], s['mlp_ratios'][i], self.sr_ratios[i],
-                               window_size=self.window_sizes[i], qkv_bias=qkv_bias, drop=drop_rate,
-                               attn_drop=attn_drop_rate, drop_path=dpr[start + j], attn_impl=attn_impl)
-                for j in range(self.depths[i])
+                TransNeXtBlock(self.embed_dims[i],
+                               s['num_heads'][i],
+                               s['mlp_ratios'][i],
+                               self.sr_ratios[i],
+                               window_size=self.window_sizes[i],
+                               qkv_bias=qkv_bias,
+                               drop=drop_rate,
+                               attn_drop=attn_drop_rate,
+                               drop_path=dpr[start + j],
+                               attn_impl=attn_impl) for j in range(self.depths[i])
             ])
             setattr(self, f'patch_embed{i + 1}', patch_embed)
             setattr(self, f'block{i + 1}', blocks)
@@ -298,7 +325,9 @@ class TransNeXt(BaseModule):
     # ---------------------------------------------------------------------------- weights
     def init_weights(self):
         if isinstance(self.init_cfg, dict) and self.init_cfg.get('type') == 'Pretrained':
-            load_backbone_weights(self, self.init_cfg['checkpoint'], strict=self.init_cfg.get('strict', True),
+            load_backbone_weights(self,
+                                  self.init_cfg['checkpoint'],
+                                  strict=self.init_cfg.get('strict', True),
                                   map_location=self.init_cfg.get('map_location', 'cpu'))
             self._is_init = True
             return
@@ -340,8 +369,8 @@ class TransNeXt(BaseModule):
             scale = 2**(stage + 2)
             pretrain_grid = (self.pretrain_size[0] // scale, self.pretrain_size[1] // scale)
             trained_grid = None if self.is_extrapolation else (self.img_size[0] // scale, self.img_size[1] // scale)
-            geometry = stage_geometry(size, self.sr_ratios[stage], self.window_sizes[stage], pretrain_grid,
-                                      trained_grid, device)
+            geometry = build_stage_geometry(size, self.sr_ratios[stage], self.window_sizes[stage], pretrain_grid,
+                                            trained_grid, device)
             self._geometry_cache[key] = geometry
             while len(self._geometry_cache) > self.geometry_cache_size:
                 self._geometry_cache.popitem(last=False)

@@ -23,6 +23,7 @@ def _split_heads(x: torch.Tensor, parts: int, heads: int):
 # PyTorch expression in its docstring computes (same operations forward, bitwise), but keeps only tensors
 # that are kept anyway, so that a full-size (tokens x channels) input is not held through the forward.
 
+
 class _Normalize(torch.autograd.Function):
     """``F.normalize(x, dim=-1)`` keeping its output (which the attention keeps anyway), not its input."""
 
@@ -93,8 +94,7 @@ class _CosineAttention(nn.Module):
     """
     record_weights = False
 
-    def __init__(self, embed_dims: int, num_heads: int, attn_drop: float = 0., proj_drop: float = 0.,
-                 attn_impl='auto'):
+    def __init__(self, embed_dims: int, num_heads: int, attn_drop: float = 0., proj_drop: float = 0., attn_impl='auto'):
         super().__init__()
         self.attn_impl = attn_impl
         if embed_dims % num_heads != 0:
@@ -138,8 +138,8 @@ class _CosineAttention(nn.Module):
         without the (N, pool_len) logits."""
         taps = geometry.bias_taps
         rows = position_bias_rows(self.position_bias_values(geometry), taps, geometry.size, geometry.pool_size)
-        return pooled_attention(q_scaled, key, value, rows, taps.cols_taps_index, taps.cols_taps_weight,
-                                local_logits, geometry.size, self.attn_impl, taps.cols_inverse)
+        return pooled_attention(q_scaled, key, value, rows, taps.cols_taps_index, taps.cols_taps_weight, local_logits,
+                                geometry.size, self.attn_impl, taps.cols_inverse)
 
     def keep_if_recording(self, weights: torch.Tensor) -> torch.Tensor:
         if self.record_weights:
@@ -181,8 +181,15 @@ class AggregatedAttention(_CosineAttention):
             (N, pool_len) logits they never materialise. Defaults to 'auto'.
     """
 
-    def __init__(self, embed_dims, num_heads, window_size=3, sr_ratio=8, qkv_bias=True, attn_drop=0.,
-                 proj_drop=0., attn_impl='auto'):
+    def __init__(self,
+                 embed_dims,
+                 num_heads,
+                 window_size=3,
+                 sr_ratio=8,
+                 qkv_bias=True,
+                 attn_drop=0.,
+                 proj_drop=0.,
+                 attn_impl='auto'):
         super().__init__(embed_dims, num_heads, attn_drop, proj_drop, attn_impl)
         if window_size % 2 != 1:
             raise ValueError(f'window_size must be odd, got {window_size}')
@@ -215,8 +222,8 @@ class AggregatedAttention(_CosineAttention):
 
         # local keys / values: every pixel's window, keys L2-normalised
         k_local, v_local = _split_heads(self.kv(x), 2, heads)
-        attn_local = local_similarity(q_scaled, self.normalize(k_local), self.relative_pos_bias_local,
-                                      geometry.size, self.window_size, self.attn_impl, geometry.padding_mask)
+        attn_local = local_similarity(q_scaled, self.normalize(k_local), self.relative_pos_bias_local, geometry.size,
+                                      self.window_size, self.attn_impl, geometry.padding_mask)
 
         # pooled keys / values
         # sr is a 1x1 convolution, i.e. a linear map of each token: applied to the (B, N, C) tokens as
@@ -226,8 +233,7 @@ class AggregatedAttention(_CosineAttention):
         pool = _AvgPool.apply if self.keeps_less(x.device) else F.adaptive_avg_pool2d
         x_pool = pool(x_pool, geometry.pool_size)
         x_pool = self.norm(x_pool.flatten(2).transpose(1, 2))
-        k_pool, v_pool = self.kv(x_pool).reshape(B, pool_len, 2 * heads, head_dim).permute(0, 2, 1, 3).chunk(
-            2, dim=1)
+        k_pool, v_pool = self.kv(x_pool).reshape(B, pool_len, 2 * heads, head_dim).permute(0, 2, 1, 3).chunk(2, dim=1)
         k_pool = F.normalize(k_pool, dim=-1)
 
         # one softmax over local + pooled similarities

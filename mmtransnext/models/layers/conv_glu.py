@@ -96,9 +96,11 @@ class _GatedProjection(torch.autograd.Function):
         grad_conv_out, grads[1] = gelu_gate_backward(grad_hidden, conv_out, value, ctx.attn_impl)
         del grad_hidden, conv_out
         B, N, C = gate.shape
-        grad_gate, grad_weight, grad_bias = torch.ops.aten.convolution_backward(
-            _as_map(grad_conv_out, ctx.size), _as_map(gate, ctx.size), conv_weight.to(dtype), [C], [1, 1], [1, 1],
-            [1, 1], False, [0, 0], C, [need[0], need[2], need[3]])
+        grad_gate, grad_weight, grad_bias = torch.ops.aten.convolution_backward(_as_map(grad_conv_out, ctx.size),
+                                                                                _as_map(gate, ctx.size),
+                                                                                conv_weight.to(dtype), [C], [1, 1],
+                                                                                [1, 1], [1, 1], False, [0, 0], C,
+                                                                                [need[0], need[2], need[3]])
         if need[0]:
             grads[0] = grad_gate.permute(0, 2, 3, 1).reshape(B, N, C)
         grads[2] = None if grad_weight is None else grad_weight.to(conv_weight.dtype)

@@ -18,8 +18,7 @@ class OverlapPatchEmbed(nn.Module):
         super().__init__()
         if patch_size <= stride:
             raise ValueError(f'patch_size ({patch_size}) must exceed stride ({stride}) for overlap')
-        self.proj = nn.Conv2d(in_channels, embed_dims, kernel_size=patch_size, stride=stride,
-                              padding=patch_size // 2)
+        self.proj = nn.Conv2d(in_channels, embed_dims, kernel_size=patch_size, stride=stride, padding=patch_size // 2)
         self.norm = nn.LayerNorm(embed_dims, eps=norm_eps)
 
     def forward(self, x: torch.Tensor):

@@ -15,7 +15,9 @@ from ...ops.pooled_attention import invert_cols_taps
 Size2d = Tuple[int, int]
 
 
-def relative_position_table(query_size: Size2d, key_size: Size2d, pretrain_size: Size2d,
+def relative_position_table(query_size: Size2d,
+                            key_size: Size2d,
+                            pretrain_size: Size2d,
                             device=None) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Log-spaced relative coordinates between a query grid and its pooled key grid, per axis.
 
@@ -177,8 +179,12 @@ class StageGeometry(NamedTuple):
     padding_mask: Optional[torch.Tensor]
 
 
-def stage_geometry(size: Size2d, sr_ratio: int, window_size: Optional[int], pretrain_grid: Size2d,
-                   trained_grid: Optional[Size2d], device=None) -> StageGeometry:
+def stage_geometry(size: Size2d,
+                   sr_ratio: int,
+                   window_size: Optional[int],
+                   pretrain_grid: Size2d,
+                   trained_grid: Optional[Size2d],
+                   device=None) -> StageGeometry:
     """Build the :class:`StageGeometry` of one stage for a feature map of ``size``.
 
     Args:

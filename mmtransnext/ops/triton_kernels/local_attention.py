@@ -42,7 +42,8 @@ def window_dot_kernel(A, B, BIAS, OUT, heads, H, W, N, D, L, fill, HAS_BIAS: tl.
     neighbour, valid, rl = _window(rm, H, W, N, L, WS, BL, 1)
     a = tl.load(A + (bh * N + rm[:, None]) * D + rd[None, :], mask=(rm[:, None] < N) & (rd[None, :] < D), other=0.)
     b = tl.load(B + (bh * N + neighbour[:, :, None]) * D + rd[None, None, :],
-                mask=valid[:, :, None] & (rd[None, None, :] < D), other=0.)
+                mask=valid[:, :, None] & (rd[None, None, :] < D),
+                other=0.)
     out = tl.sum(a.to(tl.float32)[:, None, :] * b.to(tl.float32), 2)
     if HAS_BIAS:
         out += tl.load(BIAS + (bh % heads) * L + rl, mask=rl < L, other=0.).to(tl.float32)[None, :]
@@ -65,18 +66,22 @@ def window_sum_kernel(C, B, OUT, H, W, N, D, L, TRANSPOSED: tl.constexpr, WS: tl
     coeff = tl.load(C + coeff_at, mask=valid, other=0.).to(tl.float32)
     coeff = tl.where(valid, coeff, 0.)
     b = tl.load(B + (bh * N + source[:, :, None]) * D + rd[None, None, :],
-                mask=valid[:, :, None] & (rd[None, None, :] < D), other=0.)
+                mask=valid[:, :, None] & (rd[None, None, :] < D),
+                other=0.)
     out = tl.sum(coeff[:, :, None] * b.to(tl.float32), 1)
     tl.store(OUT + (bh * N + rm[:, None]) * D + rd[None, :], out, mask=(rm[:, None] < N) & (rd[None, :] < D))
 
 
 # ----------------------------------------------------------------------------- launchers
 
+
 def _common(pixels, window_size):
     B, heads, N, D = pixels.shape
     L = window_size**2
     grid = (triton.cdiv(N, TILES['PIXELS']), B * heads)
-    blocks = dict(WS=window_size, BM=TILES['PIXELS'], BL=triton.next_power_of_2(L),
+    blocks = dict(WS=window_size,
+                  BM=TILES['PIXELS'],
+                  BL=triton.next_power_of_2(L),
                   BD=max(16, triton.next_power_of_2(D)))
     return grid, heads, N, D, L, blocks
 
@@ -85,8 +90,19 @@ def window_dot(a, b, bias, height, width, window_size, fill):
     """(B, heads, N, L) products of each pixel of ``a`` with its window of ``b`` (+ ``bias``, ``fill`` outside)."""
     grid, heads, N, D, L, blocks = _common(a, window_size)
     out = a.new_empty(*a.shape[:3], L)
-    window_dot_kernel[grid](a, b, b if bias is None else bias, out, heads, height, width, N, D, L, fill,
-                            HAS_BIAS=bias is not None, **blocks)
+    window_dot_kernel[grid](a,
+                            b,
+                            b if bias is None else bias,
+                            out,
+                            heads,
+                            height,
+                            width,
+                            N,
+                            D,
+                            L,
+                            fill,
+                            HAS_BIAS=bias is not None,
+                            **blocks)
     return out
 
 

@@ -58,15 +58,15 @@ def _logits(q, K, bh, rn, rd, ROWS, CIDX, CW, h, y, x, row_ok, P, D, H, W, ph, p
     col_ok = rn < P
     k = tl.load(K + (bh * P + rn[:, None]) * D + rd[None, :], mask=col_ok[:, None] & (rd[None, :] < D), other=0.)
     s = _dot(q, tl.trans(k), PRECISION)
-    s += _position_bias(ROWS, CIDX, CW, h, y[:, None], x[:, None], rn[None, :], row_ok[:, None] & col_ok[None, :],
-                        H, W, ph, pw, U, TAPS)
+    s += _position_bias(ROWS, CIDX, CW, h, y[:, None], x[:, None], rn[None, :], row_ok[:, None] & col_ok[None, :], H, W,
+                        ph, pw, U, TAPS)
     return tl.where(col_ok[None, :], s, NEG_INF), k
 
 
 @triton.jit
 def pooled_forward_kernel(Q, K, V, ROWS, CIDX, CW, LOCAL, OUT, LOCAL_W, LSE, heads, N, P, D, DV, L, H, W, ph, pw, U,
-                          TAPS: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BD: tl.constexpr,
-                          BDV: tl.constexpr, BL: tl.constexpr, HAS_LOCAL: tl.constexpr, PRECISION: tl.constexpr):
+                          TAPS: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BD: tl.constexpr, BDV: tl.constexpr,
+                          BL: tl.constexpr, HAS_LOCAL: tl.constexpr, PRECISION: tl.constexpr):
     bh = tl.program_id(1)
     h = bh % heads
     rm = tl.program_id(0) * BM + tl.arange(0, BM)
@@ -91,7 +91,8 @@ def pooled_forward_kernel(Q, K, V, ROWS, CIDX, CW, LOCAL, OUT, LOCAL_W, LSE, hea
     for start in range(0, P, BN):
         rn = start + tl.arange(0, BN)
         s, k = _logits(q, K, bh, rn, rd, ROWS, CIDX, CW, h, y, x, row_ok, P, D, H, W, ph, pw, U, TAPS, PRECISION)
-        v = tl.load(V + (bh * P + rn[:, None]) * DV + rdv[None, :], mask=(rn[:, None] < P) & (rdv[None, :] < DV),
+        v = tl.load(V + (bh * P + rn[:, None]) * DV + rdv[None, :],
+                    mask=(rn[:, None] < P) & (rdv[None, :] < DV),
                     other=0.)
         m_new = tl.maximum(m, tl.max(s, 1))
         p = tl.exp(s - m_new[:, None])
@@ -100,7 +101,8 @@ def pooled_forward_kernel(Q, K, V, ROWS, CIDX, CW, LOCAL, OUT, LOCAL_W, LSE, hea
         acc = acc * alpha[:, None] + _dot(p.to(v.dtype), v, PRECISION)
         m = m_new
     lse = m + tl.log(l_sum)
-    tl.store(OUT + (bh * N + rm[:, None]) * DV + rdv[None, :], acc / l_sum[:, None],
+    tl.store(OUT + (bh * N + rm[:, None]) * DV + rdv[None, :],
+             acc / l_sum[:, None],
              mask=row_ok[:, None] & (rdv[None, :] < DV))
     tl.store(LSE + bh * N + rm, lse, mask=row_ok)
     if HAS_LOCAL:
@@ -122,10 +124,10 @@ def pooled_query_grad_kernel(Q, K, V, ROWS, CIDX, CW, GRAD_OUT, LSE, DELTA, GRAD
     rdv = tl.arange(0, BDV)
     for b in range(batch):
         bh = b * heads + h
-        q = tl.load(Q + (bh * N + rm[:, None]) * D + rd[None, :], mask=row_ok[:, None] & (rd[None, :] < D),
-                    other=0.)
+        q = tl.load(Q + (bh * N + rm[:, None]) * D + rd[None, :], mask=row_ok[:, None] & (rd[None, :] < D), other=0.)
         grad_out = tl.load(GRAD_OUT + (bh * N + rm[:, None]) * DV + rdv[None, :],
-                           mask=row_ok[:, None] & (rdv[None, :] < DV), other=0.)
+                           mask=row_ok[:, None] & (rdv[None, :] < DV),
+                           other=0.)
         lse = tl.load(LSE + bh * N + rm, mask=row_ok, other=0.)
         delta = tl.load(DELTA + bh * N + rm, mask=row_ok, other=0.)
         grad_q = tl.zeros([BM, BD], tl.float32)
@@ -133,7 +135,8 @@ def pooled_query_grad_kernel(Q, K, V, ROWS, CIDX, CW, GRAD_OUT, LSE, DELTA, GRAD
             rn = start + tl.arange(0, BN)
             s, k = _logits(q, K, bh, rn, rd, ROWS, CIDX, CW, h, y, x, row_ok, P, D, H, W, ph, pw, U, TAPS, PRECISION)
             v = tl.load(V + (bh * P + rn[:, None]) * DV + rdv[None, :],
-                        mask=(rn[:, None] < P) & (rdv[None, :] < DV), other=0.)
+                        mask=(rn[:, None] < P) & (rdv[None, :] < DV),
+                        other=0.)
             p = tl.exp(s - lse[:, None])
             dp = _dot(grad_out, tl.trans(v), PRECISION)
             ds = tl.where(row_ok[:, None], p * (dp - delta[:, None]), 0.)
@@ -143,13 +146,12 @@ def pooled_query_grad_kernel(Q, K, V, ROWS, CIDX, CW, GRAD_OUT, LSE, DELTA, GRAD
             if b > 0:
                 ds += tl.load(bias_at, mask=bias_mask, other=0.)
             tl.store(bias_at, ds, mask=bias_mask)
-        tl.store(GRAD_Q + (bh * N + rm[:, None]) * D + rd[None, :], grad_q,
-                 mask=row_ok[:, None] & (rd[None, :] < D))
+        tl.store(GRAD_Q + (bh * N + rm[:, None]) * D + rd[None, :], grad_q, mask=row_ok[:, None] & (rd[None, :] < D))
 
 
 @triton.jit
-def pooled_key_grad_kernel(Q, K, V, ROWS, CIDX, CW, GRAD_OUT, LSE, DELTA, GRAD_K_PART, GRAD_V_PART, BH, heads, N, P,
-                           D, DV, H, W, ph, pw, U, queries_per_split, TAPS: tl.constexpr, BM: tl.constexpr,
+def pooled_key_grad_kernel(Q, K, V, ROWS, CIDX, CW, GRAD_OUT, LSE, DELTA, GRAD_K_PART, GRAD_V_PART, BH, heads, N, P, D,
+                           DV, H, W, ph, pw, U, queries_per_split, TAPS: tl.constexpr, BM: tl.constexpr,
                            BN: tl.constexpr, BD: tl.constexpr, BDV: tl.constexpr, PRECISION: tl.constexpr):
     bh = tl.program_id(1)
     split = tl.program_id(2)
@@ -159,8 +161,7 @@ def pooled_key_grad_kernel(Q, K, V, ROWS, CIDX, CW, GRAD_OUT, LSE, DELTA, GRAD_K
     rd = tl.arange(0, BD)
     rdv = tl.arange(0, BDV)
     k = tl.load(K + (bh * P + rn[:, None]) * D + rd[None, :], mask=col_ok[:, None] & (rd[None, :] < D), other=0.)
-    v = tl.load(V + (bh * P + rn[:, None]) * DV + rdv[None, :], mask=col_ok[:, None] & (rdv[None, :] < DV),
-                other=0.)
+    v = tl.load(V + (bh * P + rn[:, None]) * DV + rdv[None, :], mask=col_ok[:, None] & (rdv[None, :] < DV), other=0.)
     grad_k = tl.zeros([BN, BD], tl.float32)
     grad_v = tl.zeros([BN, BDV], tl.float32)
     first = split * queries_per_split
@@ -171,21 +172,22 @@ def pooled_key_grad_kernel(Q, K, V, ROWS, CIDX, CW, GRAD_OUT, LSE, DELTA, GRAD_K
         x = rm % W
         q = tl.load(Q + (bh * N + rm[:, None]) * D + rd[None, :], mask=row_ok[:, None] & (rd[None, :] < D), other=0.)
         grad_out = tl.load(GRAD_OUT + (bh * N + rm[:, None]) * DV + rdv[None, :],
-                           mask=row_ok[:, None] & (rdv[None, :] < DV), other=0.)
+                           mask=row_ok[:, None] & (rdv[None, :] < DV),
+                           other=0.)
         lse = tl.load(LSE + bh * N + rm, mask=row_ok, other=0.)
         delta = tl.load(DELTA + bh * N + rm, mask=row_ok, other=0.)
         s = _dot(q, tl.trans(k), PRECISION)
-        s += _position_bias(ROWS, CIDX, CW, h, y[:, None], x[:, None], rn[None, :],
-                            row_ok[:, None] & col_ok[None, :], H, W, ph, pw, U, TAPS)
+        s += _position_bias(ROWS, CIDX, CW, h, y[:, None], x[:, None], rn[None, :], row_ok[:, None] & col_ok[None, :],
+                            H, W, ph, pw, U, TAPS)
         p = tl.where(row_ok[:, None] & col_ok[None, :], tl.exp(s - lse[:, None]), 0.)
         grad_v += _dot(tl.trans(p).to(grad_out.dtype), grad_out, PRECISION)
         dp = _dot(grad_out, tl.trans(v), PRECISION)
         ds = p * (dp - delta[:, None])
         grad_k += _dot(tl.trans(ds).to(q.dtype), q, PRECISION)
     part = split * BH + bh
-    tl.store(GRAD_K_PART + (part * P + rn[:, None]) * D + rd[None, :], grad_k,
-             mask=col_ok[:, None] & (rd[None, :] < D))
-    tl.store(GRAD_V_PART + (part * P + rn[:, None]) * DV + rdv[None, :], grad_v,
+    tl.store(GRAD_K_PART + (part * P + rn[:, None]) * D + rd[None, :], grad_k, mask=col_ok[:, None] & (rd[None, :] < D))
+    tl.store(GRAD_V_PART + (part * P + rn[:, None]) * DV + rdv[None, :],
+             grad_v,
              mask=col_ok[:, None] & (rdv[None, :] < DV))
 
 
@@ -211,7 +213,8 @@ def bias_rows_grad_kernel(GRAD_BIAS, INV_INDEX, INV_WEIGHT, GRAD_ROWS, H, N, P, 
             weight = tl.load(INV_WEIGHT + at, mask=mask, other=0.)
             column = (entry // pw) * P + entry % pw
             grad = tl.load(base + (rk * pw)[:, None, None] + column[None, :, :],
-                           mask=k_ok[:, None, None] & mask[None, :, :], other=0.)
+                           mask=k_ok[:, None, None] & mask[None, :, :],
+                           other=0.)
             acc += tl.sum(weight[None, :, :] * grad, 2)
         tl.store(GRAD_ROWS + (hy * ph + rk[:, None]) * U + ru[None, :], acc, mask=k_ok[:, None] & (ru < U)[None, :])
 
@@ -244,8 +247,7 @@ def _sizes(query, key, value, bias_rows, cols_index):
     B, heads, N, D = query.shape
     _, H, ph, U = bias_rows.shape
     taps, W, pw = cols_index.shape
-    return dict(B=B, heads=heads, N=N, P=key.shape[2], D=D, DV=value.shape[-1], H=H, W=W, ph=ph, pw=pw, U=U,
-                taps=taps)
+    return dict(B=B, heads=heads, N=N, P=key.shape[2], D=D, DV=value.shape[-1], H=H, W=W, ph=ph, pw=pw, U=U, taps=taps)
 
 
 def pooled_forward(query, key, value, bias_rows, cols_index, cols_weight, local_logits, precision):
@@ -257,11 +259,35 @@ def pooled_forward(query, key, value, bias_rows, cols_index, cols_weight, local_
     local_weights = torch.empty_like(local_logits)
     lse = query.new_empty(query.shape[:3], dtype=torch.float32)
     grid = (triton.cdiv(s['N'], TILES['M']), s['B'] * s['heads'])
-    pooled_forward_kernel[grid](
-        query, key, value, bias_rows, cols_index, cols_weight, local_logits, out, local_weights, lse, s['heads'],
-        s['N'], s['P'], s['D'], s['DV'], L, s['H'], s['W'], s['ph'], s['pw'], s['U'], TAPS=s['taps'], BM=TILES['M'],
-        BN=TILES['N'], BD=_head_block(s['D']), BDV=_head_block(s['DV']), BL=max(1, triton.next_power_of_2(L)),
-        HAS_LOCAL=L > 0, PRECISION=precision)
+    pooled_forward_kernel[grid](query,
+                                key,
+                                value,
+                                bias_rows,
+                                cols_index,
+                                cols_weight,
+                                local_logits,
+                                out,
+                                local_weights,
+                                lse,
+                                s['heads'],
+                                s['N'],
+                                s['P'],
+                                s['D'],
+                                s['DV'],
+                                L,
+                                s['H'],
+                                s['W'],
+                                s['ph'],
+                                s['pw'],
+                                s['U'],
+                                TAPS=s['taps'],
+                                BM=TILES['M'],
+                                BN=TILES['N'],
+                                BD=_head_block(s['D']),
+                                BDV=_head_block(s['DV']),
+                                BL=max(1, triton.next_power_of_2(L)),
+                                HAS_LOCAL=L > 0,
+                                PRECISION=precision)
     return out, local_weights, lse
 
 
@@ -279,9 +305,24 @@ def pooled_backward(grad_out, delta, query, key, value, bias_rows, cols_index, c
     grad_query = torch.empty_like(query)
     # the position-bias gradient summed over the batch: (heads, N, P) float32, read once by the table's reduction
     grad_bias = query.new_empty(s['heads'], s['N'], s['P'], dtype=torch.float32)
-    pooled_query_grad_kernel[(triton.cdiv(s['N'], TILES['M']), s['heads'])](
-        query, key, value, bias_rows, cols_index, cols_weight, grad_out, lse, delta, grad_query, grad_bias, s['B'],
-        s['heads'], *sizes, BM=TILES['M'], BN=TILES['N'], PRECISION=precision, **common)
+    pooled_query_grad_kernel[(triton.cdiv(s['N'], TILES['M']), s['heads'])](query,
+                                                                            key,
+                                                                            value,
+                                                                            bias_rows,
+                                                                            cols_index,
+                                                                            cols_weight,
+                                                                            grad_out,
+                                                                            lse,
+                                                                            delta,
+                                                                            grad_query,
+                                                                            grad_bias,
+                                                                            s['B'],
+                                                                            s['heads'],
+                                                                            *sizes,
+                                                                            BM=TILES['M'],
+                                                                            BN=TILES['N'],
+                                                                            PRECISION=precision,
+                                                                            **common)
 
     key_tiles, query_tiles = triton.cdiv(s['P'], TILES['N']), triton.cdiv(s['N'], TILES['M'])
     splits = min(query_tiles, max(1, TILES['KEY_PROGRAMS'] // (key_tiles * BH)))
@@ -289,9 +330,25 @@ def pooled_backward(grad_out, delta, query, key, value, bias_rows, cols_index, c
     splits = triton.cdiv(s['N'], queries_per_split)
     grad_key_part = query.new_empty(splits, *key.shape, dtype=torch.float32)
     grad_value_part = query.new_empty(splits, *value.shape, dtype=torch.float32)
-    pooled_key_grad_kernel[(key_tiles, BH, splits)](
-        query, key, value, bias_rows, cols_index, cols_weight, grad_out, lse, delta, grad_key_part, grad_value_part,
-        BH, s['heads'], *sizes, queries_per_split, BM=TILES['M'], BN=TILES['N'], PRECISION=precision, **common)
+    pooled_key_grad_kernel[(key_tiles, BH, splits)](query,
+                                                    key,
+                                                    value,
+                                                    bias_rows,
+                                                    cols_index,
+                                                    cols_weight,
+                                                    grad_out,
+                                                    lse,
+                                                    delta,
+                                                    grad_key_part,
+                                                    grad_value_part,
+                                                    BH,
+                                                    s['heads'],
+                                                    *sizes,
+                                                    queries_per_split,
+                                                    BM=TILES['M'],
+                                                    BN=TILES['N'],
+                                                    PRECISION=precision,
+                                                    **common)
 
     grad_rows = torch.empty_like(bias_rows)
     E = inverse_index.shape[1]
@@ -299,8 +356,20 @@ def pooled_backward(grad_out, delta, query, key, value, bias_rows, cols_index, c
     block_k = min(triton.next_power_of_2(s['ph']), TILES['BIAS_ROWS'])
     block_e = min(triton.next_power_of_2(E), 32)
     block_u = max(1, min(triton.next_power_of_2(s['U']), TILES['ENTRIES'] // (block_k * block_e)))
-    bias_rows_grad_kernel[(s['heads'] * s['H'], triton.cdiv(s['ph'], block_k))](
-        grad_bias, inverse_index, inverse_weight, grad_rows, s['H'], s['N'], s['P'], s['W'], s['ph'], s['pw'],
-        s['U'], E, BK=block_k, BU=block_u, BE=block_e)
+    bias_rows_grad_kernel[(s['heads'] * s['H'], triton.cdiv(s['ph'], block_k))](grad_bias,
+                                                                                inverse_index,
+                                                                                inverse_weight,
+                                                                                grad_rows,
+                                                                                s['H'],
+                                                                                s['N'],
+                                                                                s['P'],
+                                                                                s['W'],
+                                                                                s['ph'],
+                                                                                s['pw'],
+                                                                                s['U'],
+                                                                                E,
+                                                                                BK=block_k,
+                                                                                BU=block_u,
+                                                                                BE=block_e)
     # the splits' partial sums, added in a fixed order
     return (grad_query, grad_key_part.sum(0).to(key.dtype), grad_value_part.sum(0).to(value.dtype), grad_rows)

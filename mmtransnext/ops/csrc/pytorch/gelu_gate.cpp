@@ -35,8 +35,8 @@ std::vector<at::Tensor> gelu_gate_backward(const at::Tensor& grad, const at::Ten
 }  // namespace
 
 void bind_gelu_gate(py::module& m) {
-  m.def("gelu_gate_forward", &gelu_gate_forward, "gelu(gate) * value in one pass (exact GELU; CPU)",
-        py::arg("gate"), py::arg("value"));
+  m.def("gelu_gate_forward", &gelu_gate_forward, "gelu(gate) * value in one pass (exact GELU; CPU)", py::arg("gate"),
+        py::arg("value"));
   m.def("gelu_gate_backward", &gelu_gate_backward, "gradients of gelu_gate_forward (gate, value), GELU recomputed",
         py::arg("grad"), py::arg("gate"), py::arg("value"));
 }

@@ -10,10 +10,8 @@ LocalWindow check_pixels(const at::Tensor& pixels, int64_t height, int64_t width
   MMTN_CHECK_DIM(pixels, 4);
   MMTN_CHECK_CONTIGUOUS(pixels);
   TORCH_CHECK(height > 0 && width > 0, "feature map must not be empty, got ", height, "x", width);
-  TORCH_CHECK(window_size > 0 && window_size % 2 == 1, "window_size must be a positive odd number, got ",
-              window_size);
-  TORCH_CHECK(pixels.size(2) == height * width, "expected H * W = ", height * width, " pixels, got ",
-              pixels.size(2));
+  TORCH_CHECK(window_size > 0 && window_size % 2 == 1, "window_size must be a positive odd number, got ", window_size);
+  TORCH_CHECK(pixels.size(2) == height * width, "expected H * W = ", height * width, " pixels, got ", pixels.size(2));
   return LocalWindow{height, width, window_size};
 }
 
@@ -23,8 +21,7 @@ void check_same(const at::Tensor& a, const at::Tensor& b, const char* what) {
   TORCH_CHECK(a.scalar_type() == b.scalar_type(), what, " must be ", a.scalar_type(), ", got ", b.scalar_type());
 }
 
-void check_weights(const at::Tensor& weights, const at::Tensor& pixels, const LocalWindow& window,
-                   const char* what) {
+void check_weights(const at::Tensor& weights, const at::Tensor& pixels, const LocalWindow& window, const char* what) {
   check_same(pixels, weights, what);
   TORCH_CHECK(weights.dim() == 4 && weights.size(0) == pixels.size(0) && weights.size(1) == pixels.size(1) &&
                   weights.size(2) == pixels.size(2) && weights.size(3) == window.length(),
@@ -36,8 +33,7 @@ at::Tensor local_similarity_forward(const at::Tensor& query, const at::Tensor& k
                                     int64_t height, int64_t width, int64_t window_size) {
   const LocalWindow window = check_pixels(query, height, width, window_size);
   check_same(query, key, "key");
-  TORCH_CHECK(key.sizes() == query.sizes(), "key must have the query's shape ", query.sizes(), ", got ",
-              key.sizes());
+  TORCH_CHECK(key.sizes() == query.sizes(), "key must have the query's shape ", query.sizes(), ", got ", key.sizes());
   check_same(query, bias, "bias");
   TORCH_CHECK(bias.dim() == 2 && bias.size(0) == query.size(1) && bias.size(1) == window.length(),
               "bias must be (heads, window_size**2) = (", query.size(1), ", ", window.length(), "), got ",
@@ -71,8 +67,8 @@ std::vector<at::Tensor> local_similarity_backward(const at::Tensor& grad_attn, c
   return {grad_query, grad_key, grad_bias};
 }
 
-at::Tensor local_aggregation_forward(const at::Tensor& weights, const at::Tensor& value, int64_t height,
-                                     int64_t width, int64_t window_size) {
+at::Tensor local_aggregation_forward(const at::Tensor& weights, const at::Tensor& value, int64_t height, int64_t width,
+                                     int64_t window_size) {
   const LocalWindow window = check_pixels(value, height, width, window_size);
   check_weights(weights, value, window, "weights");
   at::Tensor out = at::empty_like(value);
@@ -108,14 +104,13 @@ std::vector<at::Tensor> local_aggregation_backward(const at::Tensor& grad_out, c
 void bind_local_attention(py::module& m) {
   m.def("local_similarity_forward", &local_similarity_forward,
         "query-key similarity over each pixel's window plus a per-neighbour bias (-inf outside the map)",
-        py::arg("query"), py::arg("key"), py::arg("bias"), py::arg("height"), py::arg("width"),
-        py::arg("window_size"));
+        py::arg("query"), py::arg("key"), py::arg("bias"), py::arg("height"), py::arg("width"), py::arg("window_size"));
   m.def("local_similarity_backward", &local_similarity_backward, "gradients of local_similarity_forward",
         py::arg("grad_attn"), py::arg("query"), py::arg("key"), py::arg("height"), py::arg("width"),
         py::arg("window_size"));
   m.def("local_aggregation_forward", &local_aggregation_forward,
-        "weighted sum of each pixel's window of values (zero outside the map)", py::arg("weights"),
-        py::arg("value"), py::arg("height"), py::arg("width"), py::arg("window_size"));
+        "weighted sum of each pixel's window of values (zero outside the map)", py::arg("weights"), py::arg("value"),
+        py::arg("height"), py::arg("width"), py::arg("window_size"));
   m.def("local_aggregation_backward", &local_aggregation_backward, "gradients of local_aggregation_forward",
         py::arg("grad_out"), py::arg("weights"), py::arg("value"), py::arg("height"), py::arg("width"),
         py::arg("window_size"));

@@ -66,8 +66,15 @@ std::vector<at::Tensor> pooled_attention_forward(const at::Tensor& query, const 
   const PooledGrid grid =
       check_inputs(query, key, value, bias_rows, cols_index, cols_weight, local_logits, height, width);
   const int64_t B = query.size(0), heads = query.size(1), N = query.size(2);
-  const PooledAttentionTensors t{query, key, value, bias_rows, cols_index, cols_weight, local_logits,
-                                 at::empty({B, heads, N, value.size(3)}, query.options()), at::empty_like(local_logits),
+  const PooledAttentionTensors t{query,
+                                 key,
+                                 value,
+                                 bias_rows,
+                                 cols_index,
+                                 cols_weight,
+                                 local_logits,
+                                 at::empty({B, heads, N, value.size(3)}, query.options()),
+                                 at::empty_like(local_logits),
                                  at::empty({B, heads, N}, query.options())};
   if (t.lse.numel() > 0) {
     if (on_cuda(query)) {
@@ -96,10 +103,16 @@ std::vector<at::Tensor> pooled_attention_backward(const at::Tensor& grad_out, co
   check_shape(grad_local_weights, local_weights.sizes(), "grad_local_weights");
   check_like(lse, grad_lse, "grad_lse");
   check_shape(grad_lse, lse.sizes(), "grad_lse");
-  const PooledAttentionTensors t{query, key, value, bias_rows, cols_index, cols_weight, at::Tensor(), out,
-                                 local_weights, lse};
-  const PooledAttentionGrads grad{grad_out, grad_local_weights, grad_lse, at::empty_like(query), at::zeros_like(key),
-                                  at::zeros_like(value), at::zeros_like(bias_rows), at::empty_like(local_weights)};
+  const PooledAttentionTensors t{query,       key,          value, bias_rows,     cols_index,
+                                 cols_weight, at::Tensor(), out,   local_weights, lse};
+  const PooledAttentionGrads grad{grad_out,
+                                  grad_local_weights,
+                                  grad_lse,
+                                  at::empty_like(query),
+                                  at::zeros_like(key),
+                                  at::zeros_like(value),
+                                  at::zeros_like(bias_rows),
+                                  at::empty_like(local_weights)};
   if (lse.numel() > 0) {
     if (on_cuda(query)) {
 #ifdef WITH_CUDA

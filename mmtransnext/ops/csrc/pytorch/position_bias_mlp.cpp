@@ -32,8 +32,7 @@ at::Tensor position_bias_mlp_forward(const at::Tensor& coords, const at::Tensor&
 }
 
 std::vector<at::Tensor> position_bias_mlp_backward(const at::Tensor& grad, const at::Tensor& coords,
-                                                   const at::Tensor& w1, const at::Tensor& b1,
-                                                   const at::Tensor& w2) {
+                                                   const at::Tensor& w1, const at::Tensor& b1, const at::Tensor& w2) {
   check_mlp(coords, w1, b1, w2);
   MMTN_CHECK_CONTIGUOUS(grad);
   TORCH_CHECK(grad.dim() == 2 && grad.size(0) == w2.size(0) && grad.size(1) == coords.size(0) &&

@@ -35,9 +35,9 @@ __global__ void local_similarity_forward_kernel(const scalar_t* __restrict__ que
 template <typename scalar_t>
 __global__ void local_similarity_backward_qk_kernel(const scalar_t* __restrict__ grad_attn,
                                                     const scalar_t* __restrict__ query,
-                                                    const scalar_t* __restrict__ key,
-                                                    scalar_t* __restrict__ grad_query, scalar_t* __restrict__ grad_key,
-                                                    int64_t total, int64_t dim, LocalWindow window) {
+                                                    const scalar_t* __restrict__ key, scalar_t* __restrict__ grad_query,
+                                                    scalar_t* __restrict__ grad_key, int64_t total, int64_t dim,
+                                                    LocalWindow window) {
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t N = window.pixels(), L = window.length();
   for (int64_t idx = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; idx < total;
@@ -56,24 +56,26 @@ __global__ void local_similarity_backward_qk_kernel(const scalar_t* __restrict__
   }
 }
 
-// grad_bias[h, l]: one block per (head, neighbour), reducing over batch and in-map pixels.
-template <typename scalar_t>
+// grad_bias[h, l]: one block of kBlock threads per (head, neighbour), reducing over batch and in-map pixels in
+// shared memory by halving (kBlock: the launch's block size, a power of two).
+template <typename scalar_t, int kBlock>
 __global__ void local_similarity_backward_bias_kernel(const scalar_t* __restrict__ grad_attn,
                                                       scalar_t* __restrict__ grad_bias, int64_t batch, int64_t heads,
                                                       LocalWindow window) {
+  static_assert(kBlock > 0 && (kBlock & (kBlock - 1)) == 0, "the reduction halves kBlock: a power of two");
   using acc_t = at::opmath_type<scalar_t>;
-  __shared__ acc_t partial[256];
+  __shared__ acc_t partial[kBlock];
   const int64_t N = window.pixels(), L = window.length();
   const int64_t h = blockIdx.x / L, l = blockIdx.x % L;
   acc_t acc = 0;
-  for (int64_t j = threadIdx.x; j < batch * N; j += blockDim.x) {
+  for (int64_t j = threadIdx.x; j < batch * N; j += kBlock) {
     const int64_t b = j / N, n = j % N;
     int64_t m;
     if (window.neighbour(n, l, &m)) acc += static_cast<acc_t>(grad_attn[((b * heads + h) * N + n) * L + l]);
   }
   partial[threadIdx.x] = acc;
   __syncthreads();
-  for (int s = blockDim.x / 2; s > 0; s >>= 1) {
+  for (int s = kBlock / 2; s > 0; s >>= 1) {
     if (threadIdx.x < s) partial[threadIdx.x] += partial[threadIdx.x + s];
     __syncthreads();
   }
@@ -85,8 +87,7 @@ __global__ void local_similarity_backward_bias_kernel(const scalar_t* __restrict
 // value gradient (rows = grad_out). Both gather, so no two threads write the same element.
 template <typename scalar_t, bool kTransposed>
 __global__ void local_weighted_sum_kernel(const scalar_t* __restrict__ weights, const scalar_t* __restrict__ rows,
-                                          scalar_t* __restrict__ out, int64_t total, int64_t dim,
-                                          LocalWindow window) {
+                                          scalar_t* __restrict__ out, int64_t total, int64_t dim, LocalWindow window) {
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t N = window.pixels(), L = window.length();
   for (int64_t idx = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; idx < total;

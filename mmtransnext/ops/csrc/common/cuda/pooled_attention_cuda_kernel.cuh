@@ -53,8 +53,8 @@ __device__ __forceinline__ T dot(const T* x, const T* y, int64_t d) {
 
 // Rows [first, first + TILE) of two (rows, dim) matrices into shared memory, zero past `rows` / the dims.
 template <typename T, int MAXD, int TILE>
-__device__ __forceinline__ void load_tile(T (*a_tile)[MAXD], const T* a, int64_t a_dim, T (*b_tile)[MAXD],
-                                          const T* b, int64_t b_dim, int64_t first, int64_t rows) {
+__device__ __forceinline__ void load_tile(T (*a_tile)[MAXD], const T* a, int64_t a_dim, T (*b_tile)[MAXD], const T* b,
+                                          int64_t b_dim, int64_t first, int64_t rows) {
   for (int64_t i = threadIdx.x; i < TILE * MAXD; i += blockDim.x) {
     const int64_t j = i / MAXD, c = i % MAXD, row = first + j;
     a_tile[j][c] = row < rows && c < a_dim ? a[row * a_dim + c] : T(0);
@@ -237,8 +237,8 @@ __global__ void pooled_attention_backward_key_kernel(PooledArgs<T> a, const T* g
 // Bias side: block (h, y, ky) sums w * d logit over the batch and the row's (x, kx) pairs into the
 // U bins of grad_bias_rows[h, y, ky] (in shared memory when they fit, else straight to global).
 template <typename T, int MAXD>
-__global__ void pooled_attention_backward_bias_kernel(PooledArgs<T> a, const T* grad_out, const T* lse,
-                                                      const T* shift, T* grad_bias_rows, bool bins_in_shared) {
+__global__ void pooled_attention_backward_bias_kernel(PooledArgs<T> a, const T* grad_out, const T* lse, const T* shift,
+                                                      T* grad_bias_rows, bool bins_in_shared) {
   extern __shared__ unsigned char shared_bytes[];
   const int64_t row = blockIdx.x;  // (h * H + y) * ph + ky
   const int64_t ky = row % a.ph, y = (row / a.ph) % a.H, h = row / (a.ph * a.H);
@@ -253,8 +253,8 @@ __global__ void pooled_attention_backward_bias_kernel(PooledArgs<T> a, const T* 
     for (int64_t pair = threadIdx.x; pair < a.W * a.pw; pair += blockDim.x) {
       const int64_t x = pair / a.pw, kx = pair % a.pw, i = bh * a.N + y * a.W + x, p = ky * a.pw + kx;
       const T s = dot<T, MAXD>(a.query + i * a.D, a.key + (bh * a.P + p) * a.D, a.D) + pooled_bias(a, rows, x, ky, kx);
-      const T ds = exp_of(s - lse[i]) * (dot<T, MAXD>(grad_out + i * a.Dv, a.value + (bh * a.P + p) * a.Dv, a.Dv) +
-                                         shift[i]);
+      const T ds =
+          exp_of(s - lse[i]) * (dot<T, MAXD>(grad_out + i * a.Dv, a.value + (bh * a.P + p) * a.Dv, a.Dv) + shift[i]);
       for (int64_t t = 0; t < a.taps; ++t) {
         const int64_t j = (t * a.W + x) * a.pw + kx;
         atomicAdd(bins + a.cols_index[j], a.cols_weight[j] * ds);

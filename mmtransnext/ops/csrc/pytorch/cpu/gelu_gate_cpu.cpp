@@ -51,8 +51,8 @@ MMTN_INLINE void forward_impl(const T* gate, const T* value, T* out, int64_t beg
 }
 
 template <typename T>
-MMTN_INLINE void backward_impl(const T* grad, const T* gate, const T* value, T* grad_gate, T* grad_value,
-                               int64_t begin, int64_t end) {
+MMTN_INLINE void backward_impl(const T* grad, const T* gate, const T* value, T* grad_gate, T* grad_value, int64_t begin,
+                               int64_t end) {
   constexpr T kInvSqrt2 = T(0.70710678118654752440), kInvSqrt2Pi = T(0.39894228040143267794);
 #pragma omp simd
   for (int64_t i = begin; i < end; ++i) {
@@ -68,8 +68,8 @@ MMTN_VECTOR_CLONES void forward_range(const float* a, const float* v, float* o, 
   forward_impl(a, v, o, b, e);
 }
 void forward_range(const double* a, const double* v, double* o, int64_t b, int64_t e) { forward_impl(a, v, o, b, e); }
-MMTN_VECTOR_CLONES void backward_range(const float* g, const float* a, const float* v, float* ga, float* gv,
-                                       int64_t b, int64_t e) {
+MMTN_VECTOR_CLONES void backward_range(const float* g, const float* a, const float* v, float* ga, float* gv, int64_t b,
+                                       int64_t e) {
   backward_impl(g, a, v, ga, gv, b, e);
 }
 void backward_range(const double* g, const double* a, const double* v, double* ga, double* gv, int64_t b, int64_t e) {

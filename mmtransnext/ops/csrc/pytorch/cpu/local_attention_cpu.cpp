@@ -66,9 +66,9 @@ void similarity_forward(const scalar_t* query, const scalar_t* key, const scalar
 }
 
 template <typename scalar_t>
-void similarity_backward(const scalar_t* grad_attn, const scalar_t* query, const scalar_t* key,
-                         scalar_t* grad_query, scalar_t* grad_key, scalar_t* grad_bias, int64_t batch,
-                         int64_t heads, int64_t dim, const LocalWindow& window) {
+void similarity_backward(const scalar_t* grad_attn, const scalar_t* query, const scalar_t* key, scalar_t* grad_query,
+                         scalar_t* grad_key, scalar_t* grad_bias, int64_t batch, int64_t heads, int64_t dim,
+                         const LocalWindow& window) {
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t N = window.pixels(), L = window.length();
   for_each_pixel<acc_t>(batch * heads, window, 2 * dim, [&](int64_t i, int64_t base, int64_t n, acc_t* acc) {
@@ -139,8 +139,8 @@ void local_similarity_forward_cpu(const at::Tensor& query, const at::Tensor& key
                                   at::Tensor& attn, const LocalWindow& window) {
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, query.scalar_type(), "local_similarity_forward_cpu", [&] {
     similarity_forward<scalar_t>(query.data_ptr<scalar_t>(), key.data_ptr<scalar_t>(), bias.data_ptr<scalar_t>(),
-                                 attn.data_ptr<scalar_t>(), query.size(0) * query.size(1), query.size(1),
-                                 query.size(3), window);
+                                 attn.data_ptr<scalar_t>(), query.size(0) * query.size(1), query.size(1), query.size(3),
+                                 window);
   });
 }
 
@@ -148,10 +148,9 @@ void local_similarity_backward_cpu(const at::Tensor& grad_attn, const at::Tensor
                                    at::Tensor& grad_query, at::Tensor& grad_key, at::Tensor& grad_bias,
                                    const LocalWindow& window) {
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, query.scalar_type(), "local_similarity_backward_cpu", [&] {
-    similarity_backward<scalar_t>(grad_attn.data_ptr<scalar_t>(), query.data_ptr<scalar_t>(),
-                                  key.data_ptr<scalar_t>(), grad_query.data_ptr<scalar_t>(),
-                                  grad_key.data_ptr<scalar_t>(), grad_bias.data_ptr<scalar_t>(), query.size(0),
-                                  query.size(1), query.size(3), window);
+    similarity_backward<scalar_t>(grad_attn.data_ptr<scalar_t>(), query.data_ptr<scalar_t>(), key.data_ptr<scalar_t>(),
+                                  grad_query.data_ptr<scalar_t>(), grad_key.data_ptr<scalar_t>(),
+                                  grad_bias.data_ptr<scalar_t>(), query.size(0), query.size(1), query.size(3), window);
   });
 }
 

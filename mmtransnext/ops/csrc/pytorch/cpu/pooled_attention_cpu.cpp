@@ -21,7 +21,6 @@
 #include "../../common/cpu_math.h"
 #include "../pooled_attention.h"
 
-
 namespace mmtransnext {
 namespace {
 
@@ -33,8 +32,8 @@ constexpr int64_t kBlockLogits = 32768;
 // none is loaded, the products go through at::mm, which is slower only by its per-call overhead.
 extern "C" {
 void sgemm_(const char* transa, const char* transb, const int* m, const int* n, const int* k, const float* alpha,
-            const float* a, const int* lda, const float* b, const int* ldb, const float* beta, float* c,
-            const int* ldc) __attribute__((weak));
+            const float* a, const int* lda, const float* b, const int* ldb, const float* beta, float* c, const int* ldc)
+    __attribute__((weak));
 void dgemm_(const char* transa, const char* transb, const int* m, const int* n, const int* k, const double* alpha,
             const double* a, const int* lda, const double* b, const int* ldb, const double* beta, double* c,
             const int* ldc) __attribute__((weak));
@@ -74,7 +73,6 @@ void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, T alpha, 
   }
 }
 
-
 // ----------------------------------------------------------------------------- per-block steps
 
 // Kernel layout: pooled keys in (kx, ky) order and each bias-table row as (U, padded ph), so that a
@@ -86,7 +84,7 @@ constexpr int64_t kColumnAlign = 16;
 int64_t padded_column(int64_t ph) { return (ph + kColumnAlign - 1) / kColumnAlign * kColumnAlign; }
 
 struct Bias {
-  const int64_t* index;  // (T, W, pw)
+  const int64_t* index;                                             // (T, W, pw)
   int64_t taps, width, pool_height, pool_width, table_len, column;  // column: padded ph
 };
 
@@ -124,7 +122,6 @@ MMTN_INLINE void write_bias_impl(T* logits, int64_t n, int64_t x0, const T* rows
   }
 }
 
-// rows_grad[index[t, x, kx], ky] += w[t, x, kx] * grad[i, (kx, ky)] (the transpose of write_bias).
 // rows_grad[index[t, x, kx], ky] += w[t, x, kx] * grad[i, (kx, ky)] (the transpose of write_bias);
 // the padding columns of rows_grad collect what the next column's gradients add there: discarded.
 template <int TAPS, typename T>
@@ -166,7 +163,7 @@ MMTN_INLINE void scatter_bias_grad_impl(const T* grad, int64_t n, int64_t x0, T*
 // their weights in place, the local weights written out, the log-sum-exp returned per query.
 template <typename T>
 MMTN_INLINE void softmax_impl(T* logits, int64_t n, int64_t P, const T* local_logits, T* local_weights, int64_t L,
-                         T* lse) {
+                              T* lse) {
   for (int64_t i = 0; i < n; ++i) {
     T* s = logits + i * P;
     const T* sl = local_logits + i * L;
@@ -208,8 +205,8 @@ MMTN_INLINE void recompute_weights_impl(T* logits, int64_t n, int64_t P, const T
 // keys: d logit_j = a_j (g_j - delta + d lse).
 template <typename T>
 MMTN_INLINE void softmax_backward_impl(const T* weights, T* grad, int64_t n, int64_t P, const T* grad_lse,
-                                  const T* delta_pool, const T* local_weights, const T* grad_local_weights,
-                                  T* grad_local_logits, int64_t L) {
+                                       const T* delta_pool, const T* local_weights, const T* grad_local_weights,
+                                       T* grad_local_logits, int64_t L) {
   for (int64_t i = 0; i < n; ++i) {
     const T* a = weights + i * P;
     T* g = grad + i * P;
@@ -224,8 +221,7 @@ MMTN_INLINE void softmax_backward_impl(const T* weights, T* grad, int64_t n, int
 }
 
 // Vectorised builds of the float steps (the double ones serve gradcheck).
-MMTN_VECTOR_CLONES void write_bias(float* s, int64_t n, int64_t x0, const float* rows, const float* w,
-                                   const Bias& b) {
+MMTN_VECTOR_CLONES void write_bias(float* s, int64_t n, int64_t x0, const float* rows, const float* w, const Bias& b) {
   if (b.taps == 4) return write_bias_impl<4>(s, n, x0, rows, w, b);
   write_bias_impl<0>(s, n, x0, rows, w, b);
 }
@@ -265,8 +261,7 @@ void scatter_bias_grad(const double* g, int64_t n, int64_t x0, double* r, const 
 
 constexpr int kTiledHeadSize = 24;  // every TransNeXt variant; other sizes (and double) use BLAS
 
-MMTN_VECTOR_CLONES void tiled_logits(const float* a, int64_t n, const float* bt, int64_t P, float* c,
-                                     bool accumulate) {
+MMTN_VECTOR_CLONES void tiled_logits(const float* a, int64_t n, const float* bt, int64_t P, float* c, bool accumulate) {
   if (accumulate) {
     block_products::logits<kTiledHeadSize, true>(a, n, bt, P, c);
   } else {
@@ -328,13 +323,18 @@ Shape shape_of(const at::Tensor& query, const at::Tensor& key, const at::Tensor&
                const PooledGrid& grid) {
   const int64_t P = key.size(2);
   const int64_t block = std::max<int64_t>(1, std::min<int64_t>(grid.width, kBlockLogits / P));
-  return {query.size(0), query.size(1), query.size(2), P, query.size(3), value.size(3), local.size(3),
-          grid.height, grid.width, block};
+  return {query.size(0), query.size(1), query.size(2), P,          query.size(3),
+          value.size(3), local.size(3), grid.height,   grid.width, block};
 }
 
 Bias bias_of(const at::Tensor& bias_rows, const at::Tensor& cols_index, const PooledGrid& grid) {
-  return {cols_index.data_ptr<int64_t>(), cols_index.size(0), grid.width, grid.pool_height, grid.pool_width,
-          bias_rows.size(2), bias_rows.size(3)};
+  return {cols_index.data_ptr<int64_t>(),
+          cols_index.size(0),
+          grid.width,
+          grid.pool_height,
+          grid.pool_width,
+          bias_rows.size(2),
+          bias_rows.size(3)};
 }
 
 template <typename T>
@@ -360,8 +360,8 @@ void forward(const at::Tensor& query, const at::Tensor& key, const at::Tensor& k
         for (int64_t x0 = 0; x0 < s.W; x0 += s.block) {
           const int64_t n = std::min(s.block, s.W - x0), i0 = bh * s.N + y * s.W + x0;
           write_bias(logits.data(), n, x0, r, w, bias);
-          products.logits(q + i0 * s.D, n, k + bh * s.P * s.D, kt ? kt + bh * s.P * s.D : nullptr, s.D,
-                          logits.data(), true);
+          products.logits(q + i0 * s.D, n, k + bh * s.P * s.D, kt ? kt + bh * s.P * s.D : nullptr, s.D, logits.data(),
+                          true);
           softmax(logits.data(), n, s.P, sl + i0 * s.L, wl + i0 * s.L, s.L, m + i0);
           products.weighted_sum(logits.data(), n, v + bh * s.P * s.Dv, s.Dv, o + i0 * s.Dv);
         }
@@ -427,8 +427,8 @@ void backward(const at::Tensor& grad_out, const at::Tensor& grad_local_weights, 
             recompute_weights(logits.data(), n, s.P, m + i0);
             products.transposed_weighted_sum(logits.data(), n, doi, s.Dv, dv);
             products.logits(doi, n, vb, vtb, s.Dv, grad.data(), false);
-            softmax_backward(logits.data(), grad.data(), n, s.P, dlse + i0, delta.data(), wl + i0 * s.L,
-                             dwl + i0 * s.L, dsl + i0 * s.L, s.L);
+            softmax_backward(logits.data(), grad.data(), n, s.P, dlse + i0, delta.data(), wl + i0 * s.L, dwl + i0 * s.L,
+                             dsl + i0 * s.L, s.L);
             products.weighted_sum(grad.data(), n, kb, s.D, dq + i0 * s.D);
             products.transposed_weighted_sum(grad.data(), n, qi, s.D, dk);
             scatter_bias_grad(grad.data(), n, x0, dr, w, bias);
@@ -461,8 +461,10 @@ void backward(const at::Tensor& grad_out, const at::Tensor& grad_local_weights, 
 
 // (B, heads, ph * pw, D) pooled keys or values <-> the kernels' (kx, ky) order.
 at::Tensor to_kernel_order(const at::Tensor& t, const PooledGrid& g) {
-  return t.view({t.size(0), t.size(1), g.pool_height, g.pool_width, t.size(3)}).transpose(2, 3).contiguous().view(
-      t.sizes());
+  return t.view({t.size(0), t.size(1), g.pool_height, g.pool_width, t.size(3)})
+      .transpose(2, 3)
+      .contiguous()
+      .view(t.sizes());
 }
 void from_kernel_order(const at::Tensor& t, const at::Tensor& out, const PooledGrid& g) {
   out.view({t.size(0), t.size(1), g.pool_height, g.pool_width, t.size(3)})
@@ -471,8 +473,8 @@ void from_kernel_order(const at::Tensor& t, const at::Tensor& out, const PooledG
 
 // (heads, H, ph, U) bias rows -> the kernels' (heads, H, U, padded ph), zeros in the padding
 at::Tensor padded_rows(const at::Tensor& bias_rows) {
-  at::Tensor rows = at::zeros({bias_rows.size(0), bias_rows.size(1), bias_rows.size(3), padded_column(bias_rows.size(2))},
-                              bias_rows.options());
+  at::Tensor rows = at::zeros(
+      {bias_rows.size(0), bias_rows.size(1), bias_rows.size(3), padded_column(bias_rows.size(2))}, bias_rows.options());
   rows.narrow(3, 0, bias_rows.size(2)).copy_(bias_rows.transpose(2, 3));
   return rows;
 }
@@ -499,8 +501,8 @@ void pooled_attention_backward_cpu(const PooledAttentionTensors& t, const Pooled
   at::Tensor grad_rows_k = at::empty_like(rows_k);
   AT_DISPATCH_FLOATING_TYPES(t.query.scalar_type(), "pooled_attention_backward_cpu", [&] {
     backward<scalar_t>(grad.out, grad.local_weights, grad.lse, t.query, key_k, key_t, value_k, value_t, rows_k,
-                       t.cols_index, t.cols_weight, t.out, t.local_weights, t.lse, grad.query, grad_key_k,
-                       grad_value_k, grad_rows_k, grad.local_logits, grid);
+                       t.cols_index, t.cols_weight, t.out, t.local_weights, t.lse, grad.query, grad_key_k, grad_value_k,
+                       grad_rows_k, grad.local_logits, grid);
   });
   from_kernel_order(grad_key_k, grad.key, grid);
   from_kernel_order(grad_value_k, grad.value, grid);

@@ -50,8 +50,8 @@ MMTN_INLINE void hidden_layer(const Mlp<T>& m, T cx, T cy, T* hidden) {
 
 // out[k, r] = b2[k] + sum_j w2[k, j] relu(w1[j] . c_r + b1[j]) for rows [begin, end).
 template <typename T>
-MMTN_INLINE void forward_rows_impl(const T* coords, const Mlp<T>& m, T* out, int64_t rows, int64_t begin,
-                                   int64_t end, T* hidden) {
+MMTN_INLINE void forward_rows_impl(const T* coords, const Mlp<T>& m, T* out, int64_t rows, int64_t begin, int64_t end,
+                                   T* hidden) {
   for (int64_t r = begin; r < end; ++r) {
     hidden_layer(m, coords[2 * r], coords[2 * r + 1], hidden);
     for (int64_t k = 0; k < m.heads; ++k) {
@@ -69,8 +69,8 @@ MMTN_INLINE void forward_rows_impl(const T* coords, const Mlp<T>& m, T* out, int
 // written once per four offsets instead of once per offset (the loop was bound by those memory accesses).
 template <typename T>
 MMTN_INLINE void backward_rows_impl(const T* grad, const T* coords, const Mlp<T>& m, int64_t rows, int64_t begin,
-                                    int64_t end, T* acc_w1x, T* acc_w1y, T* acc_b1, T* acc_w2, T* acc_b2,
-                                    T* hidden, T* grad_pre) {
+                                    int64_t end, T* acc_w1x, T* acc_w1y, T* acc_b1, T* acc_w2, T* acc_b2, T* hidden,
+                                    T* grad_pre) {
   constexpr int R = 4, J = 16;
   const T *wx = m.w1_x.data(), *wy = m.w1_y.data();
   int64_t r0 = begin;
@@ -150,9 +150,9 @@ void forward_rows(const double* c, const Mlp<double>& m, double* out, int64_t ro
                   double* hidden) {
   forward_rows_impl(c, m, out, rows, begin, end, hidden);
 }
-MMTN_VECTOR_CLONES void backward_rows(const float* g, const float* c, const Mlp<float>& m, int64_t rows,
-                                      int64_t begin, int64_t end, float* w1x, float* w1y, float* b1, float* w2,
-                                      float* b2, float* hidden, float* grad_pre) {
+MMTN_VECTOR_CLONES void backward_rows(const float* g, const float* c, const Mlp<float>& m, int64_t rows, int64_t begin,
+                                      int64_t end, float* w1x, float* w1y, float* b1, float* w2, float* b2,
+                                      float* hidden, float* grad_pre) {
   backward_rows_impl(g, c, m, rows, begin, end, w1x, w1y, b1, w2, b2, hidden, grad_pre);
 }
 void backward_rows(const double* g, const double* c, const Mlp<double>& m, int64_t rows, int64_t begin, int64_t end,
@@ -186,8 +186,8 @@ void backward(const at::Tensor& grad, const at::Tensor& coords, const at::Tensor
     std::vector<T> hidden(H), grad_pre(H);
     for (int64_t chunk = chunk_begin; chunk < chunk_end; ++chunk) {
       T* p = partial.data() + chunk * width;
-      backward_rows(g, c, m, rows, chunk * kRows, std::min(rows, (chunk + 1) * kRows), p, p + H, p + 2 * H,
-                    p + 3 * H, p + 3 * H + K * H, hidden.data(), grad_pre.data());
+      backward_rows(g, c, m, rows, chunk * kRows, std::min(rows, (chunk + 1) * kRows), p, p + H, p + 2 * H, p + 3 * H,
+                    p + 3 * H + K * H, hidden.data(), grad_pre.data());
     }
   });
   // the chunks' partial sums, added in chunk order in double

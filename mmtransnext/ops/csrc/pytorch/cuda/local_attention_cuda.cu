@@ -18,7 +18,8 @@ constexpr int kThreads = 256;
 
 // Grid-stride loops: cap the grid, every kernel loops over the rest.
 unsigned int blocks_for(int64_t total) {
-  return static_cast<unsigned int>(std::max<int64_t>(1, std::min<int64_t>((total + kThreads - 1) / kThreads, 65535 * 8)));
+  return static_cast<unsigned int>(
+      std::max<int64_t>(1, std::min<int64_t>((total + kThreads - 1) / kThreads, 65535 * 8)));
 }
 
 }  // namespace
@@ -53,7 +54,7 @@ void local_similarity_backward_cuda(const at::Tensor& grad_attn, const at::Tenso
           grad_query.data_ptr<scalar_t>(), grad_key.data_ptr<scalar_t>(), total, query.size(3), window);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     }
-    local_similarity_backward_bias_kernel<scalar_t><<<grad_bias.numel(), kThreads, 0, stream>>>(
+    local_similarity_backward_bias_kernel<scalar_t, kThreads><<<grad_bias.numel(), kThreads, 0, stream>>>(
         grad_attn.data_ptr<scalar_t>(), grad_bias.data_ptr<scalar_t>(), query.size(0), query.size(1), window);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
@@ -66,9 +67,9 @@ void local_aggregation_forward_cuda(const at::Tensor& weights, const at::Tensor&
   if (total == 0) return;
   auto stream = c10::cuda::getCurrentCUDAStream();
   MMTN_DISPATCH(value.scalar_type(), "local_aggregation_forward_cuda", [&] {
-    local_weighted_sum_kernel<scalar_t, false><<<blocks_for(total), kThreads, 0, stream>>>(
-        weights.data_ptr<scalar_t>(), value.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), total, value.size(3),
-        window);
+    local_weighted_sum_kernel<scalar_t, false>
+        <<<blocks_for(total), kThreads, 0, stream>>>(weights.data_ptr<scalar_t>(), value.data_ptr<scalar_t>(),
+                                                     out.data_ptr<scalar_t>(), total, value.size(3), window);
   });
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
@@ -80,8 +81,8 @@ void local_aggregation_backward_cuda(const at::Tensor& grad_out, const at::Tenso
   if (value.numel() == 0) return;
   MMTN_DISPATCH(value.scalar_type(), "local_aggregation_backward_cuda", [&] {
     local_aggregation_backward_weights_kernel<scalar_t><<<blocks_for(weights.numel()), kThreads, 0, stream>>>(
-        grad_out.data_ptr<scalar_t>(), value.data_ptr<scalar_t>(), grad_weights.data_ptr<scalar_t>(),
-        weights.numel(), value.size(3), window);
+        grad_out.data_ptr<scalar_t>(), value.data_ptr<scalar_t>(), grad_weights.data_ptr<scalar_t>(), weights.numel(),
+        value.size(3), window);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
     local_weighted_sum_kernel<scalar_t, true><<<blocks_for(value.numel()), kThreads, 0, stream>>>(
         grad_out.data_ptr<scalar_t>(), weights.data_ptr<scalar_t>(), grad_value.data_ptr<scalar_t>(), value.numel(),

@@ -13,17 +13,32 @@
 namespace mmtransnext {
 namespace {
 
-constexpr int kQueryThreads = 128;  // queries per block (forward, query side)
-constexpr int kKeyThreads = 64;     // pooled keys per block (key side)
+constexpr int kQueryThreads = 128;     // queries per block (forward, query side)
+constexpr int kKeyThreads = 64;        // pooled keys per block (key side)
 constexpr int64_t kQueryChunk = 1024;  // queries per key-side block: one atomic add per key and chunk
 constexpr int kBiasThreads = 256;
 
 template <typename T>
 PooledArgs<T> args_of(const PooledAttentionTensors& t, int64_t L, const PooledGrid& grid) {
-  return {t.query.data_ptr<T>(), t.key.data_ptr<T>(), t.value.data_ptr<T>(), t.bias_rows.data_ptr<T>(),
-          t.cols_weight.data_ptr<T>(), t.cols_index.data_ptr<int64_t>(), t.query.size(0), t.query.size(1),
-          t.query.size(2), t.key.size(2), t.query.size(3), t.value.size(3), L, grid.height, grid.width,
-          grid.pool_height, grid.pool_width, t.bias_rows.size(3), t.cols_index.size(0)};
+  return {t.query.data_ptr<T>(),
+          t.key.data_ptr<T>(),
+          t.value.data_ptr<T>(),
+          t.bias_rows.data_ptr<T>(),
+          t.cols_weight.data_ptr<T>(),
+          t.cols_index.data_ptr<int64_t>(),
+          t.query.size(0),
+          t.query.size(1),
+          t.query.size(2),
+          t.key.size(2),
+          t.query.size(3),
+          t.value.size(3),
+          L,
+          grid.height,
+          grid.width,
+          grid.pool_height,
+          grid.pool_width,
+          t.bias_rows.size(3),
+          t.cols_index.size(0)};
 }
 
 // Calls f.template operator()<MAXD>() with the smallest register width that holds the head dims.
@@ -49,9 +64,9 @@ void pooled_attention_forward_cuda(const PooledAttentionTensors& t, const Pooled
   AT_DISPATCH_FLOATING_TYPES(t.query.scalar_type(), "pooled_attention_forward_cuda", [&] {
     const auto a = args_of<scalar_t>(t, t.local_logits.size(3), grid);
     with_max_dim(std::max(t.query.size(3), t.value.size(3)), [&](auto max_dim) {
-      pooled_attention_forward_kernel<scalar_t, decltype(max_dim)::value><<<blocks, kQueryThreads, 0, stream>>>(
-          a, t.local_logits.data_ptr<scalar_t>(), t.out.data_ptr<scalar_t>(), t.local_weights.data_ptr<scalar_t>(),
-          t.lse.data_ptr<scalar_t>());
+      pooled_attention_forward_kernel<scalar_t, decltype(max_dim)::value>
+          <<<blocks, kQueryThreads, 0, stream>>>(a, t.local_logits.data_ptr<scalar_t>(), t.out.data_ptr<scalar_t>(),
+                                                 t.local_weights.data_ptr<scalar_t>(), t.lse.data_ptr<scalar_t>());
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     });
   });
@@ -84,9 +99,9 @@ void pooled_attention_backward_cuda(const PooledAttentionTensors& t, const Poole
       const int64_t bins_bytes = t.bias_rows.size(3) * static_cast<int64_t>(sizeof(scalar_t));
       const bool in_shared = bins_bytes <= 32 * 1024;
       pooled_attention_backward_bias_kernel<scalar_t, MAXD>
-          <<<t.bias_rows.size(0) * grid.height * grid.pool_height, kBiasThreads, in_shared ? bins_bytes : 0,
-             stream>>>(a, grad.out.data_ptr<scalar_t>(), t.lse.data_ptr<scalar_t>(), shift.data_ptr<scalar_t>(),
-                       grad.bias_rows.data_ptr<scalar_t>(), in_shared);
+          <<<t.bias_rows.size(0) * grid.height * grid.pool_height, kBiasThreads, in_shared ? bins_bytes : 0, stream>>>(
+              a, grad.out.data_ptr<scalar_t>(), t.lse.data_ptr<scalar_t>(), shift.data_ptr<scalar_t>(),
+              grad.bias_rows.data_ptr<scalar_t>(), in_shared);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     });
   });
