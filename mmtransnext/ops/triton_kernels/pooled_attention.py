@@ -110,6 +110,18 @@ def pooled_forward_kernel(Q, K, V, ROWS, CIDX, CW, LOCAL, OUT, LOCAL_W, LSE, hea
 
 
 @triton.jit
+def _query_side(Q, GRAD_OUT, LSE, DELTA, bh, rm, rd, rdv, row_ok, N, D, DV):
+    """What both gradient kernels read of a query tile: queries, output gradients, log-sum-exps and deltas."""
+    q = tl.load(Q + (bh * N + rm[:, None]) * D + rd[None, :], mask=row_ok[:, None] & (rd[None, :] < D), other=0.)
+    grad_out = tl.load(GRAD_OUT + (bh * N + rm[:, None]) * DV + rdv[None, :],
+                       mask=row_ok[:, None] & (rdv[None, :] < DV),
+                       other=0.)
+    lse = tl.load(LSE + bh * N + rm, mask=row_ok, other=0.)
+    delta = tl.load(DELTA + bh * N + rm, mask=row_ok, other=0.)
+    return q, grad_out, lse, delta
+
+
+@triton.jit
 def pooled_query_grad_kernel(Q, K, V, ROWS, CIDX, CW, GRAD_OUT, LSE, DELTA, GRAD_Q, GRAD_BIAS, batch, heads, N, P, D,
                              DV, H, W, ph, pw, U, TAPS: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr,
                              BD: tl.constexpr, BDV: tl.constexpr, PRECISION: tl.constexpr):
@@ -124,12 +136,7 @@ def pooled_query_grad_kernel(Q, K, V, ROWS, CIDX, CW, GRAD_OUT, LSE, DELTA, GRAD
     rdv = tl.arange(0, BDV)
     for b in range(batch):
         bh = b * heads + h
-        q = tl.load(Q + (bh * N + rm[:, None]) * D + rd[None, :], mask=row_ok[:, None] & (rd[None, :] < D), other=0.)
-        grad_out = tl.load(GRAD_OUT + (bh * N + rm[:, None]) * DV + rdv[None, :],
-                           mask=row_ok[:, None] & (rdv[None, :] < DV),
-                           other=0.)
-        lse = tl.load(LSE + bh * N + rm, mask=row_ok, other=0.)
-        delta = tl.load(DELTA + bh * N + rm, mask=row_ok, other=0.)
+        q, grad_out, lse, delta = _query_side(Q, GRAD_OUT, LSE, DELTA, bh, rm, rd, rdv, row_ok, N, D, DV)
         grad_q = tl.zeros([BM, BD], tl.float32)
         for start in range(0, P, BN):
             rn = start + tl.arange(0, BN)
@@ -170,12 +177,7 @@ def pooled_key_grad_kernel(Q, K, V, ROWS, CIDX, CW, GRAD_OUT, LSE, DELTA, GRAD_K
         row_ok = rm < N
         y = rm // W
         x = rm % W
-        q = tl.load(Q + (bh * N + rm[:, None]) * D + rd[None, :], mask=row_ok[:, None] & (rd[None, :] < D), other=0.)
-        grad_out = tl.load(GRAD_OUT + (bh * N + rm[:, None]) * DV + rdv[None, :],
-                           mask=row_ok[:, None] & (rdv[None, :] < DV),
-                           other=0.)
-        lse = tl.load(LSE + bh * N + rm, mask=row_ok, other=0.)
-        delta = tl.load(DELTA + bh * N + rm, mask=row_ok, other=0.)
+        q, grad_out, lse, delta = _query_side(Q, GRAD_OUT, LSE, DELTA, bh, rm, rd, rdv, row_ok, N, D, DV)
         s = _dot(q, tl.trans(k), PRECISION)
         s += _position_bias(ROWS, CIDX, CW, h, y[:, None], x[:, None], rn[None, :], row_ok[:, None] & col_ok[None, :],
                             H, W, ph, pw, U, TAPS)
