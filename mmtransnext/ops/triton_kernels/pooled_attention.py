@@ -304,18 +304,12 @@ def pooled_backward(grad_out, delta, query, key, value, bias_rows, cols_index, c
     common = dict(TAPS=s['taps'], BD=BD, BDV=BDV)
     sizes = (s['N'], s['P'], s['D'], s['DV'], s['H'], s['W'], s['ph'], s['pw'], s['U'])
 
+    # what both gradient kernels read
+    tiles_in = (query, key, value, bias_rows, cols_index, cols_weight, grad_out, lse, delta)
     grad_query = torch.empty_like(query)
     # the position-bias gradient summed over the batch: (heads, N, P) float32, read once by the table's reduction
     grad_bias = query.new_empty(s['heads'], s['N'], s['P'], dtype=torch.float32)
-    pooled_query_grad_kernel[(triton.cdiv(s['N'], TILES['M']), s['heads'])](query,
-                                                                            key,
-                                                                            value,
-                                                                            bias_rows,
-                                                                            cols_index,
-                                                                            cols_weight,
-                                                                            grad_out,
-                                                                            lse,
-                                                                            delta,
+    pooled_query_grad_kernel[(triton.cdiv(s['N'], TILES['M']), s['heads'])](*tiles_in,
                                                                             grad_query,
                                                                             grad_bias,
                                                                             s['B'],
@@ -332,15 +326,7 @@ def pooled_backward(grad_out, delta, query, key, value, bias_rows, cols_index, c
     splits = triton.cdiv(s['N'], queries_per_split)
     grad_key_part = query.new_empty(splits, *key.shape, dtype=torch.float32)
     grad_value_part = query.new_empty(splits, *value.shape, dtype=torch.float32)
-    pooled_key_grad_kernel[(key_tiles, BH, splits)](query,
-                                                    key,
-                                                    value,
-                                                    bias_rows,
-                                                    cols_index,
-                                                    cols_weight,
-                                                    grad_out,
-                                                    lse,
-                                                    delta,
+    pooled_key_grad_kernel[(key_tiles, BH, splits)](*tiles_in,
                                                     grad_key_part,
                                                     grad_value_part,
                                                     BH,
