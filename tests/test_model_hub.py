@@ -26,7 +26,10 @@ def test_get_model_by_name_equals_building_the_config():
 def test_the_inferencer_takes_the_name_and_mmpretrains_own_models_are_unchanged():
     from mmpretrain import ImageClassificationInferencer, list_models
     from mmpretrain.apis import ModelHub
-    inferencer = ImageClassificationInferencer('transnext_micro_in1k', pretrained=False)
+    # mmpretrain's inferencer builds its transforms in the current default scope, for its own models too; a Runner
+    # made earlier in this process (other tests) leaves 'mmengine' there, a fresh process has none
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        inferencer = ImageClassificationInferencer('transnext_micro_in1k', pretrained=False)
     result, = inferencer(np.random.default_rng(0).integers(0, 255, (200, 240, 3), dtype=np.uint8))
     assert len(result['pred_scores']) == 1000
     assert sorted(list_models('transnext*')) == sorted(p.stem for p in (ROOT / 'configs').glob('transnext_*_in1k*.py'))
