@@ -153,6 +153,9 @@ def pooled_query_grad_kernel(Q, K, V, ROWS, CIDX, CW, GRAD_OUT, LSE, DELTA, GRAD
             if b > 0:
                 ds += tl.load(bias_at, mask=bias_mask, other=0.)
             tl.store(bias_at, ds, mask=bias_mask)
+        # the next image's load of a tile element may come from another thread than this store: a block-wide
+        # barrier makes this image's stores visible first (loads and stores need not share a layout)
+        tl.debug_barrier()
         tl.store(GRAD_Q + (bh * N + rm[:, None]) * D + rd[None, :], grad_q, mask=row_ok[:, None] & (rd[None, :] < D))
 
 
