@@ -19,7 +19,7 @@ pytestmark = needs_triton
 
 # small tiles: many programs per op, ragged last tiles, several query splits of the key gradient, bias-table rows
 # shared unevenly between programs
-SMALL_TILES = dict(pooled=dict(M=16, N=16, ENTRIES=64, KEY_PROGRAMS=64, BIAS_ROWS=2), local=dict(PIXELS=16))
+SMALL_TILES = dict(pooled=dict(M=16, N=16, KEY_M=32, ENTRIES=64, KEY_PROGRAMS=64, BIAS_ROWS=2), local=dict(PIXELS=16))
 
 
 @pytest.fixture(params=['default_tiles', 'small_tiles'])
@@ -141,6 +141,23 @@ def test_half_inputs_multiply_in_their_type_and_accumulate_in_float32(dtype):
     assert got[0].dtype == dtype and got[1].dtype == torch.float32
     torch.testing.assert_close(got[0].cpu().float(), want_out, rtol=0, atol=3e-2 if dtype == torch.bfloat16 else 4e-3)
     torch.testing.assert_close(got[1].cpu(), want_local, rtol=0, atol=1e-6)
+
+
+def test_autocast_multiplies_in_its_dtype(monkeypatch):
+    """Under autocast the scaled queries come as float32 (a float32 scale promotes them) beside bfloat16 keys and
+    values: the kernels multiply in bfloat16, as the reference path's matmuls do under autocast, not in float32."""
+    from mmtransnext.ops.triton_kernels import pooled_attention as kernels
+    seen, launch = [], kernels.pooled_forward
+    monkeypatch.setattr(kernels, 'pooled_forward', lambda *args: seen.append(args[0].dtype) or launch(*args))
+    q, k, v, rows, index, weight, local = _on(TRITON_DEVICE, _inputs(2, 2, 5, 7, 2, 3, 8, 9, 5, 4, dtype=torch.float32))
+    with torch.autocast(TRITON_DEVICE.type, dtype=torch.bfloat16):
+        out, local_weights = pooled_attention(q, k.bfloat16(), v.bfloat16(), rows, index, weight, local, (5, 7),
+                                              'triton')
+    assert seen == [torch.bfloat16]
+    assert out.dtype == torch.float32 and local_weights.dtype == torch.float32  # the inputs' promoted type
+    rounded = [t.bfloat16().float().cpu() for t in (q, k, v)]
+    want, _, _ = pooled_attention_reference(*rounded, *(t.cpu() for t in (rows, index, weight, local)))
+    torch.testing.assert_close(out.cpu(), want, rtol=0, atol=3e-2)
 
 
 def test_backbone_under_autocast_follows_the_reference():

@@ -179,17 +179,22 @@ _triton_forward_apply, _triton_backward_apply = register_op('triton_pooled_atten
 
 def _triton_pooled_attention(query, key, value, bias_rows, cols_index, cols_weight, local_logits, cols_inverse,
                              out_dtype):
-    # half / bfloat16 products stay in their type (accumulated in float32); the bias and softmax are float32
-    dtype = out_dtype if out_dtype in (torch.float16, torch.bfloat16) else torch.float32
+    # products in the type torch's matmuls take under autocast (the reference path's q @ k^T and p @ v do), else
+    # half / bfloat16 inputs in their type, accumulated in float32; the bias and the softmax are float32
+    if torch.is_autocast_enabled(query.device.type):
+        dtype = torch.get_autocast_dtype(query.device.type)
+    else:
+        dtype = out_dtype if out_dtype in (torch.float16, torch.bfloat16) else torch.float32
     precision = _kernels().dot_precision(dtype, query.device)
     if cols_inverse is None:
         cols_inverse = invert_cols_taps(cols_index, cols_weight, bias_rows.shape[-1])
     f32 = [t.to(torch.float32).contiguous() for t in (bias_rows, cols_weight, local_logits, cols_inverse[1])]
+    # int32 column indices: the kernels' bias gather holds a tile of them in registers
     out, local_weights, _ = _triton_forward_apply(
         query.to(dtype).contiguous(),
         key.to(dtype).contiguous(),
-        value.to(dtype).contiguous(), f32[0], cols_index.contiguous(), f32[1], f32[2], cols_inverse[0].contiguous(),
-        f32[3], precision)
+        value.to(dtype).contiguous(), f32[0],
+        cols_index.to(torch.int32).contiguous(), f32[1], f32[2], cols_inverse[0].contiguous(), f32[3], precision)
     return out.to(out_dtype), local_weights.to(local_logits.dtype)
 
 

@@ -23,7 +23,7 @@ import triton.language as tl
 
 from . import interpreting
 
-NEG_INF = float('-inf')
+NEG_INF = tl.constexpr(float('-inf'))  # a global a kernel reads must be a constexpr
 
 
 @triton.jit
@@ -226,12 +226,15 @@ def bias_rows_grad_kernel(GRAD_BIAS, INV_INDEX, INV_WEIGHT, GRAD_ROWS, H, N, P, 
 
 # ----------------------------------------------------------------------------- launchers
 
-# Tile sizes: for a GPU; the interpreter runs one program after another, so larger tiles (fewer programs) are
-# faster there. Tests set them to check ragged tiles either way.
+# Tile sizes and warps: for a GPU; the interpreter runs one program after another, so larger tiles (fewer programs)
+# are faster there. Tests set them to check ragged tiles either way.
+# M / N: queries / pooled keys per tile of the forward and the query gradient; KEY_M: queries per step of the key
+# gradient. On a GPU, chosen so that no kernel spills registers on sm_80 / sm_90 in float32 or bfloat16, per
+# tools/analysis/triton_compile_check.py (64 x 64 tiles spill kilobytes per thread in float32).
 # KEY_PROGRAMS: key-gradient programs to aim for (query splits), a few per SM of a large GPU.
 # BIAS_ROWS: pooled rows ky of the bias-table gradient per program, ENTRIES the elements of its tiles.
-TILES = dict(M=128, N=64, ENTRIES=16384, KEY_PROGRAMS=8, BIAS_ROWS=32) if interpreting() else \
-    dict(M=64, N=64, ENTRIES=2048, KEY_PROGRAMS=1024, BIAS_ROWS=4)
+TILES = dict(M=128, N=64, KEY_M=128, WARPS=4, ENTRIES=16384, KEY_PROGRAMS=8, BIAS_ROWS=32) if interpreting() else \
+    dict(M=64, N=32, KEY_M=16, WARPS=8, ENTRIES=2048, KEY_PROGRAMS=1024, BIAS_ROWS=4)
 
 
 def dot_precision(dtype, device) -> str:
@@ -292,7 +295,8 @@ def pooled_forward(query, key, value, bias_rows, cols_index, cols_weight, local_
                                 BDV=_head_block(s['DV']),
                                 BL=max(1, triton.next_power_of_2(L)),
                                 HAS_LOCAL=L > 0,
-                                PRECISION=precision)
+                                PRECISION=precision,
+                                num_warps=TILES['WARPS'])
     return out, local_weights, lse
 
 
@@ -321,11 +325,13 @@ def pooled_backward(grad_out, delta, query, key, value, bias_rows, cols_index, c
                                                                             BM=TILES['M'],
                                                                             BN=TILES['N'],
                                                                             PRECISION=precision,
+                                                                            num_warps=TILES['WARPS'],
                                                                             **common)
 
-    key_tiles, query_tiles = triton.cdiv(s['P'], TILES['N']), triton.cdiv(s['N'], TILES['M'])
-    splits = min(query_tiles, max(1, TILES['KEY_PROGRAMS'] // (key_tiles * BH)))
-    queries_per_split = triton.cdiv(query_tiles, splits) * TILES['M']
+    # the queries are split between programs in whole steps of KEY_M
+    key_tiles, query_steps = triton.cdiv(s['P'], TILES['N']), triton.cdiv(s['N'], TILES['KEY_M'])
+    splits = min(query_steps, max(1, TILES['KEY_PROGRAMS'] // (key_tiles * BH)))
+    queries_per_split = triton.cdiv(query_steps, splits) * TILES['KEY_M']
     splits = triton.cdiv(s['N'], queries_per_split)
     grad_key_part = query.new_empty(splits, *key.shape, dtype=torch.float32)
     grad_value_part = query.new_empty(splits, *value.shape, dtype=torch.float32)
@@ -336,9 +342,10 @@ def pooled_backward(grad_out, delta, query, key, value, bias_rows, cols_index, c
                                                     s['heads'],
                                                     *sizes,
                                                     queries_per_split,
-                                                    BM=TILES['M'],
+                                                    BM=TILES['KEY_M'],
                                                     BN=TILES['N'],
                                                     PRECISION=precision,
+                                                    num_warps=TILES['WARPS'],
                                                     **common)
 
     grad_rows = torch.empty_like(bias_rows)
