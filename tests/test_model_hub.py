@@ -26,6 +26,7 @@ def test_get_model_by_name_equals_building_the_config():
 def test_the_inferencer_takes_the_name_and_mmpretrains_own_models_are_unchanged():
     from mmpretrain import ImageClassificationInferencer, list_models
     from mmpretrain.apis import ModelHub
+
     # mmpretrain's inferencer builds its transforms in the current default scope, for its own models too; a Runner
     # made earlier in this process (other tests) leaves 'mmengine' there, a fresh process has none
     with DefaultScope.overwrite_default_scope('mmpretrain'):
