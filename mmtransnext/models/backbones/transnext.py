@@ -16,6 +16,7 @@ from ...ops import check_attn_impl
 from ...ops.backend import in_traced_graph
 from ...utils.checkpoint import load_backbone_weights
 from ..layers import AggregatedAttention, ConvolutionalGLU, FullAttention, OverlapPatchEmbed, StageGeometry
+from ..layers.position_bias import geometry_in
 from ..layers.position_bias import stage_geometry as build_stage_geometry  # the method of that name caches it
 
 
@@ -361,9 +362,10 @@ class TransNeXt(BaseModule):
                 yield param
 
     # ---------------------------------------------------------------------------- forward
-    def stage_geometry(self, stage: int, size: Tuple[int, int], device) -> StageGeometry:
-        """Masks, scales and bias coordinates of ``stage`` for a feature map of ``size`` (cached)."""
-        key = (stage, size, torch.device(device))
+    def stage_geometry(self, stage: int, size: Tuple[int, int], device, dtype=torch.float32) -> StageGeometry:
+        """Masks, scales and bias coordinates of ``stage`` for a feature map of ``size`` (cached), their floating
+        tensors in ``dtype`` (the parameters' type: float32 under autocast too)."""
+        key = (stage, size, torch.device(device), dtype)
         geometry = self._geometry_cache.get(key)
         if geometry is None:
             scale = 2**(stage + 2)
@@ -371,6 +373,8 @@ class TransNeXt(BaseModule):
             trained_grid = None if self.is_extrapolation else (self.img_size[0] // scale, self.img_size[1] // scale)
             geometry = build_stage_geometry(size, self.sr_ratios[stage], self.window_sizes[stage], pretrain_grid,
                                             trained_grid, device)
+            if dtype != torch.float32:
+                geometry = geometry_in(geometry, dtype)
             self._geometry_cache[key] = geometry
             while len(self._geometry_cache) > self.geometry_cache_size:
                 self._geometry_cache.popitem(last=False)
@@ -400,7 +404,7 @@ class TransNeXt(BaseModule):
         outs = []
         for i in range(self.num_stages):
             x, size = getattr(self, f'patch_embed{i + 1}')(x)
-            geometry = self.stage_geometry(i, size, x.device)
+            geometry = self.stage_geometry(i, size, x.device, getattr(self, f'norm{i + 1}').weight.dtype)
             for block in getattr(self, f'block{i + 1}'):
                 if self.with_cp and x.requires_grad:
                     x = cp.checkpoint(block, x, geometry, use_reentrant=False)

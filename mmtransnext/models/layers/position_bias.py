@@ -216,3 +216,20 @@ def stage_geometry(size: Size2d,
         local_len, padding_mask = local_window_stats(size, window_size, device)
         seq_length_scale = torch.log(local_len + pool_len)
     return StageGeometry(size, pool_size, rel_table, taps, seq_length_scale, padding_mask)
+
+
+def geometry_in(geometry: StageGeometry, dtype: torch.dtype) -> StageGeometry:
+    """``geometry`` with its floating tensors (bias coordinates, tap weights, length scale) in ``dtype``: the
+    parameters' type of a model converted with ``.half()`` / ``.bfloat16()``, where the authors' buffers would
+    follow the conversion."""
+
+    def cast(t):
+        return t.to(dtype) if isinstance(t, torch.Tensor) and t.is_floating_point() else t
+
+    taps = geometry.bias_taps
+    taps = taps._replace(rows_weight=cast(taps.rows_weight),
+                         cols_taps_weight=cast(taps.cols_taps_weight),
+                         cols_inverse=tuple(cast(t) for t in taps.cols_inverse))
+    return geometry._replace(rel_table=cast(geometry.rel_table),
+                             bias_taps=taps,
+                             seq_length_scale=cast(geometry.seq_length_scale))
