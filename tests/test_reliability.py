@@ -207,16 +207,21 @@ _AUTOCAST = [('cpu', torch.bfloat16, impl) for impl in ('pytorch', 'ext')] + [
 ]
 
 
-@pytest.mark.parametrize('device, dtype, attn_impl', _AUTOCAST)
-def test_autocast_close_to_float32(golden, device, dtype, attn_impl):
+def _golden_model(golden, device: str, attn_impl: str) -> TransNeXt:
+    """The fixtures' backbone with their weights, for ``attn_impl`` (skipped where it cannot run on ``device``)."""
     if attn_impl == 'ext' and not ext_available(device):
         pytest.skip(f'mmtransnext._ext has no {device} kernels in this build')
     if attn_impl == 'triton' and not triton_status(device)[0]:
         pytest.skip(f'needs Triton: {triton_status(device)[1]}')
-    case = golden_case(golden, 'interpolate_odd')
     model = TransNeXt(arch=golden_arch(golden), img_size=64, pretrain_size=224, attn_impl=attn_impl).eval()
     model.load_state_dict(golden['backbone_state_dict'])
-    model.to(device)
+    return model
+
+
+@pytest.mark.parametrize('device, dtype, attn_impl', _AUTOCAST)
+def test_autocast_close_to_float32(golden, device, dtype, attn_impl):
+    model = _golden_model(golden, device, attn_impl).to(device)
+    case = golden_case(golden, 'interpolate_odd')
     x = case['input'].clone().to(device).requires_grad_(True)
     with torch.autocast(device, dtype=dtype):
         outs = model(x)
@@ -244,14 +249,8 @@ def test_model_converted_to_half_close_to_float32(golden, device, dtype, attn_im
     """``model.bfloat16()`` / ``.half()`` (inference in half precision, without autocast): the per-size geometry
     (bias coordinates, tap weights, length scale) follows the parameters' type, as the authors' buffers would.
     Measured on the CPU: bfloat16 within 1.1%, float16 within 0.2% of the float32 outputs."""
-    if attn_impl == 'ext' and not ext_available(device):
-        pytest.skip(f'mmtransnext._ext has no {device} kernels in this build')
-    if attn_impl == 'triton' and not triton_status(device)[0]:
-        pytest.skip(f'needs Triton: {triton_status(device)[1]}')
+    model = _golden_model(golden, device, attn_impl).to(device=device, dtype=dtype)
     case = golden_case(golden, 'interpolate_odd')
-    model = TransNeXt(arch=golden_arch(golden), img_size=64, pretrain_size=224, attn_impl=attn_impl).eval()
-    model.load_state_dict(golden['backbone_state_dict'])
-    model.to(device=device, dtype=dtype)
     with torch.no_grad():
         outs = model(case['input'].to(device=device, dtype=dtype))
     for out, ref in zip(outs, case['outputs']):

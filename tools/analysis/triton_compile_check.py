@@ -78,7 +78,8 @@ def compile_step(arch: int, model: str, dtype: torch.dtype, sizes=((224, 224), (
     The default sizes give both position-bias modes' column taps (the model's 224 grid, and resized from it)."""
     from mmtransnext.models import TransNeXt
     rows, seen = [], set()
-    target = _CompileOnlyDriver(arch).target
+    compile_only = _CompileOnlyDriver(arch)
+    shared_limit = SHARED_LIMIT.get(arch, SHARED_LIMIT[80])
 
     def _compile(key, repr, fn, compile, is_manual_warmup, already_compiled):
         constants = {fn.jit_function.arg_names[path[0]]: value for path, value in compile['constants'].items()}
@@ -97,14 +98,13 @@ def compile_step(arch: int, model: str, dtype: torch.dtype, sizes=((224, 224), (
         try:
             kernel = triton.compile(ASTSource(fn.jit_function, compile['signature'], compile['constants'],
                                               compile['configs'][0]),
-                                    target=target,
+                                    target=compile_only.target,
                                     options=dict(num_warps=compile['num_warps'],
                                                  num_stages=compile['num_stages'],
                                                  num_ctas=compile['num_ctas']))
             row.update(_resources(kernel.asm['cubin']), shared=kernel.metadata.shared, error=None)
-            if row['shared'] > SHARED_LIMIT.get(arch, SHARED_LIMIT[80]):
-                row['error'] = f"needs {row['shared']} bytes of shared memory, sm_{arch} has " \
-                               f"{SHARED_LIMIT.get(arch, SHARED_LIMIT[80])}"
+            if row['shared'] > shared_limit:
+                row['error'] = f"needs {row['shared']} bytes of shared memory, sm_{arch} has {shared_limit}"
         except Exception as error:  # the compiler's message is the finding
             row.update(regs=None, spill=None, shared=None, error=f'{type(error).__name__}: {error}')
         row['seconds'] = time.time() - started
@@ -114,7 +114,7 @@ def compile_step(arch: int, model: str, dtype: torch.dtype, sizes=((224, 224), (
     # products as on a CUDA device (on CPU tensors bfloat16 would be multiplied as float32, see ``_dot``)
     dot_precision = pooled_kernels.dot_precision
     pooled_kernels.dot_precision = lambda dtype, device: dot_precision(dtype, torch.device('cuda'))
-    driver.set_active(_CompileOnlyDriver(arch))
+    driver.set_active(compile_only)
     knobs.runtime.jit_cache_hook = _compile
     try:
         torch.manual_seed(0)
