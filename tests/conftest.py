@@ -7,6 +7,29 @@ import torch
 
 from mmtransnext.ops import ext_available
 
+# ----------------------------------------------------------------------------- cores
+# Under pytest-xdist (tools/run_tests.sh), each worker takes its share of the cores for torch, in this process
+# and in the tools it starts as subprocesses (they inherit OMP_NUM_THREADS), so that two workers' torch jobs never
+# compete for one core.
+CORES = os.cpu_count() or 1
+WORKERS = int(os.environ.get('PYTEST_XDIST_WORKER_COUNT', '1'))
+WORKER_CORES = max(1, CORES // WORKERS)
+if WORKERS > 1:
+    os.environ['OMP_NUM_THREADS'] = os.environ['MKL_NUM_THREADS'] = str(WORKER_CORES)
+    os.environ['MAX_JOBS'] = str(WORKER_CORES)  # compiles in tests
+    torch.set_num_threads(WORKER_CORES)
+
+
+@pytest.fixture
+def all_cores():
+    """Every core for torch during the test: the op's CPU kernels split their work over threads (at::parallel_for),
+    and that split is part of what their tests check, whatever the worker's share."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(CORES)
+    yield
+    torch.set_num_threads(threads)
+
+
 SHARED = Path(os.environ.get('MMTRANSNEXT_SHARED', Path(__file__).resolve().parents[2] / 'shared'))
 FIXTURES = SHARED / 'fixtures' / 'transnext_official'
 # the part of the reference set that ships in the repo (tools/data/make_compact_fixtures.py derives it)

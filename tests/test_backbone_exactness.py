@@ -7,6 +7,9 @@ from mmtransnext.ops import ext_available
 from mmtransnext.ops.backend import triton_status
 from .conftest import golden_arch, golden_case
 
+# the op's CPU kernels split their work over threads; that split is part of what is tested
+pytestmark = pytest.mark.usefixtures('all_cores')
+
 # every attention implementation this build has, each held to the fixtures
 IMPLS = ['pytorch'] + (['ext'] if ext_available('cpu') else [])
 

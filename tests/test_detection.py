@@ -1,4 +1,5 @@
 """MMDetection: the paper configs, the train / test tools, resume, converted checkpoints."""
+import shutil
 import sys
 import textwrap
 from pathlib import Path
@@ -74,18 +75,33 @@ def toy_coco(tmp_path_factory):
     return cwd
 
 
+@pytest.fixture(scope='module')
+def first_epoch(toy_coco):
+    """One epoch of the bundled job's config, as it is, on the small set, in work dir 'wd' (which the resume test
+    continues); its weights stay in first_epoch.pth for the test that trains the same epoch again."""
+    run_tool('tools/train.py',
+             MASKRCNN_TOY,
+             '--work-dir',
+             'wd',
+             '--cfg-options',
+             'train_cfg.max_epochs=1',
+             cwd=toy_coco)
+    shutil.copy(toy_coco / 'wd/epoch_1.pth', toy_coco / 'first_epoch.pth')
+    return toy_coco / 'first_epoch.pth'
+
+
 @pytest.mark.slow
-def test_maskrcnn_train_test_resume_and_official_layout(toy_coco):
+@pytest.mark.xdist_group('toy_coco_first_epoch')
+def test_maskrcnn_train_test_resume_and_official_layout(toy_coco, first_epoch):
     cwd = toy_coco
-    run_tool('tools/train.py', MASKRCNN_TOY, '--work-dir', 'wd', '--cfg-options', 'train_cfg.max_epochs=1', cwd=cwd)
-    run_tool('tools/test.py', MASKRCNN_TOY, 'wd/epoch_1.pth', '--work-dir', 'wd', cwd=cwd)
+    run_tool('tools/test.py', MASKRCNN_TOY, first_epoch, '--work-dir', 'wd', cwd=cwd)
     metrics = tool_metrics(cwd / 'wd')
     assert {'coco/bbox_mAP', 'coco/segm_mAP', 'coco/bbox_mAP_50'} <= set(metrics)
-    state = torch.load(cwd / 'wd/epoch_1.pth', weights_only=False)['state_dict']
+    state = torch.load(first_epoch, weights_only=False)['state_dict']
     run_tool('tools/demo/image_demo.py',
              'data/toy_coco/val/00000.png',
              MASKRCNN_TOY,
-             'wd/epoch_1.pth',
+             first_epoch,
              '--out',
              'demo/det.png',
              cwd=cwd)
@@ -199,19 +215,13 @@ def test_plain_mmdet_project_trains_with_mmdets_own_tool(toy_coco):
 
 
 @pytest.mark.slow
-def test_two_runs_on_one_machine_end_with_identical_weights(toy_coco):
+@pytest.mark.xdist_group('toy_coco_first_epoch')
+def test_two_runs_on_one_machine_end_with_identical_weights(toy_coco, first_epoch):
     """The bundled job's config, augmentation and seed as they are: bit-identical weights after an epoch, so that
     README's spread over seeds is the only spread on one machine (CPUs with other vector units round differently)."""
     cwd = toy_coco
-    for work_dir in ('first', 'second'):
-        run_tool('tools/train.py',
-                 MASKRCNN_TOY,
-                 '--work-dir',
-                 work_dir,
-                 '--cfg-options',
-                 'train_cfg.max_epochs=1',
-                 cwd=cwd)
-    first = torch.load(cwd / 'first/epoch_1.pth', weights_only=False)['state_dict']
+    run_tool('tools/train.py', MASKRCNN_TOY, '--work-dir', 'second', '--cfg-options', 'train_cfg.max_epochs=1', cwd=cwd)
+    first = torch.load(first_epoch, weights_only=False)['state_dict']
     second = torch.load(cwd / 'second/epoch_1.pth', weights_only=False)['state_dict']
     assert first.keys() == second.keys()
     changed = [key for key in first if not torch.equal(first[key], second[key])]

@@ -10,6 +10,9 @@ from mmtransnext.models.layers.position_bias import stage_geometry
 from mmtransnext.ops import gelu_gate
 from .conftest import needs_ext
 
+# the op's CPU kernels split their work over threads; that split is part of what is tested
+pytestmark = pytest.mark.usefixtures('all_cores')
+
 
 def _kept_storages(fn):
     """Run ``fn`` (a forward) and return the sizes (numel) of the distinct storages autograd keeps."""

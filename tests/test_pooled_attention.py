@@ -7,6 +7,9 @@ from mmtransnext.models.layers.position_bias import (bias_taps, gather_position_
 from mmtransnext.ops import expand_position_bias, ext_available, pooled_attention, pooled_attention_reference
 from .conftest import needs_cuda_ext, needs_custom_op, needs_ext
 
+# the op's CPU kernels split their work over threads; that split is part of what is tested
+pytestmark = pytest.mark.usefixtures('all_cores')
+
 # (B, heads, H, W, ph, pw, D, L, U, taps): 1x1, maps smaller than the window, odd sizes, batch > 1,
 # stage 4 (no local keys), interpolation taps, and P > 16384 / W so a row runs as several blocks with a
 # ragged last one (the CPU kernel's blocks hold 32768 logits)

@@ -86,11 +86,24 @@ def test_two_processes_follow_the_single_process_trajectory(toy_imagenet):
     assert sorted(p['sample_idx'] for p in predictions) == list(range(12))
 
 
+@pytest.fixture(scope='module')
+def straight_run(toy_imagenet):
+    """Six iterations of the deterministic config without interruption, a checkpoint after each (the weights that
+    the interrupted runs must end with); the constant learning rate makes iteration k's weights the same for any
+    max_iters >= k."""
+    run_tool('tools/train.py',
+             _deterministic_cls_config(toy_imagenet, max_iters=6),
+             '--work-dir',
+             'straight',
+             cwd=toy_imagenet)
+    return toy_imagenet / 'straight'
+
+
 @pytest.mark.slow
-def test_killed_run_resumes_to_the_same_weights(toy_imagenet):
+@pytest.mark.xdist_group('toy_imagenet_straight_run')
+def test_killed_run_resumes_to_the_same_weights(toy_imagenet, straight_run):
     cwd = toy_imagenet
     config = _deterministic_cls_config(cwd, max_iters=6)
-    run_tool('tools/train.py', config, '--work-dir', 'straight', cwd=cwd)
     cmd = [sys.executable, str(ROOT / 'tools/train.py'), str(config), '--work-dir', 'killed']
     proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
@@ -104,13 +117,14 @@ def test_killed_run_resumes_to_the_same_weights(toy_imagenet):
     resumed = run_tool('tools/train.py', config, '--work-dir', 'killed', '--resume', cwd=cwd)
     # it continued from the checkpoint, not from iteration 0 (which would also end with the same weights)
     assert f'resumed epoch: 0, iter: {last}' in resumed.stdout + resumed.stderr and last >= 3
-    straight, resumed = _weights(cwd / 'straight/iter_6.pth'), _weights(cwd / 'killed/iter_6.pth')
+    straight, resumed = _weights(straight_run / 'iter_6.pth'), _weights(cwd / 'killed/iter_6.pth')
     for key in straight:
         torch.testing.assert_close(resumed[key], straight[key], atol=1e-6, rtol=0, msg=key)
 
 
 @pytest.mark.slow
-def test_run_killed_during_a_save_resumes_from_the_last_complete_checkpoint(toy_imagenet):
+@pytest.mark.xdist_group('toy_imagenet_straight_run')
+def test_run_killed_during_a_save_resumes_from_the_last_complete_checkpoint(toy_imagenet, straight_run):
     """mmengine's CheckpointHook would have deleted iter_2.pth (max_keep_ckpts=1) before writing iter_3.pth in
     place: no complete checkpoint left. The configs' AtomicCheckpointHook keeps iter_2.pth until iter_3.pth is
     complete and renamed into place."""
@@ -122,7 +136,6 @@ def test_run_killed_during_a_save_resumes_from_the_last_complete_checkpoint(toy_
     crashing.write_text(f"_base_ = {str(config)!r}\n"
                         "custom_imports = dict(imports=['mmtransnext', 'tests.crash_during_save'], "
                         "allow_failed_imports=False)\n")
-    run_tool('tools/train.py', config, '--work-dir', 'atomic_straight', cwd=cwd)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get('PYTHONPATH', '')]))
     died = subprocess.run(
         [sys.executable, str(ROOT / 'tools/train.py'),
@@ -139,7 +152,7 @@ def test_run_killed_during_a_save_resumes_from_the_last_complete_checkpoint(toy_
     resumed = run_tool('tools/train.py', config, '--work-dir', 'atomic', '--resume', cwd=cwd)
     assert 'resumed epoch: 0, iter: 2' in resumed.stdout + resumed.stderr
     assert sorted(p.name for p in work.glob('iter_*.pth')) == ['iter_5.pth']  # max_keep_ckpts still holds
-    straight, recovered = _weights(cwd / 'atomic_straight/iter_5.pth'), _weights(work / 'iter_5.pth')
+    straight, recovered = _weights(straight_run / 'iter_5.pth'), _weights(work / 'iter_5.pth')
     for key in straight:
         torch.testing.assert_close(recovered[key], straight[key], atol=1e-6, rtol=0, msg=key)
 

@@ -93,8 +93,26 @@ log "mm* packages and test tools"
 # `mim search` (tests/test_model_zoo.py); without its dependency opendatalab, which needs setuptools~=60.2
 "${PIP[@]}" -q --no-deps openmim==0.3.9
 
-log "mmtransnext (editable) and its attention op mmtransnext._ext (C++; CUDA too with FORCE_CUDA=1 or a GPU)"
-MAX_JOBS="${MAX_JOBS:-$(nproc)}" "${PIP[@]}" -q --no-build-isolation --no-deps -e "$ROOT"
+# The op is compiled once: into the wheel that pip builds from the sdist, as users of an index get it. The editable
+# install takes its mmtransnext/_ext*.so from that wheel (what `build_ext --inplace` would have compiled again), and
+# tests/test_packaging.py installs the wheel itself when its own sdist has the same contents.
+DIST="$VENV/dist"
+rm -rf "$DIST"
+if [[ "${MMTRANSNEXT_WITH_OPS:-1}" != 0 ]]; then
+    log "mmtransnext: sdist, and the wheel pip builds from it with the attention op mmtransnext._ext (C++; CUDA too with FORCE_CUDA=1 or a GPU)"
+    "$PY" -m build --sdist --no-isolation --outdir "$DIST" "$ROOT" > "$VENV/sdist.log" 2>&1 \
+        || { cat "$VENV/sdist.log"; exit 1; }
+    MAX_JOBS="${MAX_JOBS:-$(nproc)}" "$PY" -m pip wheel --disable-pip-version-check -q --no-build-isolation \
+        --no-deps -w "$DIST" "$DIST"/mmtransnext-*.tar.gz
+fi
+log "mmtransnext (editable)"
+MMTRANSNEXT_WITH_OPS=0 "${PIP[@]}" -q --no-build-isolation --no-deps -e "$ROOT"
+rm -f "$ROOT"/mmtransnext/_ext*.so
+if [[ "${MMTRANSNEXT_WITH_OPS:-1}" != 0 ]]; then
+    "$PY" -m zipfile -e "$(ls "$DIST"/mmtransnext-*.whl)" "$DIST/unpacked"
+    cp "$DIST"/unpacked/mmtransnext/_ext*.so "$ROOT/mmtransnext/"
+    rm -rf "$DIST/unpacked"
+fi
 
 "$PY" -c 'import mmtransnext, mmdet, mmseg, mmpretrain' || { log "import check failed"; exit 1; }
 if [[ "${MMTRANSNEXT_WITH_OPS:-1}" != 0 ]]; then

@@ -2,7 +2,8 @@
 # The oldest supported torch: builds the attention op against torch 2.1.2 in a second, minimal venv
 # (requirements/env-torch2.1.txt: torch, mmengine, mmcv-lite) and runs the backbone and op tests there, through
 # the ops' autograd.Function fallback (torch < 2.4 has no torch.library.custom_op). CI runs it after README's
-# test command. Extra arguments go to pytest.
+# test command. Extra arguments go to pytest; `--install-only` only creates the venv (CI does that in the background
+# while the main set-up runs: mostly downloads and unpacking).
 #
 #   .venv-torch2.1/       the venv (kept; a second run reinstalls nothing)
 #   .venv-torch2.1/src/   a fresh copy of the repo's files, where the op is built in place: the repo's own
@@ -22,6 +23,7 @@ if [[ ! -f "$STAMP" ]]; then
     "$VENV/bin/python" -m pip install --disable-pip-version-check -q -r "$REQUIREMENTS"
     touch "$STAMP"
 fi
+[[ "${1:-}" == --install-only ]] && exit 0
 
 SRC="$VENV/src"
 rm -rf "$SRC" && mkdir -p "$SRC"

@@ -164,22 +164,26 @@ def _register(name: str, forward, backward, forward_fake, backward_fake, custom_
     return forward_apply
 
 
-_SIMILARITY = {
-    'ext':
-    _register('local_similarity', _similarity_forward, _similarity_backward, _similarity_fake,
-              _similarity_backward_fake),
-    'triton':
-    _register('triton_local_similarity', _triton_similarity_forward, _triton_similarity_backward, _similarity_fake,
-              _similarity_backward_fake),
-}
-_AGGREGATION = {
-    'ext':
-    _register('local_aggregation', _aggregation_forward, _aggregation_backward, _aggregation_fake,
-              _aggregation_backward_fake),
-    'triton':
-    _register('triton_local_aggregation', _triton_aggregation_forward, _triton_aggregation_backward, _aggregation_fake,
-              _aggregation_backward_fake),
-}
+def _register_backends(name: str, ext, triton, forward_fake, backward_fake):
+    """``{backend: op}`` for the two kernel backends: ``mmtransnext::<name>`` of the extension and
+    ``mmtransnext::triton_<name>`` of Triton, each from its (forward, backward) pair; both compute the same shapes,
+    so they share the fake functions."""
+    return {
+        'ext': _register(name, *ext, forward_fake, backward_fake),
+        'triton': _register(f'triton_{name}', *triton, forward_fake, backward_fake),
+    }
+
+
+_SIMILARITY = _register_backends('local_similarity',
+                                 ext=(_similarity_forward, _similarity_backward),
+                                 triton=(_triton_similarity_forward, _triton_similarity_backward),
+                                 forward_fake=_similarity_fake,
+                                 backward_fake=_similarity_backward_fake)
+_AGGREGATION = _register_backends('local_aggregation',
+                                  ext=(_aggregation_forward, _aggregation_backward),
+                                  triton=(_triton_aggregation_forward, _triton_aggregation_backward),
+                                  forward_fake=_aggregation_fake,
+                                  backward_fake=_aggregation_backward_fake)
 
 # ----------------------------------------------------------------------------- public face
 

@@ -56,15 +56,8 @@ def custom_translation_table() -> Dict[Callable, Callable]:
         return mmtn.LocalAggregation(weights, value, height=height, width=width, window_size=window_size)
 
     def pooled_attention(query, key, value, bias_rows, cols_index, cols_weight, local_logits, height: int, width: int):
-        return mmtn.PooledAttention(query,
-                                    key,
-                                    value,
-                                    bias_rows,
-                                    cols_index,
-                                    cols_weight,
-                                    local_logits,
-                                    height=height,
-                                    width=width)
+        inputs = (query, key, value, bias_rows, cols_index, cols_weight, local_logits)  # the op's, in its order
+        return mmtn.PooledAttention(*inputs, height=height, width=width)
 
     def position_bias_mlp(coords, w1, b1, w2, b2):  # relu(coords w1^T + b1) w2^T + b2, as (heads, offsets)
         hidden = op.Relu(op.Add(op.MatMul(coords, op.Transpose(w1, perm=[1, 0])), b1))

@@ -52,15 +52,24 @@ def _position_bias(ROWS, CIDX, CW, h, y, x, rn, mask, H, W, ph, pw, U, TAPS: tl.
 
 
 @triton.jit
-def _logits(q, K, bh, rn, rd, ROWS, CIDX, CW, h, y, x, row_ok, P, D, H, W, ph, pw, U, TAPS: tl.constexpr,
-            PRECISION: tl.constexpr):
-    """A (queries, keys) tile of logits q . key + bias, -inf past the last key; and the key tile."""
+def _query_rows(start, N, W, BM: tl.constexpr):
+    """A tile of BM queries from ``start``: their indices rm, which of them are queries (rm < N), their (y, x)."""
+    rm = start + tl.arange(0, BM)
+    return rm, rm < N, rm // W, rm % W
+
+
+@triton.jit
+def _key_tile(q, K, V, bh, rn, rd, rdv, ROWS, CIDX, CW, h, y, x, row_ok, P, D, DV, H, W, ph, pw, U, TAPS: tl.constexpr,
+              PRECISION: tl.constexpr):
+    """What the forward and the query gradient read of a tile of pooled keys rn against their query tile: the
+    (queries, keys) logits q . key + bias, -inf past the last key; the keys; their values."""
     col_ok = rn < P
     k = tl.load(K + (bh * P + rn[:, None]) * D + rd[None, :], mask=col_ok[:, None] & (rd[None, :] < D), other=0.)
     s = _dot(q, tl.trans(k), PRECISION)
     s += _position_bias(ROWS, CIDX, CW, h, y[:, None], x[:, None], rn[None, :], row_ok[:, None] & col_ok[None, :], H, W,
                         ph, pw, U, TAPS)
-    return tl.where(col_ok[None, :], s, NEG_INF), k
+    v = tl.load(V + (bh * P + rn[:, None]) * DV + rdv[None, :], mask=col_ok[:, None] & (rdv[None, :] < DV), other=0.)
+    return tl.where(col_ok[None, :], s, NEG_INF), k, v
 
 
 @triton.jit
@@ -69,10 +78,7 @@ def pooled_forward_kernel(Q, K, V, ROWS, CIDX, CW, LOCAL, OUT, LOCAL_W, LSE, hea
                           BL: tl.constexpr, HAS_LOCAL: tl.constexpr, PRECISION: tl.constexpr):
     bh = tl.program_id(1)
     h = bh % heads
-    rm = tl.program_id(0) * BM + tl.arange(0, BM)
-    row_ok = rm < N
-    y = rm // W
-    x = rm % W
+    rm, row_ok, y, x = _query_rows(tl.program_id(0) * BM, N, W, BM)
     rd = tl.arange(0, BD)
     rdv = tl.arange(0, BDV)
     q = tl.load(Q + (bh * N + rm[:, None]) * D + rd[None, :], mask=row_ok[:, None] & (rd[None, :] < D), other=0.)
@@ -90,10 +96,8 @@ def pooled_forward_kernel(Q, K, V, ROWS, CIDX, CW, LOCAL, OUT, LOCAL_W, LSE, hea
     acc = tl.zeros([BM, BDV], tl.float32)
     for start in range(0, P, BN):
         rn = start + tl.arange(0, BN)
-        s, k = _logits(q, K, bh, rn, rd, ROWS, CIDX, CW, h, y, x, row_ok, P, D, H, W, ph, pw, U, TAPS, PRECISION)
-        v = tl.load(V + (bh * P + rn[:, None]) * DV + rdv[None, :],
-                    mask=(rn[:, None] < P) & (rdv[None, :] < DV),
-                    other=0.)
+        s, _, v = _key_tile(q, K, V, bh, rn, rd, rdv, ROWS, CIDX, CW, h, y, x, row_ok, P, D, DV, H, W, ph, pw, U, TAPS,
+                            PRECISION)
         m_new = tl.maximum(m, tl.max(s, 1))
         p = tl.exp(s - m_new[:, None])
         alpha = tl.exp(m - m_new)
@@ -128,10 +132,7 @@ def pooled_query_grad_kernel(Q, K, V, ROWS, CIDX, CW, GRAD_OUT, LSE, DELTA, GRAD
     """d query, and d bias (heads, N, P) summed over the batch: this program owns its tile of GRAD_BIAS and adds
     the images into it one after another (a fixed order, no atomics)."""
     h = tl.program_id(1)
-    rm = tl.program_id(0) * BM + tl.arange(0, BM)
-    row_ok = rm < N
-    y = rm // W
-    x = rm % W
+    rm, row_ok, y, x = _query_rows(tl.program_id(0) * BM, N, W, BM)
     rd = tl.arange(0, BD)
     rdv = tl.arange(0, BDV)
     for b in range(batch):
@@ -140,10 +141,8 @@ def pooled_query_grad_kernel(Q, K, V, ROWS, CIDX, CW, GRAD_OUT, LSE, DELTA, GRAD
         grad_q = tl.zeros([BM, BD], tl.float32)
         for start in range(0, P, BN):
             rn = start + tl.arange(0, BN)
-            s, k = _logits(q, K, bh, rn, rd, ROWS, CIDX, CW, h, y, x, row_ok, P, D, H, W, ph, pw, U, TAPS, PRECISION)
-            v = tl.load(V + (bh * P + rn[:, None]) * DV + rdv[None, :],
-                        mask=(rn[:, None] < P) & (rdv[None, :] < DV),
-                        other=0.)
+            s, k, v = _key_tile(q, K, V, bh, rn, rd, rdv, ROWS, CIDX, CW, h, y, x, row_ok, P, D, DV, H, W, ph, pw, U,
+                                TAPS, PRECISION)
             p = tl.exp(s - lse[:, None])
             dp = _dot(grad_out, tl.trans(v), PRECISION)
             ds = tl.where(row_ok[:, None], p * (dp - delta[:, None]), 0.)
@@ -176,10 +175,7 @@ def pooled_key_grad_kernel(Q, K, V, ROWS, CIDX, CW, GRAD_OUT, LSE, DELTA, GRAD_K
     grad_v = tl.zeros([BN, BDV], tl.float32)
     first = split * queries_per_split
     for start in range(first, tl.minimum(first + queries_per_split, N), BM):
-        rm = start + tl.arange(0, BM)
-        row_ok = rm < N
-        y = rm // W
-        x = rm % W
+        rm, row_ok, y, x = _query_rows(start, N, W, BM)
         q, grad_out, lse, delta = _query_side(Q, GRAD_OUT, LSE, DELTA, bh, rm, rd, rdv, row_ok, N, D, DV)
         s = _dot(q, tl.trans(k), PRECISION)
         s += _position_bias(ROWS, CIDX, CW, h, y[:, None], x[:, None], rn[None, :], row_ok[:, None] & col_ok[None, :],
@@ -267,13 +263,8 @@ def pooled_forward(query, key, value, bias_rows, cols_index, cols_weight, local_
     local_weights = torch.empty_like(local_logits)
     lse = query.new_empty(query.shape[:3], dtype=torch.float32)
     grid = (triton.cdiv(s['N'], TILES['M']), s['B'] * s['heads'])
-    pooled_forward_kernel[grid](query,
-                                key,
-                                value,
-                                bias_rows,
-                                cols_index,
-                                cols_weight,
-                                local_logits,
+    inputs = (query, key, value, bias_rows, cols_index, cols_weight, local_logits)  # the op's, in its order
+    pooled_forward_kernel[grid](*inputs,
                                 out,
                                 local_weights,
                                 lse,

@@ -10,6 +10,9 @@ namespace mmtransnext {
 // Whether the op runs its CUDA kernels for `t`: false on the CPU, an error on other devices or for CUDA
 // tensors when the extension was built without CUDA.
 inline bool on_cuda(const at::Tensor& t) {
+#ifdef MMTN_CUDA_EMULATION
+  return t.is_cpu();  // tests/cuda_emulation: CPU tensors stand for device memory
+#endif
   if (!t.is_cuda()) {
     TORCH_CHECK(t.is_cpu(), "mmtransnext._ext supports CPU and CUDA tensors, got ", t.device());
     return false;

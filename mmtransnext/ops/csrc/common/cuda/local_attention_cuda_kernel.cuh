@@ -4,6 +4,7 @@
 #include <ATen/OpMathType.h>
 
 #include "../local_window.h"
+#include "cuda_launch.h"
 
 namespace mmtransnext {
 

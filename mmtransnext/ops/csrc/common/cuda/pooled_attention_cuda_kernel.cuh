@@ -13,6 +13,8 @@
 
 #include <cstdint>
 
+#include "cuda_launch.h"
+
 namespace mmtransnext {
 
 template <typename T>
@@ -239,7 +241,7 @@ __global__ void pooled_attention_backward_key_kernel(PooledArgs<T> a, const T* g
 template <typename T, int MAXD>
 __global__ void pooled_attention_backward_bias_kernel(PooledArgs<T> a, const T* grad_out, const T* lse, const T* shift,
                                                       T* grad_bias_rows, bool bins_in_shared) {
-  extern __shared__ unsigned char shared_bytes[];
+  MMTN_DYNAMIC_SHARED(unsigned char, shared_bytes);
   const int64_t row = blockIdx.x;  // (h * H + y) * ph + ky
   const int64_t ky = row % a.ph, y = (row / a.ph) % a.H, h = row / (a.ph * a.H);
   T* out_row = grad_bias_rows + row * a.U;

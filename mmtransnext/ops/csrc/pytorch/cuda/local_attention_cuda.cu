@@ -34,7 +34,7 @@ void local_similarity_forward_cuda(const at::Tensor& query, const at::Tensor& ke
   if (total == 0) return;
   auto stream = c10::cuda::getCurrentCUDAStream();
   MMTN_DISPATCH(query.scalar_type(), "local_similarity_forward_cuda", [&] {
-    local_similarity_forward_kernel<scalar_t><<<blocks_for(total), kThreads, 0, stream>>>(
+    MMTN_LAUNCH(blocks_for(total), kThreads, 0, stream, local_similarity_forward_kernel<scalar_t>)(
         query.data_ptr<scalar_t>(), key.data_ptr<scalar_t>(), bias.data_ptr<scalar_t>(), attn.data_ptr<scalar_t>(),
         total, query.size(1), query.size(3), window);
   });
@@ -49,12 +49,12 @@ void local_similarity_backward_cuda(const at::Tensor& grad_attn, const at::Tenso
   const int64_t total = query.numel();
   MMTN_DISPATCH(query.scalar_type(), "local_similarity_backward_cuda", [&] {
     if (total > 0) {
-      local_similarity_backward_qk_kernel<scalar_t><<<blocks_for(total), kThreads, 0, stream>>>(
+      MMTN_LAUNCH(blocks_for(total), kThreads, 0, stream, local_similarity_backward_qk_kernel<scalar_t>)(
           grad_attn.data_ptr<scalar_t>(), query.data_ptr<scalar_t>(), key.data_ptr<scalar_t>(),
           grad_query.data_ptr<scalar_t>(), grad_key.data_ptr<scalar_t>(), total, query.size(3), window);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     }
-    local_similarity_backward_bias_kernel<scalar_t, kThreads><<<grad_bias.numel(), kThreads, 0, stream>>>(
+    MMTN_LAUNCH(grad_bias.numel(), kThreads, 0, stream, local_similarity_backward_bias_kernel<scalar_t, kThreads>)(
         grad_attn.data_ptr<scalar_t>(), grad_bias.data_ptr<scalar_t>(), query.size(0), query.size(1), window);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
@@ -67,9 +67,9 @@ void local_aggregation_forward_cuda(const at::Tensor& weights, const at::Tensor&
   if (total == 0) return;
   auto stream = c10::cuda::getCurrentCUDAStream();
   MMTN_DISPATCH(value.scalar_type(), "local_aggregation_forward_cuda", [&] {
-    local_weighted_sum_kernel<scalar_t, false>
-        <<<blocks_for(total), kThreads, 0, stream>>>(weights.data_ptr<scalar_t>(), value.data_ptr<scalar_t>(),
-                                                     out.data_ptr<scalar_t>(), total, value.size(3), window);
+    MMTN_LAUNCH(blocks_for(total), kThreads, 0, stream, local_weighted_sum_kernel<scalar_t, false>)(
+        weights.data_ptr<scalar_t>(), value.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), total, value.size(3),
+        window);
   });
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
@@ -80,12 +80,13 @@ void local_aggregation_backward_cuda(const at::Tensor& grad_out, const at::Tenso
   auto stream = c10::cuda::getCurrentCUDAStream();
   if (value.numel() == 0) return;
   MMTN_DISPATCH(value.scalar_type(), "local_aggregation_backward_cuda", [&] {
-    local_aggregation_backward_weights_kernel<scalar_t><<<blocks_for(weights.numel()), kThreads, 0, stream>>>(
+    MMTN_LAUNCH(blocks_for(weights.numel()), kThreads, 0, stream, local_aggregation_backward_weights_kernel<scalar_t>)(
         grad_out.data_ptr<scalar_t>(), value.data_ptr<scalar_t>(), grad_weights.data_ptr<scalar_t>(), weights.numel(),
         value.size(3), window);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
-    local_weighted_sum_kernel<scalar_t, true><<<blocks_for(value.numel()), kThreads, 0, stream>>>(
-        grad_out.data_ptr<scalar_t>(), weights.data_ptr<scalar_t>(), grad_value.data_ptr<scalar_t>(), value.numel(),
+    // grad_value[m, c] = sum over pixels n having m as neighbour l of weights[n, l] grad_out[n, c]
+    MMTN_LAUNCH(blocks_for(value.numel()), kThreads, 0, stream, local_weighted_sum_kernel<scalar_t, true>)(
+        weights.data_ptr<scalar_t>(), grad_out.data_ptr<scalar_t>(), grad_value.data_ptr<scalar_t>(), value.numel(),
         value.size(3), window);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });

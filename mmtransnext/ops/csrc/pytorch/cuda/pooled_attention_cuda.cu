@@ -64,9 +64,10 @@ void pooled_attention_forward_cuda(const PooledAttentionTensors& t, const Pooled
   AT_DISPATCH_FLOATING_TYPES(t.query.scalar_type(), "pooled_attention_forward_cuda", [&] {
     const auto a = args_of<scalar_t>(t, t.local_logits.size(3), grid);
     with_max_dim(std::max(t.query.size(3), t.value.size(3)), [&](auto max_dim) {
-      pooled_attention_forward_kernel<scalar_t, decltype(max_dim)::value>
-          <<<blocks, kQueryThreads, 0, stream>>>(a, t.local_logits.data_ptr<scalar_t>(), t.out.data_ptr<scalar_t>(),
-                                                 t.local_weights.data_ptr<scalar_t>(), t.lse.data_ptr<scalar_t>());
+      MMTN_LAUNCH(blocks, kQueryThreads, 0, stream,
+                  pooled_attention_forward_kernel<scalar_t, decltype(max_dim)::value>)(
+          a, t.local_logits.data_ptr<scalar_t>(), t.out.data_ptr<scalar_t>(), t.local_weights.data_ptr<scalar_t>(),
+          t.lse.data_ptr<scalar_t>());
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     });
   });
@@ -86,22 +87,22 @@ void pooled_attention_backward_cuda(const PooledAttentionTensors& t, const Poole
     with_max_dim(std::max(t.query.size(3), t.value.size(3)), [&](auto max_dim) {
       constexpr int MAXD = decltype(max_dim)::value;
       const dim3 query_blocks((N + kQueryThreads - 1) / kQueryThreads, BH);
-      pooled_attention_backward_query_kernel<scalar_t, MAXD><<<query_blocks, kQueryThreads, 0, stream>>>(
+      MMTN_LAUNCH(query_blocks, kQueryThreads, 0, stream, pooled_attention_backward_query_kernel<scalar_t, MAXD>)(
           a, grad.out.data_ptr<scalar_t>(), grad.local_weights.data_ptr<scalar_t>(), grad.lse.data_ptr<scalar_t>(),
           t.out.data_ptr<scalar_t>(), t.local_weights.data_ptr<scalar_t>(), t.lse.data_ptr<scalar_t>(),
           grad.query.data_ptr<scalar_t>(), grad.local_logits.data_ptr<scalar_t>(), shift.data_ptr<scalar_t>());
       C10_CUDA_KERNEL_LAUNCH_CHECK();
       const dim3 key_blocks((P + kKeyThreads - 1) / kKeyThreads, (N + kQueryChunk - 1) / kQueryChunk, BH);
-      pooled_attention_backward_key_kernel<scalar_t, MAXD><<<key_blocks, kKeyThreads, 0, stream>>>(
+      MMTN_LAUNCH(key_blocks, kKeyThreads, 0, stream, pooled_attention_backward_key_kernel<scalar_t, MAXD>)(
           a, grad.out.data_ptr<scalar_t>(), t.lse.data_ptr<scalar_t>(), shift.data_ptr<scalar_t>(), kQueryChunk,
           grad.key.data_ptr<scalar_t>(), grad.value.data_ptr<scalar_t>());
       C10_CUDA_KERNEL_LAUNCH_CHECK();
       const int64_t bins_bytes = t.bias_rows.size(3) * static_cast<int64_t>(sizeof(scalar_t));
       const bool in_shared = bins_bytes <= 32 * 1024;
-      pooled_attention_backward_bias_kernel<scalar_t, MAXD>
-          <<<t.bias_rows.size(0) * grid.height * grid.pool_height, kBiasThreads, in_shared ? bins_bytes : 0, stream>>>(
-              a, grad.out.data_ptr<scalar_t>(), t.lse.data_ptr<scalar_t>(), shift.data_ptr<scalar_t>(),
-              grad.bias_rows.data_ptr<scalar_t>(), in_shared);
+      MMTN_LAUNCH(t.bias_rows.size(0) * grid.height * grid.pool_height, kBiasThreads, in_shared ? bins_bytes : 0,
+                  stream, pooled_attention_backward_bias_kernel<scalar_t, MAXD>)(
+          a, grad.out.data_ptr<scalar_t>(), t.lse.data_ptr<scalar_t>(), shift.data_ptr<scalar_t>(),
+          grad.bias_rows.data_ptr<scalar_t>(), in_shared);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     });
   });

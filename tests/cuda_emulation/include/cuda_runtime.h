@@ -1,0 +1,3 @@
+// The emulation's stand-in for CUDA's runtime header, which the kernel headers include.
+#pragma once
+#include "../cuda_emulation.h"
