@@ -13,7 +13,8 @@
 #pragma once
 
 #if __cplusplus < 202002L
-#error "the CUDA emulation needs C++20 (std::barrier, std::atomic_ref): compile with -std=c++20 (GCC >= 11, Clang >= 15)"
+#error \
+    "the CUDA emulation needs C++20 (std::barrier, std::atomic_ref): compile with -std=c++20 (GCC >= 11, Clang >= 15)"
 #endif
 #include <version>
 #if !defined(__cpp_lib_barrier) || !defined(__cpp_lib_atomic_ref)
@@ -63,8 +64,7 @@ void run(dim3 grid, dim3 block, size_t shared_bytes, Kernel kernel, Args... args
   const unsigned long long blocks = 1ull * grid.x * grid.y * grid.z;
   if (threads == 0 || threads > kMaxThreadsPerBlock)
     throw std::invalid_argument("launch with " + std::to_string(threads) + " threads per block (CUDA: 1 to 1024)");
-  if (grid.y > 65535 || grid.z > 65535)
-    throw std::invalid_argument("launch with gridDim.y / z above 65535");
+  if (grid.y > 65535 || grid.z > 65535) throw std::invalid_argument("launch with gridDim.y / z above 65535");
   if (shared_bytes > kMaxDynamicShared)
     throw std::invalid_argument("launch with " + std::to_string(shared_bytes) + " bytes of dynamic shared memory");
   if (blocks == 0) throw std::invalid_argument("launch with an empty grid (CUDA: invalid configuration)");
