@@ -28,21 +28,22 @@ POOLED_CUDA_SHAPES = [(2, 2, 6, 5, 9, 8, 24, 9, 10, 2), (1, 2, 5, 7, 5, 8, 40, 9
                       (1, 1, 33, 32, 4, 5, 8, 9, 6, 2)]
 
 
-def build_emulated_extension():
-    """The emulated CUDA build of the extension, compiled once into build/cuda_emulation (torch recompiles it when
-    the sources change)."""
+def build_emulated_extension(sanitizer=None):
+    """The emulated CUDA build of the extension, compiled once into build/cuda_emulation[_SANITIZER] (torch
+    recompiles it when the sources change). ``sanitizer='thread'`` builds it for ThreadSanitizer
+    (tools/analysis/cuda_emulation_tsan.py)."""
     from torch.utils.cpp_extension import load
-    build = ROOT / 'build' / 'cuda_emulation'
+    suffix = f'_{sanitizer}' if sanitizer else ''
+    build = ROOT / 'build' / f'cuda_emulation{suffix}'
     build.mkdir(parents=True, exist_ok=True)
-    csrc = ROOT / 'mmtransnext' / 'ops' / 'csrc'
-    return load(name='mmtransnext_cuda_emulation',
+    sanitize = ['-g', f'-fsanitize={sanitizer}'] if sanitizer else []
+    return load(name=f'mmtransnext_cuda_emulation{suffix}',
                 sources=[str(EMULATION / 'emulated_ext.cpp')],
                 extra_include_paths=[str(EMULATION / 'include')],
-                extra_cflags=['-std=c++20', '-O1', '-pthread', '-Wno-unknown-pragmas'],
-                extra_ldflags=['-pthread'],
+                extra_cflags=['-std=c++20', '-O1', '-pthread', '-Wno-unknown-pragmas', *sanitize],
+                extra_ldflags=['-pthread', *sanitize[1:]],
                 build_directory=str(build),
-                verbose=False,
-                keep_intermediates=False) if csrc.is_dir() else None
+                verbose=False)
 
 
 @pytest.fixture(scope='module')
