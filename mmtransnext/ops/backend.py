@@ -13,6 +13,7 @@ before it could not. Layers ask :func:`choose_backend`; they never decide.
 """
 import logging
 import os
+from contextlib import contextmanager
 from functools import lru_cache
 from typing import Dict, NamedTuple, Optional, Tuple
 
@@ -62,6 +63,36 @@ _AUTO_DEFAULT = ('ext', 'pytorch')
 
 logger = logging.getLogger(__name__)
 
+# Meta tensors (the memory count, mmtransnext.utils.memory_count) stand for tensors of this device type, when set: the
+# backends are chosen as they would be there, from the kernels the package has rather than those built here.
+_planned_device = [None]
+
+
+@contextmanager
+def planning_for(device_type: str):
+    """Choose the backends for meta tensors as for ``device_type`` tensors (and let their fake kernels allocate
+    what that device's kernels allocate) while active."""
+    if device_type not in ('cpu', 'cuda'):
+        raise ValueError(f'the memory count plans for cpu or cuda, not {device_type!r}')
+    previous, _planned_device[0] = _planned_device[0], device_type
+    try:
+        yield
+    finally:
+        _planned_device[0] = previous
+
+
+def device_type_of(device) -> str:
+    """The device type whose kernels run for tensors on ``device``: a meta tensor's is the planned one."""
+    device_type = torch.device(device).type
+    if device_type == 'meta' and _planned_device[0] is not None:
+        return _planned_device[0]
+    return device_type
+
+
+def planned_device_type() -> str:
+    """What meta tensors stand for now ('cuda' when nobody said)."""
+    return _planned_device[0] or 'cuda'
+
 
 class Choice(NamedTuple):
     """The backend an op runs on, and why."""
@@ -86,8 +117,13 @@ def triton_status(device_type: str) -> Tuple[bool, str]:
     return True, f'Triton {triton.__version__}' + (' (interpreter)' if device_type == 'cpu' else '')
 
 
-def _unavailable(op: str, backend: str, device_type: str, dtype: Optional[torch.dtype]) -> Optional[str]:
-    """Why ``backend`` cannot run ``op`` here, or None when it can."""
+def _unavailable(op: str,
+                 backend: str,
+                 device_type: str,
+                 dtype: Optional[torch.dtype],
+                 planning: bool = False) -> Optional[str]:
+    """Why ``backend`` cannot run ``op`` here, or None when it can. ``planning``: for meta tensors standing for
+    ``device_type`` tensors, whose fake kernels exist whatever was built here."""
     support = OP_SUPPORT[op].get(backend)
     if support is None:
         return f'{op} has no {backend} kernels'
@@ -97,6 +133,8 @@ def _unavailable(op: str, backend: str, device_type: str, dtype: Optional[torch.
     if dtype is not None and dtype not in dtypes:
         names = ', '.join(str(d).replace('torch.', '') for d in dtypes)
         return f'{op}\'s {backend} kernels take {names}, not {str(dtype).replace("torch.", "")}'
+    if planning:
+        return None
     if backend == 'ext':
         if ext_loader.ext is None:
             return f'the attention op mmtransnext._ext is not built; {BUILD_HINT}'
@@ -138,29 +176,35 @@ def choose_backend(op: str,
     Named backends that cannot run raise an error saying why; ``'auto'`` falls back and the reason says why.
     Each distinct decision is made once and logged once at debug level.
     """
-    device_type = torch.device(device).type
+    device_type = device_type_of(device)
+    planning = torch.device(device).type == 'meta' and _planned_device[0] is not None
     if in_traced_graph():  # the tracer runs the decision itself (no cache, no logging in a graph)
-        return _decide(op, attn_impl, device_type, dtype, bool(training))
+        return _decide(op, attn_impl, device_type, dtype, bool(training), planning)
     # what the answer depends on beyond the arguments (tests swap the extension out; the interpreter is an env var)
-    environment = (id(ext_loader.ext), os.environ.get('TRITON_INTERPRET'))
+    environment = (id(ext_loader.ext), os.environ.get('TRITON_INTERPRET'), planning)
     return _decide_once(op, attn_impl, device_type, dtype, bool(training), environment)
 
 
 @lru_cache(maxsize=None)
 def _decide_once(op, attn_impl, device_type, dtype, training, environment) -> Choice:
-    choice = _decide(op, attn_impl, device_type, dtype, training)
+    choice = _decide(op, attn_impl, device_type, dtype, training, environment[-1])
     logger.debug('mmtransnext %s on %s (%s, %s): %s (%s)', op, device_type, dtype, 'train' if training else 'eval',
                  choice.backend, choice.reason)
     return choice
 
 
-def _decide(op: str, attn_impl: str, device_type: str, dtype: Optional[torch.dtype], training: bool) -> Choice:
+def _decide(op: str,
+            attn_impl: str,
+            device_type: str,
+            dtype: Optional[torch.dtype],
+            training: bool,
+            planning: bool = False) -> Choice:
     if op not in OPS:
         raise ValueError(f'unknown op {op!r}; one of {OPS}')
     if attn_impl not in ATTN_IMPLS:
         raise ValueError(f'attn_impl must be one of {ATTN_IMPLS}, got {attn_impl!r}')
     if op == 'memory_lean':  # follows the attention: the reference path keeps autograd's own functions
-        attention = _decide('local_attention', attn_impl, device_type, None, training)
+        attention = _decide('local_attention', attn_impl, device_type, None, training, planning)
         if attention.backend == 'pytorch':
             return Choice('pytorch', f'reference autograd ({attention.reason})')
         return Choice(attention.backend, 'keeps less for backward')
@@ -170,7 +214,7 @@ def _decide(op: str, attn_impl: str, device_type: str, dtype: Optional[torch.dty
         skipped = []
         order = AUTO_ORDER.get((op, device_type, training), _AUTO_DEFAULT)
         for backend in order:
-            why = None if backend == 'pytorch' else _unavailable(op, backend, device_type, dtype)
+            why = None if backend == 'pytorch' else _unavailable(op, backend, device_type, dtype, planning)
             if why is None:
                 if skipped:
                     return Choice(backend, 'auto: ' + '; '.join(skipped))
@@ -179,7 +223,7 @@ def _decide(op: str, attn_impl: str, device_type: str, dtype: Optional[torch.dty
                     return Choice(backend, f'auto: fastest measured for {device_type} {mode}')
                 return Choice(backend, 'auto: first choice')
             skipped.append(why)
-    why = _unavailable(op, attn_impl, device_type, dtype)
+    why = _unavailable(op, attn_impl, device_type, dtype, planning)
     if why is None:
         return Choice(attn_impl, f'attn_impl="{attn_impl}"')
     if op in ('gelu_gate', 'position_bias_mlp'):  # optional fusions: PyTorch's ops are the fallback

@@ -72,4 +72,4 @@ def gelu_gate_backward(grad: Tensor, gate: Tensor, value: Tensor, attn_impl: str
     ``grad``, outside autograd (for callers that recompute the gate in their own backward)."""
     if not _fused(gate, value, attn_impl):
         return torch.ops.aten.gelu_backward(grad * value, gate), grad * F.gelu(gate)
-    return _backward(grad, gate.contiguous(), value.contiguous())
+    return _backward_apply(grad, gate.contiguous(), value.contiguous())

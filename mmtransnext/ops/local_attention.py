@@ -153,24 +153,30 @@ def _aggregation_backward_fake(grad, weights, value, height, width, window_size)
     return torch.empty_like(weights), torch.empty_like(value)
 
 
-def _register(name: str, forward, backward, forward_fake, backward_fake, custom_op: bool = HAS_CUSTOM_OP):
+def _register(name: str,
+              forward,
+              backward,
+              forward_fake,
+              backward_fake,
+              custom_op: bool = HAS_CUSTOM_OP,
+              runs_on_meta: bool = False):
     """``mmtransnext::<name>`` with autograd: the gradients of the two saved inputs from ``backward``."""
 
     def grad(ctx, grad_out):
         return (*backward_apply(grad_out, *ctx.saved_tensors, *ctx.window), None, None, None)
 
     forward_apply, backward_apply = register_op(name, forward, backward, forward_fake, backward_fake, _save, grad,
-                                                custom_op)
+                                                custom_op, runs_on_meta)
     return forward_apply
 
 
 def _register_backends(name: str, ext, triton, forward_fake, backward_fake):
     """``{backend: op}`` for the two kernel backends: ``mmtransnext::<name>`` of the extension and
     ``mmtransnext::triton_<name>`` of Triton, each from its (forward, backward) pair; both compute the same shapes,
-    so they share the fake functions."""
+    so they share the fake functions (the Triton launchers also run on meta tensors, allocating without launching)."""
     return {
         'ext': _register(name, *ext, forward_fake, backward_fake),
-        'triton': _register(f'triton_{name}', *triton, forward_fake, backward_fake),
+        'triton': _register(f'triton_{name}', *triton, forward_fake, backward_fake, runs_on_meta=True),
     }
 
 

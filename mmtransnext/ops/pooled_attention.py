@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from . import ext_loader
-from .backend import choose_backend
+from .backend import choose_backend, device_type_of, planned_device_type
 from .registration import register_op
 
 
@@ -85,14 +85,36 @@ def _grad(ctx, grad_out, grad_local_weights, grad_lse):
 
 
 def _forward_fake(query, key, value, bias_rows, cols_index, cols_weight, local_logits, height, width):
-    return (query.new_empty(*query.shape[:3],
-                            value.shape[-1]), torch.empty_like(local_logits), query.new_empty(query.shape[:3]))
+    outputs = (query.new_empty(*query.shape[:3], value.shape[-1]), torch.empty_like(local_logits),
+               query.new_empty(query.shape[:3]))
+    if planned_device_type() == 'cpu':  # the CPU launcher's copies in its kernels' layouts
+        _cpu_workspaces(query, key, value, bias_rows, backward=False)
+    return outputs
 
 
 def _backward_fake(grad_out, grad_local_weights, grad_lse, query, key, value, bias_rows, cols_index, cols_weight, out,
                    local_weights, lse, height, width):
-    return (torch.empty_like(query), torch.empty_like(key), torch.empty_like(value), torch.empty_like(bias_rows),
-            torch.empty_like(local_weights))
+    grads = (torch.empty_like(query), torch.empty_like(key), torch.empty_like(value), torch.empty_like(bias_rows),
+             torch.empty_like(local_weights))
+    if planned_device_type() == 'cpu':
+        _cpu_workspaces(query, key, value, bias_rows, backward=True)
+    else:
+        torch.empty_like(lse)  # the CUDA launcher's per-query shift
+    return grads
+
+
+def _cpu_workspaces(query, key, value, bias_rows, backward):
+    """What ``pooled_attention_cpu.cpp`` allocates beside the outputs, in its order, alive together: keys and values
+    in its kernels' order (transposed too for head size 24 in float32), the bias rows transposed and padded, and in
+    backward their gradients in those layouts."""
+    tiled = query.dtype == torch.float32 and query.shape[-1] == value.shape[-1] == 24
+    heads, H, ph, U = bias_rows.shape
+    layouts = [torch.empty_like(key), torch.empty_like(value)]
+    layouts += ([torch.empty_like(key)] + ([torch.empty_like(value)] if backward else [])) if tiled else []
+    layouts.append(bias_rows.new_empty(heads, H, U, -(-ph // 16) * 16))
+    if backward:
+        layouts += [torch.empty_like(key), torch.empty_like(value), torch.empty_like(layouts[-1])]
+    return layouts
 
 
 _forward_apply, _backward_apply = register_op('pooled_attention', _forward, _backward, _forward_fake, _backward_fake,
@@ -174,15 +196,17 @@ def _triton_backward_fake(grad_out, grad_local_weights, grad_lse, query, key, va
 
 _triton_forward_apply, _triton_backward_apply = register_op('triton_pooled_attention', _triton_forward,
                                                             _triton_backward, _triton_forward_fake,
-                                                            _triton_backward_fake, _triton_save, _triton_grad)
+                                                            _triton_backward_fake, _triton_save, _triton_grad,
+                                                            runs_on_meta=True)
 
 
 def _triton_pooled_attention(query, key, value, bias_rows, cols_index, cols_weight, local_logits, cols_inverse,
                              out_dtype):
     # products in the type torch's matmuls take under autocast (the reference path's q @ k^T and p @ v do), else
     # half / bfloat16 inputs in their type, accumulated in float32; the bias and the softmax are float32
-    if torch.is_autocast_enabled(query.device.type):
-        dtype = torch.get_autocast_dtype(query.device.type)
+    device_type = device_type_of(query.device)  # a meta tensor's is the planned device's (the memory count)
+    if torch.is_autocast_enabled(device_type):
+        dtype = torch.get_autocast_dtype(device_type)
     else:
         dtype = out_dtype if out_dtype in (torch.float16, torch.bfloat16) else torch.float32
     precision = _kernels().dot_precision(dtype, query.device)

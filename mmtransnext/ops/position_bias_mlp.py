@@ -3,8 +3,9 @@
 In every attention block the MLP runs on all distinct relative offsets (tens of thousands) through
 a 512-wide hidden layer; with ``nn.Linear`` that (T, 512) activation is written, re-read and kept
 for backward, which made it the largest cost of a CPU training step. The extension keeps each
-row's hidden layer in registers and recomputes it in backward. GPUs keep ``nn.Linear``
-(``backend.OP_SUPPORT``).
+row's hidden layer in registers and recomputes it in backward. Elsewhere (GPUs), where the attention runs a kernel
+backend (``memory_lean``), PyTorch's products compute it and backward recomputes the hidden layer instead of keeping
+it: about 1 GiB of a TransNeXt-T step at 800 x 1216 on a GPU.
 """
 from typing import Tuple
 
@@ -49,6 +50,32 @@ def _backward_fake(grad, coords, w1, b1, w2):
     return torch.empty_like(w1), torch.empty_like(b1), torch.empty_like(w2), w2.new_empty(w2.shape[0])
 
 
+class _RecomputedHidden(torch.autograd.Function):
+    """:func:`position_bias_mlp_reference` (the same operations forward) keeping its inputs, not its (T, 512)
+    hidden layer: backward recomputes it. Under autocast the products ran in the type of the first layer's output;
+    backward runs in that type too and casts the weights' gradients back, as autograd would."""
+
+    @staticmethod
+    def forward(ctx, coords, w1, b1, w2, b2):
+        out = position_bias_mlp_reference(coords, w1, b1, w2, b2)
+        ctx.save_for_backward(coords, w1, b1, w2)
+        ctx.dtype = out.dtype
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        coords, w1, b1, w2 = ctx.saved_tensors
+        dtype = ctx.dtype
+        hidden = torch.relu(F.linear(coords.to(dtype), w1.to(dtype), b1.to(dtype)))  # (T, 512)
+        grad_rows = grad.to(dtype).t()  # (T, heads)
+        grad_w2 = grad_rows.t() @ hidden
+        grad_hidden = torch.ops.aten.threshold_backward(grad_rows @ w2.to(dtype), hidden, 0)
+        del hidden
+        grad_w1 = grad_hidden.t() @ coords.to(dtype)
+        return (None, grad_w1.to(w1.dtype), grad_hidden.sum(0).to(b1.dtype), grad_w2.to(w2.dtype),
+                grad_rows.sum(0).to(w2.dtype))
+
+
 _forward_apply, _backward_apply = register_op('position_bias_mlp', _forward, _backward, _forward_fake, _backward_fake,
                                               _save, _grad)
 
@@ -61,8 +88,11 @@ def position_bias_mlp(coords: Tensor,
                       attn_impl: str = 'auto') -> Tensor:
     """(T, 2) coordinates -> (heads, T) bias values of the MLP with weights (w1, b1, w2, b2); the fused kernel
     for 'auto' / 'ext' on the CPU in float32 / float64 (the weights' dtype: also under autocast, as the bias
-    feeds a softmax), the reference otherwise."""
+    feeds a softmax); in training with a kernel backend elsewhere, the reference's operations with the hidden layer
+    recomputed in backward; the reference otherwise."""
     if choose_backend('position_bias_mlp', attn_impl, coords.device, w2.dtype).backend != 'ext':
+        if torch.is_grad_enabled() and choose_backend('memory_lean', attn_impl, coords.device).backend != 'pytorch':
+            return _RecomputedHidden.apply(coords, w1, b1, w2, b2)
         return position_bias_mlp_reference(coords, w1, b1, w2, b2)
     dtype = w2.dtype
     return _forward_apply(

@@ -371,10 +371,12 @@ class TransNeXt(BaseModule):
             scale = 2**(stage + 2)
             pretrain_grid = (self.pretrain_size[0] // scale, self.pretrain_size[1] // scale)
             trained_grid = None if self.is_extrapolation else (self.img_size[0] // scale, self.img_size[1] // scale)
+            # meta tensors (the memory count) have no values to build it from: built on the CPU, then moved
+            build_on = 'cpu' if torch.device(device).type == 'meta' else device
             geometry = build_stage_geometry(size, self.sr_ratios[stage], self.window_sizes[stage], pretrain_grid,
-                                            trained_grid, device)
-            if dtype != torch.float32:
-                geometry = geometry_in(geometry, dtype)
+                                            trained_grid, build_on)
+            if dtype != torch.float32 or build_on != device:
+                geometry = geometry_in(geometry, dtype, device)
             self._geometry_cache[key] = geometry
             while len(self._geometry_cache) > self.geometry_cache_size:
                 self._geometry_cache.popitem(last=False)
@@ -389,8 +391,9 @@ class TransNeXt(BaseModule):
                              'channels (or set in_channels)')
         if x.shape[0] == 0:
             raise ValueError('TransNeXt got an empty batch (batch size 0)')
-        # a value check: not inside a traced graph (torch.export / ONNX export), where it cannot branch
-        if not in_traced_graph() and not torch.isfinite(x).all():
+        # a value check: not inside a traced graph (torch.export / ONNX export), where it cannot branch, nor on meta
+        # tensors (the memory count), which have no values
+        if not in_traced_graph() and not x.is_meta and not torch.isfinite(x).all():
             raise ValueError('TransNeXt input contains NaN or inf values; check the image loading and the data '
                              'preprocessor (mean / std), or the previous iteration for a diverged loss')
         if min(x.shape[-2:]) < self.min_input_size:

@@ -218,18 +218,20 @@ def stage_geometry(size: Size2d,
     return StageGeometry(size, pool_size, rel_table, taps, seq_length_scale, padding_mask)
 
 
-def geometry_in(geometry: StageGeometry, dtype: torch.dtype) -> StageGeometry:
+def geometry_in(geometry: StageGeometry, dtype: torch.dtype, device=None) -> StageGeometry:
     """``geometry`` with its floating tensors (bias coordinates, tap weights, length scale) in ``dtype``: the
     parameters' type of a model converted with ``.half()`` / ``.bfloat16()``, where the authors' buffers would
-    follow the conversion."""
+    follow the conversion; and every tensor on ``device`` when given."""
 
     def cast(t):
-        return t.to(dtype) if isinstance(t, torch.Tensor) and t.is_floating_point() else t
+        if not isinstance(t, torch.Tensor):
+            return t
+        return t.to(device=device, dtype=dtype if t.is_floating_point() else t.dtype)
 
     taps = geometry.bias_taps
-    taps = taps._replace(rows_weight=cast(taps.rows_weight),
-                         cols_taps_weight=cast(taps.cols_taps_weight),
-                         cols_inverse=tuple(cast(t) for t in taps.cols_inverse))
+    taps = BiasTaps(*(tuple(cast(u) for u in t) if isinstance(t, tuple) and t and isinstance(t[0], torch.Tensor) else
+                      cast(t) for t in taps))
     return geometry._replace(rel_table=cast(geometry.rel_table),
                              bias_taps=taps,
-                             seq_length_scale=cast(geometry.seq_length_scale))
+                             seq_length_scale=cast(geometry.seq_length_scale),
+                             padding_mask=cast(geometry.padding_mask))

@@ -14,7 +14,7 @@ Neighbours are numbered as ``F.unfold`` numbers them (row-major in the window). 
 import triton
 import triton.language as tl
 
-from . import interpreting
+from . import interpreting, launch
 
 # pixels per program: a (pixels, window, head size) tile in registers on a GPU; the interpreter prefers fewer,
 # larger programs. Tests set it to check ragged tiles either way.
@@ -90,7 +90,7 @@ def window_dot(a, b, bias, height, width, window_size, fill):
     """(B, heads, N, L) products of each pixel of ``a`` with its window of ``b`` (+ ``bias``, ``fill`` outside)."""
     grid, heads, N, D, L, blocks = _common(a, window_size)
     out = a.new_empty(*a.shape[:3], L)
-    window_dot_kernel[grid](a,
+    launch(window_dot_kernel, grid, a)(a,
                             b,
                             b if bias is None else bias,
                             out,
@@ -110,5 +110,5 @@ def window_sum(coeff, b, height, width, window_size, transposed=False):
     """(B, heads, N, D): each pixel's window of ``b`` weighted by ``coeff`` (or the adjoint, ``transposed``)."""
     grid, _, N, D, L, blocks = _common(b, window_size)
     out = b.new_empty(b.shape)
-    window_sum_kernel[grid](coeff, b, out, height, width, N, D, L, TRANSPOSED=transposed, **blocks)
+    launch(window_sum_kernel, grid, b)(coeff, b, out, height, width, N, D, L, TRANSPOSED=transposed, **blocks)
     return out

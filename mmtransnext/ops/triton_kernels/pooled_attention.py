@@ -21,7 +21,7 @@ their type and accumulated in float32. The head size is padded to a power of two
 import triton
 import triton.language as tl
 
-from . import interpreting
+from . import interpreting, launch
 
 NEG_INF = tl.constexpr(float('-inf'))  # a global a kernel reads must be a constexpr
 
@@ -264,7 +264,7 @@ def pooled_forward(query, key, value, bias_rows, cols_index, cols_weight, local_
     lse = query.new_empty(query.shape[:3], dtype=torch.float32)
     grid = (triton.cdiv(s['N'], TILES['M']), s['B'] * s['heads'])
     inputs = (query, key, value, bias_rows, cols_index, cols_weight, local_logits)  # the op's, in its order
-    pooled_forward_kernel[grid](*inputs,
+    launch(pooled_forward_kernel, grid, query)(*inputs,
                                 out,
                                 local_weights,
                                 lse,
@@ -307,7 +307,7 @@ def pooled_backward(grad_out, delta, query, key, value, bias_rows, cols_index, c
     grad_query = torch.empty_like(query)
     # the position-bias gradient summed over the batch: (heads, N, P) float32, read once by the table's reduction
     grad_bias = query.new_empty(s['heads'], s['N'], s['P'], dtype=torch.float32)
-    pooled_query_grad_kernel[(triton.cdiv(s['N'], TILES['M']), s['heads'])](*tiles_in,
+    launch(pooled_query_grad_kernel, (triton.cdiv(s['N'], TILES['M']), s['heads']), query)(*tiles_in,
                                                                             grad_query,
                                                                             grad_bias,
                                                                             s['B'],
@@ -326,7 +326,7 @@ def pooled_backward(grad_out, delta, query, key, value, bias_rows, cols_index, c
     splits = triton.cdiv(s['N'], queries_per_split)
     grad_key_part = query.new_empty(splits, *key.shape, dtype=torch.float32)
     grad_value_part = query.new_empty(splits, *value.shape, dtype=torch.float32)
-    pooled_key_grad_kernel[(key_tiles, BH, splits)](*tiles_in,
+    launch(pooled_key_grad_kernel, (key_tiles, BH, splits), query)(*tiles_in,
                                                     grad_key_part,
                                                     grad_value_part,
                                                     BH,
@@ -345,7 +345,7 @@ def pooled_backward(grad_out, delta, query, key, value, bias_rows, cols_index, c
     block_k = min(triton.next_power_of_2(s['ph']), TILES['BIAS_ROWS'])
     block_e = min(triton.next_power_of_2(E), 32)
     block_u = max(1, min(triton.next_power_of_2(s['U']), TILES['ENTRIES'] // (block_k * block_e)))
-    bias_rows_grad_kernel[(s['heads'] * s['H'], triton.cdiv(s['ph'], block_k))](grad_bias,
+    launch(bias_rows_grad_kernel, (s['heads'] * s['H'], triton.cdiv(s['ph'], block_k)), query)(grad_bias,
                                                                                 inverse_index,
                                                                                 inverse_weight,
                                                                                 grad_rows,

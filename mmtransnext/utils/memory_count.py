@@ -1,0 +1,238 @@
+"""GPU memory of a training step, counted on tensors that hold no data (meta tensors).
+
+The peak allocated memory of a step (``torch.cuda.max_memory_allocated``) depends on the shapes, types and lifetimes
+of its tensors, not on their values. :class:`MemoryCounter` follows every storage that torch creates while it is
+active (and those handed to :meth:`MemoryCounter.track`): it adds each one's size, rounded up to the 512 bytes of
+CUDA's caching allocator, when the storage is created and takes it off when the storage dies, and keeps the maximum.
+On meta tensors this is a whole training step of a detector in seconds, with no GPU and no real memory.
+
+What it sees:
+
+* every tensor an ATen op returns, forward and backward (it is a ``TorchDispatchMode``);
+* inside mmtransnext's own ops (``mmtransnext::*``), what their implementation allocates, through the op's kernel
+  (real tensors) or its fake kernel (meta tensors) run inside the count: outputs and workspaces alike;
+* per storage, what it is: ``state`` (parameters, their gradients, optimizer state: whatever was ``track``-ed
+  as such, and gradients as autograd accumulates them), ``workspaces`` (allocated inside an mmtransnext kernel and
+  not returned) or ``activations`` (everything else: inputs, saved tensors, temporaries);
+* the module running when the peak was reached (``torch.utils.module_tracker``).
+
+What it does not see: what a GPU library allocates behind torch's back (cuBLAS / cuDNN workspaces, kernels'
+internal temporaries) and the caching allocator's fragmentation; about 3% of a step, measured against an H200
+(docs/gpu_memory.md).
+
+Meta tensors have no values, so an op whose output *shape* depends on values cannot run on them. The counter
+replaces each such op with the largest result it could have (``nonzero`` of an all-true mask, ``unique`` of distinct
+values: an upper bound on what follows), reads every scalar as 0 and copies meta tensors to the CPU as zeros (e.g.
+for a Hungarian matching), and lists each replacement in :attr:`MemoryCounter.approximations`.
+"""
+import weakref
+from collections import Counter
+from typing import Dict, Iterable, Optional
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten, tree_map
+
+from ..ops.registration import KERNELS
+
+ALLOCATION_ROUND = 512  # bytes: CUDA's caching allocator rounds every block up to a multiple of this
+CATEGORIES = ('state', 'activations', 'workspaces')
+
+aten = torch.ops.aten
+
+
+def allocated_bytes(nbytes: int) -> int:
+    """What the caching allocator hands out for a request of ``nbytes``."""
+    return -(-nbytes // ALLOCATION_ROUND) * ALLOCATION_ROUND
+
+
+class MemoryCounter(TorchDispatchMode):
+    """Counts the live storages of the tensors torch creates while active (see the module docstring).
+
+    Args:
+        device (str): the device type whose storages are counted: 'meta' (planning) or 'cpu' (checking the count
+            against real tensors).
+        keep_peak_tensors (bool): also keep, per storage alive at the peak, its bytes, category, the op that made it
+            and the module running then (:attr:`peak_tensors`).
+
+    Attributes:
+        current (int): bytes alive now. ``peak`` (int): the most alive at once.
+        peak_categories (dict): the peak split into :data:`CATEGORIES`. ``category_peaks`` (dict): the most of each
+            category alive at once, at any time.
+        peak_module (str): the innermost module running at the peak ('' outside any), with ' (backward)' in
+            backward. ``phase`` (str): a label the caller sets ('forward', 'backward', ...), recorded with the peak.
+        approximations (Counter): data-dependent ops replaced on meta tensors, and how often.
+    """
+
+    def __init__(self, device: str = 'meta', keep_peak_tensors: bool = False):
+        super().__init__()
+        self.device = torch.device(device).type  # storages elsewhere (e.g. the CPU's, on the host) are not counted
+        self.keep_peak_tensors = keep_peak_tensors
+        self.peak_tensors = []  # with keep_peak_tensors: (bytes, category, op, module) of each storage at the peak
+        self._op = ''
+        self.current = 0
+        self.peak = 0
+        self.peak_categories = dict.fromkeys(CATEGORIES, 0)
+        self.category_peaks = dict.fromkeys(CATEGORIES, 0)
+        self.peak_module = ''
+        self.peak_phase = ''
+        self.phase = ''
+        self.approximations = Counter()
+        self._live: Dict[int, list] = {}  # storage id -> [bytes, category, weakref, op, module]
+        self._by_category = dict.fromkeys(CATEGORIES, 0)
+        self._kernel_depth = 0
+        self._modules = None
+
+    # ------------------------------------------------------------------------- what is alive
+    def track(self, tensors: Iterable[torch.Tensor], category: str = 'activations') -> None:
+        """Count tensors that exist already (parameters, optimizer state, the batch) as ``category``; a storage
+        counted before moves to ``category``."""
+        for t in tensors:
+            if isinstance(t, torch.Tensor):
+                self._add(t, category, recategorize=True)
+        self._note_peak()
+
+    def _add(self, t: torch.Tensor, category: str, recategorize: bool = False) -> None:
+        if t.device.type != self.device:
+            return
+        storage = t.untyped_storage()
+        key = id(storage)
+        entry = self._live.get(key)
+        if entry is not None:
+            if recategorize and entry[1] != category:
+                self._by_category[entry[1]] -= entry[0]
+                self._by_category[category] += entry[0]
+                entry[1] = category
+            return
+        nbytes = allocated_bytes(storage.nbytes())
+        entry = [nbytes, category, None, self._op, self._innermost_module() if self.keep_peak_tensors else '']
+        entry[2] = weakref.ref(storage, lambda _, key=key: self._release(key))
+        self._live[key] = entry
+        self.current += nbytes
+        self._by_category[category] += nbytes
+
+    def _release(self, key: int) -> None:
+        entry = self._live.pop(key, None)
+        if entry is not None:
+            self.current -= entry[0]
+            self._by_category[entry[1]] -= entry[0]
+
+    def _note_peak(self) -> None:
+        for name, nbytes in self._by_category.items():
+            self.category_peaks[name] = max(self.category_peaks[name], nbytes)
+        if self.current > self.peak:
+            self.peak = self.current
+            self.peak_categories = dict(self._by_category)
+            self.peak_phase = self.phase
+            self.peak_module = self._innermost_module()
+            if self.keep_peak_tensors:
+                self.peak_tensors = [(e[0], e[1], e[3], e[4]) for e in self._live.values()]
+
+    def _innermost_module(self) -> str:
+        if self._modules is None:
+            return ''
+        names = [name for name in self._modules.parents if name != 'Global']
+        if not names:
+            return ''
+        name = max(names, key=lambda n: (n.count('.'), len(n)))
+        return name + (' (backward)' if self._modules.is_bw else '')
+
+    # ------------------------------------------------------------------------- the mode
+    def __enter__(self):
+        from torch.utils.module_tracker import ModuleTracker
+        if self._kernel_depth == 0 and self._modules is None:
+            self._modules = ModuleTracker()
+            self._modules.__enter__()
+        return super().__enter__()
+
+    def __exit__(self, *exc):
+        result = super().__exit__(*exc)
+        if self._kernel_depth == 0 and self._modules is not None:
+            self._modules.__exit__(*exc)
+            self._modules = None
+        return result
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        self._op = func.overloadpacket.__name__
+        out = self._run(func, args, kwargs)
+        category = 'workspaces' if self._kernel_depth else 'activations'
+        for t in tree_flatten(out)[0]:
+            if isinstance(t, torch.Tensor):
+                self._add(t, category)
+        self._note_peak()
+        return out
+
+    def _run(self, func, args, kwargs):
+        name = func._schema.name
+        kernels = KERNELS.get(name)
+        meta = any(isinstance(t, torch.Tensor) and t.is_meta for t in tree_flatten((args, kwargs))[0])
+        if kernels is not None:  # our op: its own implementation, inside the count
+            kernel = kernels[1] if meta else kernels[0]
+            self._kernel_depth += 1
+            try:
+                with self:
+                    out = kernel(*args, **kwargs)
+            finally:
+                self._kernel_depth -= 1
+            for t in tree_flatten(out)[0]:  # what it returns is the caller's, not a workspace
+                if isinstance(t, torch.Tensor):
+                    self._add(t, 'activations', recategorize=True)
+            return out
+        if meta:
+            replaced = self._data_dependent(func, args, kwargs)
+            if replaced is not NotImplemented:
+                self.approximations[str(func.overloadpacket.__name__)] += 1
+                return replaced
+        return func(*args, **kwargs)
+
+    # ------------------------------------------------------------------------- meta tensors have no values
+    def _data_dependent(self, func, args, kwargs):
+        """The largest result a data-dependent op could have on meta tensors, or NotImplemented."""
+        packet = func.overloadpacket
+        if packet in (aten._local_scalar_dense, aten.is_nonzero):
+            return False if args[0].dtype == torch.bool else 0
+        if packet is aten.nonzero:
+            x = args[0]
+            return x.new_empty((x.numel(), x.dim()), dtype=torch.long)
+        if packet is aten.masked_select:
+            x, mask = args[:2]
+            return x.new_empty(torch.broadcast_shapes(x.shape, mask.shape).numel())
+        if packet in (aten._unique2, aten.unique_consecutive, aten.unique_dim):
+            x = args[0]
+            return (x.new_empty(x.numel()), x.new_empty(x.shape, dtype=torch.long), x.new_empty(x.numel(),
+                                                                                                 dtype=torch.long))
+        if packet is aten.index and any(i is not None and i.dtype == torch.bool for i in args[1]):
+            indices = []
+            for i in args[1]:
+                if i is not None and i.dtype == torch.bool:
+                    indices += list(self._data_dependent(aten.nonzero.default, (i, ), {}).unbind(1))
+                else:
+                    indices.append(i)
+            return func(args[0], indices)
+        if packet is aten._to_copy and kwargs.get('device') is not None and torch.device(kwargs['device']).type != \
+                'meta':
+            return torch.zeros(args[0].shape, dtype=kwargs.get('dtype') or args[0].dtype, device=kwargs['device'])
+        return NotImplemented
+
+
+def breakdown_lines(counter: MemoryCounter, unit: int = 2**20) -> Dict[str, float]:
+    """The peak's categories in ``unit`` (MiB by default)."""
+    return {name: counter.peak_categories[name] / unit for name in CATEGORIES}
+
+
+def state_tensors(model: torch.nn.Module, optimizer: Optional[torch.optim.Optimizer] = None):
+    """Parameters, buffers, gradients and optimizer state: what a training step keeps from one step to the next."""
+    tensors = list(model.parameters()) + list(model.buffers())
+    tensors += [p.grad for p in model.parameters() if p.grad is not None]
+    if optimizer is not None:
+        for state in optimizer.state.values():
+            tensors += [v for v in state.values() if isinstance(v, torch.Tensor)]
+    return tensors
+
+
+def to_meta(tree):
+    """CPU tensors in ``tree`` as meta tensors of the same shape and type."""
+    return tree_map(lambda t: t.to('meta') if isinstance(t, torch.Tensor) else t, tree)
+
+
