@@ -22,23 +22,30 @@ internal temporaries) and the caching allocator's fragmentation; about 3% of a s
 
 Meta tensors have no values, so an op whose output *shape* depends on values cannot run on them. The counter
 replaces each such op with the largest result it could have (``nonzero`` of an all-true mask, ``unique`` of distinct
-values: an upper bound on what follows), reads every scalar as 0 and copies meta tensors to the CPU as zeros (e.g.
+values: an upper bound on what follows), reads every scalar as 1 (True for a condition) and copies meta tensors to the CPU as zeros (e.g.
 for a Hungarian matching), and lists each replacement in :attr:`MemoryCounter.approximations`.
 """
 import weakref
 from collections import Counter
-from typing import Dict, Iterable, Optional
+from typing import Dict, Iterable
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten, tree_map
+from torch.utils.weak import WeakTensorKeyDictionary
 
 from ..ops.registration import KERNELS
 
 ALLOCATION_ROUND = 512  # bytes: CUDA's caching allocator rounds every block up to a multiple of this
+SMALL = 2**22  # elements: meta tensors up to this size made from known values (e.g. ground truth) keep them
 CATEGORIES = ('state', 'activations', 'workspaces')
 
 aten = torch.ops.aten
+# ops whose output shape (or a Python value) depends on the input's values
+DATA_DEPENDENT = frozenset({
+    aten._local_scalar_dense, aten.is_nonzero, aten.nonzero, aten.masked_select, aten._unique2, aten.unique_consecutive,
+    aten.unique_dim, aten.index, aten._to_copy, aten.equal
+})
 
 
 def allocated_bytes(nbytes: int) -> int:
@@ -82,6 +89,7 @@ class MemoryCounter(TorchDispatchMode):
         self._by_category = dict.fromkeys(CATEGORIES, 0)
         self._kernel_depth = 0
         self._modules = None
+        self._values = WeakTensorKeyDictionary()  # small meta tensor -> its values on the CPU
 
     # ------------------------------------------------------------------------- what is alive
     def track(self, tensors: Iterable[torch.Tensor], category: str = 'activations') -> None:
@@ -179,19 +187,57 @@ class MemoryCounter(TorchDispatchMode):
                 if isinstance(t, torch.Tensor):
                     self._add(t, 'activations', recategorize=True)
             return out
-        if meta:
-            replaced = self._data_dependent(func, args, kwargs)
-            if replaced is not NotImplemented:
-                self.approximations[str(func.overloadpacket.__name__)] += 1
-                return replaced
+        if not meta:
+            out = func(*args, **kwargs)
+            if func.overloadpacket in (aten._to_copy, aten.lift_fresh_copy, aten.lift_fresh) and isinstance(
+                    out, torch.Tensor) and out.is_meta and out.numel() <= SMALL:  # values a meta tensor starts with
+                self._values[out] = args[0].detach().clone()
+            return out
+        known = self._known_values(func, args, kwargs)
+        if known is not None:
+            return known
+        replaced = self._data_dependent(func, args, kwargs)
+        if replaced is not NotImplemented:
+            self.approximations[str(func.overloadpacket.__name__)] += 1
+            return replaced
         return func(*args, **kwargs)
+
+    def _known_values(self, func, args, kwargs):
+        """Small meta tensors made from known values (the shapes of feature maps, level offsets ...) keep them: an
+        op on such tensors alone runs on their values too, so a scalar read from them, or a data-dependent op on
+        them, is exact. Returns the output where it comes from the values alone, else None."""
+        tensors = [t for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor) and t.is_meta]
+        if not all(t in self._values for t in tensors):
+            return None
+        on_cpu = tree_map(lambda t: self._values[t] if isinstance(t, torch.Tensor) and t.is_meta else t,
+                          (args, kwargs))
+        cpu_args, cpu_kwargs = on_cpu
+        if 'device' in cpu_kwargs and torch.device(cpu_kwargs['device']).type == 'meta':
+            cpu_kwargs = dict(cpu_kwargs, device='cpu')
+        try:
+            values = func(*cpu_args, **cpu_kwargs)
+        except Exception:  # noqa: BLE001 (an op the values cannot run: the meta path decides)
+            return None
+        if not isinstance(values, torch.Tensor) and not isinstance(values, (tuple, list)):
+            return values  # a scalar read from known values
+        if func.overloadpacket in DATA_DEPENDENT:
+            out = tree_map(lambda v: v.to('meta') if isinstance(v, torch.Tensor) else v, values)
+        else:
+            out = func(*args, **kwargs)
+        for o, v in zip(tree_flatten(out)[0], tree_flatten(values)[0]):
+            if isinstance(o, torch.Tensor) and o.is_meta and isinstance(v, torch.Tensor) and v.numel() <= SMALL:
+                self._values[o] = v
+        if func.overloadpacket is aten._to_copy and not any(o.is_meta for o in tree_flatten(out)[0]
+                                                             if isinstance(o, torch.Tensor)):
+            return values  # copied off the meta device: the values themselves
+        return out
 
     # ------------------------------------------------------------------------- meta tensors have no values
     def _data_dependent(self, func, args, kwargs):
         """The largest result a data-dependent op could have on meta tensors, or NotImplemented."""
         packet = func.overloadpacket
-        if packet in (aten._local_scalar_dense, aten.is_nonzero):
-            return False if args[0].dtype == torch.bool else 0
+        if packet in (aten._local_scalar_dense, aten.is_nonzero):  # a sanity check passes; a count is 1
+            return True if args[0].dtype == torch.bool else 1
         if packet is aten.nonzero:
             x = args[0]
             return x.new_empty((x.numel(), x.dim()), dtype=torch.long)
@@ -214,25 +260,4 @@ class MemoryCounter(TorchDispatchMode):
                 'meta':
             return torch.zeros(args[0].shape, dtype=kwargs.get('dtype') or args[0].dtype, device=kwargs['device'])
         return NotImplemented
-
-
-def breakdown_lines(counter: MemoryCounter, unit: int = 2**20) -> Dict[str, float]:
-    """The peak's categories in ``unit`` (MiB by default)."""
-    return {name: counter.peak_categories[name] / unit for name in CATEGORIES}
-
-
-def state_tensors(model: torch.nn.Module, optimizer: Optional[torch.optim.Optimizer] = None):
-    """Parameters, buffers, gradients and optimizer state: what a training step keeps from one step to the next."""
-    tensors = list(model.parameters()) + list(model.buffers())
-    tensors += [p.grad for p in model.parameters() if p.grad is not None]
-    if optimizer is not None:
-        for state in optimizer.state.values():
-            tensors += [v for v in state.values() if isinstance(v, torch.Tensor)]
-    return tensors
-
-
-def to_meta(tree):
-    """CPU tensors in ``tree`` as meta tensors of the same shape and type."""
-    return tree_map(lambda t: t.to('meta') if isinstance(t, torch.Tensor) else t, tree)
-
 
