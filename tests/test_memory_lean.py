@@ -5,9 +5,12 @@ import torch
 import torch.nn.functional as F
 
 from mmtransnext.models.layers import ConvolutionalGLU
-from mmtransnext.models.layers.attention import AggregatedAttention, _AvgPool, _Normalize, _ScaleQueries
+from mmtransnext.models.layers.attention import (AggregatedAttention, _AvgPool, _Normalize, _ScaleQueries,
+                                                 _TokenWeights)
 from mmtransnext.models.layers.position_bias import stage_geometry
-from mmtransnext.ops import gelu_gate
+from mmtransnext.ops import gelu_gate, position_bias_mlp_reference
+from mmtransnext.ops.position_bias_mlp import _RecomputedHidden
+from mmtransnext.utils.cuda_autocast import CudaAutocast
 from .conftest import needs_ext
 
 # the op's CPU kernels split their work over threads; that split is part of what is tested
@@ -109,6 +112,56 @@ def test_lean_functions_compute_the_reference_expressions():
     reference, = torch.autograd.grad(F.adaptive_avg_pool2d(as_map, (3, 2)), as_map, grad)
     assert lean.stride() == reference.stride() == as_map.stride()
     torch.testing.assert_close(lean, reference, rtol=0, atol=0)
+
+
+def test_autocast_lean_functions_keep_the_reduced_copies_only():
+    """Under CUDA autocast (its rules, on CPU tensors) the attention keeps reduced copies: the normalisation of the
+    keys keeps its (reduced) input, the learnable-token product its float32 query (kept anyway), both with
+    autograd's own values and gradients."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 10, 8, dtype=torch.bfloat16)
+    with CudaAutocast(torch.bfloat16):
+        keys = x.clone().requires_grad_()
+        out, kept = _kept_storages(lambda: _Normalize.apply(keys, True))
+        reference = x.clone().requires_grad_()
+        expected = F.normalize(reference, dim=-1)
+    assert out.dtype == expected.dtype == torch.float32
+    torch.testing.assert_close(out, expected, rtol=0, atol=0)
+    assert sorted(kept) == [2 * 3 * 10, x.numel()]  # the norms and the bfloat16 input, not the float32 output
+    grad = torch.randn(out.shape)
+    got, want = torch.autograd.grad(out, keys, grad)[0], torch.autograd.grad(expected, reference, grad)[0]
+    assert got.dtype == want.dtype == torch.bfloat16
+    assert (got - want).abs().max() <= 2**-7 * want.abs().max()  # the same formula, rounded in another order
+
+    q_norm = F.normalize(torch.randn(2, 3, 10, 8), dim=-1).requires_grad_()
+    tokens = torch.randn(3, 8, 9, requires_grad=True)
+    with CudaAutocast(torch.bfloat16):
+        out, kept = _kept_storages(lambda: _TokenWeights.apply(q_norm, tokens, torch.bfloat16))
+        expected = q_norm @ tokens
+    torch.testing.assert_close(out, expected, rtol=0, atol=0)
+    assert sorted(kept) == [tokens.numel(), q_norm.numel()]  # the float32 leaves, no bfloat16 copies
+    grad = torch.randn(out.shape).bfloat16()
+    for got, want in zip(torch.autograd.grad(out, (q_norm, tokens), grad),
+                         torch.autograd.grad(expected, (q_norm, tokens), grad)):
+        assert got.dtype == want.dtype
+        assert (got - want).abs().max() <= 2**-7 * want.abs().max()  # bfloat16 sums, in another order
+
+
+def test_position_bias_mlp_recomputes_its_hidden_layer():
+    """Off the CPU's fused op (GPUs; here forced), with a kernel backend the bias MLP keeps its inputs, not the
+    (offsets x 512) hidden layer, with the reference's values and gradients."""
+    torch.manual_seed(0)
+    coords = torch.randn(300, 2, dtype=torch.float64)
+    weights = [torch.randn(512, 2), torch.randn(512), torch.randn(4, 512), torch.randn(4)]
+    weights = [w.double().requires_grad_() for w in weights]
+    out, kept = _kept_storages(lambda: _RecomputedHidden.apply(coords, *weights))
+    expected = position_bias_mlp_reference(coords, *weights)
+    torch.testing.assert_close(out, expected, rtol=0, atol=0)
+    assert max(kept) < 300 * 512  # no hidden layer
+    grad = torch.randn(out.shape, dtype=torch.float64)
+    for got, want in zip(torch.autograd.grad(out, weights, grad), torch.autograd.grad(expected, weights, grad)):
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    torch.autograd.gradcheck(lambda *w: _RecomputedHidden.apply(coords[:20], *w), weights)
 
 
 @needs_ext

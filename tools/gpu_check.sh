@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One command for a machine with a GPU: builds the CUDA extension, runs every GPU test (the CUDA kernels, the
 # Triton kernels compiled, autocast), then benchmarks TransNeXt-T against torchvision's Swin-T at batch 2,
-# 800 x 1216, float32 and bfloat16, with every attn_impl, plus a torch.profiler table of each training step.
+# 800 x 1216, float32 and bfloat16, with every attn_impl, plus a torch.profiler table of each training step, and
+# the GPU-memory planner's count of the same steps (its max_memory_allocated rows beside the measured ones).
 # Everything lands in one folder (default: $OUT/gpu_check where $OUT is set, else work_dirs/gpu_check).
 #
 #   bash tools/gpu_check.sh [RESULTS_DIR]
@@ -68,5 +69,9 @@ for amp in none bf16; do
         2>&1 | tee "$RESULTS/benchmark_$amp.md"
     [[ "${PIPESTATUS[0]}" == 0 ]] || status=1
 done
+# the planner's count of the same rows (tools/analysis/gpu_memory.py, meta tensors) beside the measured ones above
+log "GPU memory counted on meta tensors, for the benchmark's rows"
+"$PY" tools/analysis/gpu_memory.py --benchmark-rows 2>&1 | tee "$RESULTS/gpu_memory_counted.md"
+[[ "${PIPESTATUS[0]}" == 0 ]] || status=1
 log "done (status $status): $RESULTS"
 exit "$status"

@@ -89,6 +89,15 @@ def device_type_of(device) -> str:
     return device_type
 
 
+def autocast_dtype(device) -> Optional[torch.dtype]:
+    """The type autocast multiplies in for tensors on ``device`` (a meta tensor's: its planned device's), or None
+    where autocast is off."""
+    device_type = device_type_of(device)
+    if device_type not in ('cpu', 'cuda') or not torch.is_autocast_enabled(device_type):
+        return None
+    return torch.get_autocast_dtype(device_type)
+
+
 def planned_device_type() -> str:
     """What meta tensors stand for now ('cuda' when nobody said)."""
     return _planned_device[0] or 'cuda'

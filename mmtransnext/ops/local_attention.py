@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from . import ext_loader
-from .backend import choose_backend
+from .backend import autocast_dtype, choose_backend
 from .registration import HAS_CUSTOM_OP, register_op
 
 
@@ -194,6 +194,16 @@ _AGGREGATION = _register_backends('local_aggregation',
 # ----------------------------------------------------------------------------- public face
 
 
+def _kernel_dtype(a: Tensor, b: Tensor) -> torch.dtype:
+    """One dtype for the kernel; autograd casts the gradients back to each input's. Under autocast, the one it
+    multiplies in (the reference's matmuls run in it), so that its reduced copies are what backward keeps; else the
+    promoted type of the inputs (autocast may hand over a mix)."""
+    promoted = torch.promote_types(a.dtype, b.dtype)
+    reduced = autocast_dtype(a.device)
+    return reduced if reduced is not None and promoted != torch.float64 else promoted
+
+
+
 def local_similarity(query: Tensor,
                      key: Tensor,
                      bias: Tensor,
@@ -216,8 +226,7 @@ def local_similarity(query: Tensor,
         Tensor: (B, heads, H * W, window_size**2), ``-inf`` for neighbours outside the map.
     """
     height, width = size
-    # one dtype for the kernel (autocast may hand over a mix); autograd casts the gradients back
-    dtype = torch.promote_types(query.dtype, key.dtype)
+    dtype = _kernel_dtype(query, key)
     backend = choose_backend('local_attention', attn_impl, query.device, dtype, torch.is_grad_enabled()).backend
     if backend == 'pytorch':
         return local_similarity_reference(query, key, bias, height, width, window_size, padding_mask)
@@ -243,7 +252,7 @@ def local_aggregation(weights: Tensor,
         Tensor: (B, heads, H * W, D).
     """
     height, width = size
-    dtype = torch.promote_types(weights.dtype, value.dtype)
+    dtype = _kernel_dtype(weights, value)
     backend = choose_backend('local_attention', attn_impl, value.device, dtype, torch.is_grad_enabled()).backend
     if backend == 'pytorch':
         return local_aggregation_reference(weights, value, height, width, window_size)

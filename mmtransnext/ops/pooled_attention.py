@@ -48,20 +48,73 @@ def pooled_attention_reference(query: Tensor, key: Tensor, value: Tensor, bias_r
 # ----------------------------------------------------------------------------- extension
 
 
+def _kernel_dtype(t: Tensor) -> torch.dtype:
+    """The extension computes in float32 (float64 for float64)."""
+    return torch.float64 if t.dtype == torch.float64 else torch.float32
+
+
+def _extension(like: Tensor):
+    """The extension's kernels; for meta tensors (the memory count) what they allocate, :class:`_MetaExtension`."""
+    return _MetaExtension if like.is_meta else ext_loader.ext
+
+
+# Query, key and value come in their own types (half / bfloat16 under autocast) and are cast for the kernels here,
+# inside the op: backward keeps the reduced copies, not float32 ones, and casts them again.
 def _forward(query: Tensor, key: Tensor, value: Tensor, bias_rows: Tensor, cols_index: Tensor, cols_weight: Tensor,
              local_logits: Tensor, height: int, width: int) -> Tuple[Tensor, Tensor, Tensor]:
-    out, local_weights, lse = ext_loader.ext.pooled_attention_forward(query, key, value, bias_rows, cols_index,
-                                                                      cols_weight, local_logits, height, width)
+    dtype = _kernel_dtype(bias_rows)
+    out, local_weights, lse = _extension(query).pooled_attention_forward(query.to(dtype), key.to(dtype),
+                                                                         value.to(dtype), bias_rows, cols_index,
+                                                                         cols_weight, local_logits, height, width)
     return out, local_weights, lse
 
 
 def _backward(grad_out: Tensor, grad_local_weights: Tensor, grad_lse: Tensor, query: Tensor, key: Tensor, value: Tensor,
               bias_rows: Tensor, cols_index: Tensor, cols_weight: Tensor, out: Tensor, local_weights: Tensor,
               lse: Tensor, height: int, width: int) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    grads = ext_loader.ext.pooled_attention_backward(grad_out, grad_local_weights, grad_lse, query, key, value,
-                                                     bias_rows, cols_index, cols_weight, out, local_weights, lse,
-                                                     height, width)
-    return tuple(grads)
+    dtype = _kernel_dtype(bias_rows)
+    grad_query, grad_key, grad_value, grad_rows, grad_local = _extension(query).pooled_attention_backward(
+        grad_out, grad_local_weights, grad_lse, query.to(dtype), key.to(dtype), value.to(dtype), bias_rows,
+        cols_index, cols_weight, out, local_weights, lse, height, width)
+    return (grad_query.to(query.dtype), grad_key.to(key.dtype), grad_value.to(value.dtype), grad_rows, grad_local)
+
+
+class _MetaExtension:
+    """What ``pooled_attention_forward`` / ``_backward`` of the extension allocate (``pooled_attention.cpp`` and the
+    launcher of the planned device, ``backend.planning_for``), on meta tensors, in their order."""
+
+    @staticmethod
+    def pooled_attention_forward(query, key, value, bias_rows, cols_index, cols_weight, local_logits, height, width):
+        outputs = (query.new_empty(*query.shape[:3], value.shape[-1]), torch.empty_like(local_logits),
+                   query.new_empty(query.shape[:3]))
+        if planned_device_type() == 'cpu':
+            _cpu_workspaces(query, key, value, bias_rows, backward=False)
+        return outputs
+
+    @staticmethod
+    def pooled_attention_backward(grad_out, grad_local_weights, grad_lse, query, key, value, bias_rows, cols_index,
+                                  cols_weight, out, local_weights, lse, height, width):
+        grads = (torch.empty_like(query), torch.empty_like(key), torch.empty_like(value), torch.empty_like(bias_rows),
+                 torch.empty_like(local_weights))
+        if planned_device_type() == 'cpu':
+            _cpu_workspaces(query, key, value, bias_rows, backward=True)
+        else:
+            torch.empty_like(lse)  # the CUDA launcher's per-query shift
+        return grads
+
+
+def _cpu_workspaces(query, key, value, bias_rows, backward):
+    """What ``pooled_attention_cpu.cpp`` allocates beside the outputs, in its order, alive together: keys and values
+    in its kernels' order (transposed too for head size 24 in float32), the bias rows transposed and padded, and in
+    backward their gradients in those layouts."""
+    tiled = query.dtype == torch.float32 and query.shape[-1] == value.shape[-1] == 24
+    heads, H, ph, U = bias_rows.shape
+    layouts = [torch.empty_like(key), torch.empty_like(value)]
+    layouts += ([torch.empty_like(key)] + ([torch.empty_like(value)] if backward else [])) if tiled else []
+    layouts.append(bias_rows.new_empty(heads, H, U, -(-ph // 16) * 16))
+    if backward:
+        layouts += [torch.empty_like(key), torch.empty_like(value), torch.empty_like(layouts[-1])]
+    return layouts
 
 
 def _save(ctx, inputs, output):
@@ -85,40 +138,25 @@ def _grad(ctx, grad_out, grad_local_weights, grad_lse):
 
 
 def _forward_fake(query, key, value, bias_rows, cols_index, cols_weight, local_logits, height, width):
-    outputs = (query.new_empty(*query.shape[:3], value.shape[-1]), torch.empty_like(local_logits),
-               query.new_empty(query.shape[:3]))
-    if planned_device_type() == 'cpu':  # the CPU launcher's copies in its kernels' layouts
-        _cpu_workspaces(query, key, value, bias_rows, backward=False)
-    return outputs
+    dtype = _kernel_dtype(bias_rows)
+    return (query.new_empty(*query.shape[:3], value.shape[-1], dtype=dtype), torch.empty_like(local_logits),
+            query.new_empty(query.shape[:3], dtype=dtype))
 
 
 def _backward_fake(grad_out, grad_local_weights, grad_lse, query, key, value, bias_rows, cols_index, cols_weight, out,
                    local_weights, lse, height, width):
-    grads = (torch.empty_like(query), torch.empty_like(key), torch.empty_like(value), torch.empty_like(bias_rows),
-             torch.empty_like(local_weights))
-    if planned_device_type() == 'cpu':
-        _cpu_workspaces(query, key, value, bias_rows, backward=True)
-    else:
-        torch.empty_like(lse)  # the CUDA launcher's per-query shift
-    return grads
+    return (torch.empty_like(query), torch.empty_like(key), torch.empty_like(value), torch.empty_like(bias_rows),
+            torch.empty_like(local_weights))
 
 
-def _cpu_workspaces(query, key, value, bias_rows, backward):
-    """What ``pooled_attention_cpu.cpp`` allocates beside the outputs, in its order, alive together: keys and values
-    in its kernels' order (transposed too for head size 24 in float32), the bias rows transposed and padded, and in
-    backward their gradients in those layouts."""
-    tiled = query.dtype == torch.float32 and query.shape[-1] == value.shape[-1] == 24
-    heads, H, ph, U = bias_rows.shape
-    layouts = [torch.empty_like(key), torch.empty_like(value)]
-    layouts += ([torch.empty_like(key)] + ([torch.empty_like(value)] if backward else [])) if tiled else []
-    layouts.append(bias_rows.new_empty(heads, H, U, -(-ph // 16) * 16))
-    if backward:
-        layouts += [torch.empty_like(key), torch.empty_like(value), torch.empty_like(layouts[-1])]
-    return layouts
-
-
-_forward_apply, _backward_apply = register_op('pooled_attention', _forward, _backward, _forward_fake, _backward_fake,
-                                              _save, _grad)
+_forward_apply, _backward_apply = register_op('pooled_attention',
+                                              _forward,
+                                              _backward,
+                                              _forward_fake,
+                                              _backward_fake,
+                                              _save,
+                                              _grad,
+                                              runs_on_meta=True)
 
 # ----------------------------------------------------------------------------- Triton
 
@@ -265,13 +303,11 @@ def pooled_attention(query: Tensor,
     if backend == 'triton':
         return _triton_pooled_attention(query, key, value, bias_rows, cols_index, cols_weight, local_logits,
                                         cols_inverse, out_dtype)
-    # float32 for the softmax under autocast too; the outputs go back in the inputs' type
+    # float32 for the softmax under autocast too (query / key / value are cast inside the op); the outputs go back in
+    # the inputs' type
     dtype = torch.float64 if out_dtype == torch.float64 else torch.float32
-    out, local_weights, _ = _forward_apply(
-        query.to(dtype).contiguous(),
-        key.to(dtype).contiguous(),
-        value.to(dtype).contiguous(),
-        bias_rows.to(dtype).contiguous(), cols_index.contiguous(),
-        cols_weight.to(dtype).contiguous(),
-        local_logits.to(dtype).contiguous(), *size)
+    out, local_weights, _ = _forward_apply(query.contiguous(), key.contiguous(), value.contiguous(),
+                                           bias_rows.to(dtype).contiguous(), cols_index.contiguous(),
+                                           cols_weight.to(dtype).contiguous(),
+                                           local_logits.to(dtype).contiguous(), *size)
     return out.to(out_dtype), local_weights.to(local_logits.dtype)

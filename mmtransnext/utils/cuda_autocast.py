@@ -17,7 +17,10 @@ that asks ``torch.is_autocast_enabled('cuda')`` sees what it would see on a GPU.
 Limits: a function written in Python that calls listed ops inside (``F.multi_head_attention_forward``) is seen as one
 call and runs in the types it is given; ``F.normalize`` is spelled out as autocast would run it.
 """
+from contextlib import contextmanager
+
 import torch
+import torch.utils.checkpoint
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten, tree_map
 
@@ -69,13 +72,49 @@ class CudaAutocast(TorchFunctionMode):
         self._flags = (torch.is_autocast_enabled('cuda'), torch.get_autocast_dtype('cuda'))
         torch.set_autocast_enabled('cuda', True)
         torch.set_autocast_dtype('cuda', self.dtype)
+        self._checkpoint = torch.utils.checkpoint.checkpoint
+        torch.utils.checkpoint.checkpoint = self._checkpointed
         return super().__enter__()
 
     def __exit__(self, *exc):
         torch.set_autocast_enabled('cuda', self._flags[0])
         torch.set_autocast_dtype('cuda', self._flags[1])
+        torch.utils.checkpoint.checkpoint = self._checkpoint
         self._cache.clear()
         return super().__exit__(*exc)
+
+    def _checkpointed(self, function, *args, **kwargs):
+        """``torch.utils.checkpoint.checkpoint`` whose recomputation (in backward, where no mode of the forward is
+        active) runs under these rules again, as torch's runs under the forward's autocast state."""
+
+        def under_autocast(*inputs, **options):
+            if any(mode is self for mode in torch.overrides._get_current_function_mode_stack()):
+                return function(*inputs, **options)
+            torch.set_autocast_enabled('cuda', True)
+            torch.set_autocast_dtype('cuda', self.dtype)
+            try:
+                with self._active():  # recomputing
+                    return function(*inputs, **options)
+            finally:
+                torch.set_autocast_enabled('cuda', False)
+
+        return self._checkpoint(under_autocast, *args, **kwargs)
+
+    @contextmanager
+    def _active(self):
+        """The mode on torch's stack again (inside its own handler, or in backward), without entering the region."""
+        TorchFunctionMode.__enter__(self)
+        try:
+            yield
+        finally:
+            TorchFunctionMode.__exit__(self, None, None, None)
+
+    def backward_phase(self) -> None:
+        """The forward is over, as when autocast's region is left before ``backward()``. Backward runs without torch
+        function modes; what activation checkpointing recomputes there runs under these rules again (torch runs it
+        under the forward's autocast state)."""
+        self._cache.clear()
+        torch.set_autocast_enabled('cuda', False)
 
     def _to(self, t, dtype):
         if not _floating(t) or t.dtype == dtype:
@@ -108,7 +147,7 @@ class CudaAutocast(TorchFunctionMode):
                     widest = t.dtype if widest is None else torch.promote_types(widest, t.dtype)
             args, kwargs = self._cast(args, kwargs, widest)
         elif name == 'normalize':  # F.normalize's arithmetic, its norm in float32 as autocast runs it
-            with self:
+            with self._active():
                 return _normalize(*args, **kwargs)
         return func(*args, **kwargs)
 

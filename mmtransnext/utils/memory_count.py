@@ -220,6 +220,9 @@ class MemoryCounter(TorchDispatchMode):
             return None
         if not isinstance(values, torch.Tensor) and not isinstance(values, (tuple, list)):
             return values  # a scalar read from known values
+        target = kwargs.get('device')
+        if func.overloadpacket is aten._to_copy and target is not None and torch.device(target).type != 'meta':
+            return values  # copied off the meta device: the values themselves
         if func.overloadpacket in DATA_DEPENDENT:
             out = tree_map(lambda v: v.to('meta') if isinstance(v, torch.Tensor) else v, values)
         else:
@@ -227,9 +230,6 @@ class MemoryCounter(TorchDispatchMode):
         for o, v in zip(tree_flatten(out)[0], tree_flatten(values)[0]):
             if isinstance(o, torch.Tensor) and o.is_meta and isinstance(v, torch.Tensor) and v.numel() <= SMALL:
                 self._values[o] = v
-        if func.overloadpacket is aten._to_copy and not any(o.is_meta for o in tree_flatten(out)[0]
-                                                             if isinstance(o, torch.Tensor)):
-            return values  # copied off the meta device: the values themselves
         return out
 
     # ------------------------------------------------------------------------- meta tensors have no values

@@ -30,7 +30,7 @@ import warnings
 from contextlib import ExitStack, contextmanager
 from typing import Dict, List, NamedTuple, Optional, Tuple
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+sys.path[:0] = [osp.dirname(osp.dirname(osp.abspath(__file__))), osp.dirname(osp.abspath(__file__))]
 warnings.filterwarnings('ignore')
 
 import torch  # noqa: E402
@@ -333,11 +333,13 @@ def count_step(cfg, setting: Setting, size: Tuple[int, int], objects: int = 20) 
         stack.enter_context(counter)
         samples = [sample.to('meta') for sample in samples]  # inside the count: they keep their values
         counter.phase = 'forward'
-        with CudaAutocast(AMP[setting.amp]) if setting.amp else ExitStack():
-            losses = model.loss(inputs, samples)
-            loss, _ = model.parse_losses(losses)
+        autocast = stack.enter_context(CudaAutocast(AMP[setting.amp])) if setting.amp else None
+        losses = model.loss(inputs, samples)
+        loss, _ = model.parse_losses(losses)
         del losses
         counter.phase = 'backward'
+        if autocast is not None:
+            autocast.backward_phase()
         loss.backward()
         del loss
         counter.phase = 'optimizer step'
@@ -347,6 +349,102 @@ def count_step(cfg, setting: Setting, size: Tuple[int, int], objects: int = 20) 
         hook.remove()
     return Plan(setting, size, counter.peak, dict(counter.peak_categories), counter.peak_module, counter.peak_phase,
                 dict(counter.approximations))
+
+
+# ----------------------------------------------------------------------------- the benchmark's rows
+
+# torch.cuda.max_memory_allocated of tools/analysis/benchmark.py's training step on an H200 (docs/benchmark.md):
+# batch 2, 800 x 1216, torch 2.11; Swin-T there is torchvision's swin_t features (mmdet was not installed)
+H200_MIB = {('torchvision_swin_t', None): 4406, ('torchvision_swin_t', 'bf16'): 3074, ('transnext_pytorch', None): 23497}
+BENCHMARK_SIZE = (800, 1216)
+
+
+def benchmark_step(row: str, amp: Optional[str] = None, batch: int = 2, size=BENCHMARK_SIZE) -> MemoryCounter:
+    """tools/analysis/benchmark.py's training step of ``row`` ('transnext_<attn_impl>', 'mmdet_swin_t',
+    'torchvision_swin_t'), counted: the backbone alone, in training mode, loss = the sum of its outputs' means, its
+    gradients alive from the step before (the benchmark repeats the step without zeroing them)."""
+    import benchmark
+    if row == 'torchvision_swin_t':
+        import torchvision
+        model = torchvision.models.swin_t().features
+    else:
+        model = benchmark.build('swin' if row == 'mmdet_swin_t' else row, img_size=min(size))
+    model = model.to('meta')
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    for p in params:
+        p.grad = torch.empty_like(p)
+    x = torch.empty(batch, 3, *size, device='meta')
+    counter = MemoryCounter('meta')
+    counter.track(list(model.parameters()) + [p.grad for p in params] + list(model.buffers()), 'state')
+    counter.track([x])
+    with planning_for('cuda'), counter, CudaAutocast(AMP[amp]) if amp else ExitStack() as autocast:
+        counter.phase = 'forward'
+        outputs = model(x)
+        outputs = outputs if isinstance(outputs, (tuple, list)) else [outputs]
+        loss = sum(o.float().mean() for o in outputs)
+        del outputs
+        counter.phase = 'backward'
+        if amp:
+            autocast.backward_phase()
+        loss.backward()
+    return counter
+
+
+def print_benchmark_rows() -> dict:
+    """The H200's rows counted here, then TransNeXt-T's kernel paths against mmdet's Swin-T (counted alike)."""
+    print(f'tools/analysis/benchmark.py\'s training step, batch 2, {BENCHMARK_SIZE[0]} x {BENCHMARK_SIZE[1]}, counted '
+          'on meta tensors:')
+    print('| backbone | autocast | counted (MiB) | H200 max_memory_allocated (MiB) | difference |')
+    print('|---|---|---|---|---|')
+    result = {}
+    for (row, amp), measured in H200_MIB.items():
+        counted = benchmark_step(row, amp).peak / MiB
+        result[f'{row}_{amp or "fp32"}'] = dict(counted_mib=round(counted), measured_mib=measured)
+        print(f'| {row} | {amp or "fp32"} | {counted:.0f} | {measured} | {100 * (counted / measured - 1):+.1f}% |')
+    print()
+    print('| backbone | autocast | counted (MiB) | / mmdet Swin-T |')
+    print('|---|---|---|---|')
+    for amp in (None, 'bf16'):
+        swin = benchmark_step('mmdet_swin_t', amp).peak / MiB
+        print(f'| mmdet_swin_t | {amp or "fp32"} | {swin:.0f} | 1.00x |')
+        for row in ('transnext_ext', 'transnext_triton', 'transnext_auto', 'transnext_pytorch'):
+            counted = benchmark_step(row, amp).peak / MiB
+            result[f'{row}_{amp or "fp32"}'] = dict(counted_mib=round(counted), swin_ratio=round(counted / swin, 3))
+            print(f'| {row} | {amp or "fp32"} | {counted:.0f} | {counted / swin:.2f}x |')
+    return result
+
+
+# ----------------------------------------------------------------------------- the paper's configs
+
+PAPER_CONFIGS = ('maskrcnn_transnext_tiny', 'maskrcnn_transnext_small', 'maskrcnn_transnext_base',
+                 'dino-4scale_transnext_tiny', 'dino-5scale_transnext_tiny', 'upernet_transnext_tiny',
+                 'upernet_transnext_small', 'upernet_transnext_base', 'mask2former_transnext_tiny',
+                 'mask2former_transnext_small', 'mask2former_transnext_base')
+# upstream TransNeXt issue #19: the small models' ADE20K configs at 1024 x 1024
+LARGE_CROPS = (('upernet_transnext_small', (1024, 1024)), ('mask2former_transnext_small', (1024, 1024)))
+TABLE_IMPLS = ('pytorch', 'auto', 'ext', 'triton')
+
+
+def print_paper_table() -> dict:
+    """README's table: every paper config at its training settings (per-GPU batch, largest train size, fp32), each
+    attention backend; then issue #19's 1024 x 1024 crops."""
+    configs = osp.join(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))), 'configs')
+    print('| config | per-GPU batch x input | ' + ' | '.join(f"'{impl}'" for impl in TABLE_IMPLS) + ' |')
+    print('|---|---|' + '---|' * len(TABLE_IMPLS))
+    result = {}
+    for name, size in [(name, None) for name in PAPER_CONFIGS] + list(LARGE_CROPS):
+        cfg = read_config(osp.join(configs, f'{name}.py'))
+        size = size or train_size(cfg)
+        batch = cfg.train_dataloader.batch_size
+        amp = config_amp(cfg)
+        peaks = [count_step(cfg, Setting(impl, False, amp, batch), size).peak for impl in TABLE_IMPLS]
+        key = f'{name}@{size[0]}x{size[1]}'
+        result[key] = dict(zip(TABLE_IMPLS, peaks))
+        print(f'| {name} | {batch} x {size[0]} x {size[1]} | ' + ' | '.join(f'{p / GiB:.1f} GiB' for p in peaks) +
+              ' |',
+              flush=True)
+    return result
 
 
 # ----------------------------------------------------------------------------- output
@@ -440,7 +538,16 @@ def parse_args(argv=None):
     from mmengine.config import DictAction
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('config', help='a config file, or a packaged one such as mmdet::swin/...py')
+    parser.add_argument('config',
+                        nargs='?',
+                        help='a config file, or a packaged one such as mmdet::swin/...py (not with --benchmark-rows)')
+    parser.add_argument('--paper-table',
+                        action='store_true',
+                        help='README\'s table: every paper config at its training settings, each attention backend')
+    parser.add_argument('--benchmark-rows',
+                        action='store_true',
+                        help='count docs/benchmark.md\'s GPU rows (batch 2, 800 x 1216) beside the H200\'s '
+                        'measurements, and TransNeXt-T against mmdet\'s Swin-T')
     parser.add_argument('--batch', type=int, help='images per GPU (default: the train dataloader\'s batch_size)')
     parser.add_argument('--size', type=int, nargs=2, metavar=('H', 'W'), help='input size (default: from the pipeline)')
     parser.add_argument('--attn-impl', choices=[i for i in ATTN_IMPLS], help='TransNeXt\'s attention backend')
@@ -451,6 +558,8 @@ def parse_args(argv=None):
     parser.add_argument('--json', action='store_true', help='end with one line of JSON')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, help='override config entries')
     args = parser.parse_args(argv)
+    if (args.config is None) == (not (args.benchmark_rows or args.paper_table)):
+        parser.error('give a CONFIG, or --benchmark-rows / --paper-table')
     if args.batch is not None and args.batch < 1:
         parser.error(f'--batch must be at least 1, got {args.batch}')
     if args.size is not None and min(args.size) < 1:
@@ -460,6 +569,11 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.benchmark_rows or args.paper_table:
+        result = print_benchmark_rows() if args.benchmark_rows else print_paper_table()
+        if args.json:
+            print(json.dumps(result))
+        return result
     cfg = read_config(args.config, args.cfg_options)
     transnext = is_transnext(cfg)
     if args.attn_impl and not transnext:

@@ -9,6 +9,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ...ops import choose_backend, local_aggregation, local_similarity, pooled_attention, position_bias_mlp
+from ...ops.backend import autocast_dtype
 from .position_bias import StageGeometry, gather_position_bias, position_bias_rows
 
 
@@ -25,22 +26,44 @@ def _split_heads(x: torch.Tensor, parts: int, heads: int):
 
 
 class _Normalize(torch.autograd.Function):
-    """``F.normalize(x, dim=-1)`` keeping its output (which the attention keeps anyway), not its input."""
+    """``F.normalize(x, dim=-1)`` keeping its output (which the attention keeps anyway), not its input; or, with
+    ``keep_input`` (under autocast, where what is kept is a reduced copy of the output), its input, from which
+    backward recomputes the output (the same operation on the same values)."""
 
     @staticmethod
-    def forward(ctx, x, eps=1e-12):
+    def forward(ctx, x, keep_input=False, eps=1e-12):
         norm = torch.linalg.vector_norm(x, dim=-1, keepdim=True)
         out = x / norm.clamp_min(eps)
-        ctx.save_for_backward(out, norm)
-        ctx.eps = eps
+        ctx.save_for_backward(x if keep_input else out, norm)
+        ctx.keep_input, ctx.eps = keep_input, eps
         return out
 
     @staticmethod
     def backward(ctx, grad):
-        out, norm = ctx.saved_tensors
+        kept, norm = ctx.saved_tensors
+        out = kept / norm.clamp_min(ctx.eps) if ctx.keep_input else kept
         # d(x / n) = (g - out * <out, g>) / n where n > eps; the clamped norm passes no gradient
         along = (out * grad).sum(-1, keepdim=True) * (norm >= ctx.eps)
-        return (grad - out * along) / norm.clamp_min(ctx.eps), None
+        return (grad - out * along) / norm.clamp_min(ctx.eps), None, None
+
+
+class _TokenWeights(torch.autograd.Function):
+    """``q_norm @ tokens`` as autocast computes it (both in ``dtype``), keeping ``q_norm`` (kept anyway) instead of
+    its reduced copy: backward casts it again."""
+
+    @staticmethod
+    def forward(ctx, q_norm, tokens, dtype):
+        ctx.save_for_backward(q_norm, tokens)
+        ctx.dtype = dtype
+        return q_norm.to(dtype) @ tokens.to(dtype)
+
+    @staticmethod
+    def backward(ctx, grad):
+        q_norm, tokens = ctx.saved_tensors
+        grad = grad.to(ctx.dtype)
+        grad_q = (grad @ tokens.to(ctx.dtype).transpose(-2, -1)).to(q_norm.dtype)
+        grad_tokens = (q_norm.to(ctx.dtype).transpose(-2, -1) @ grad).sum(0).to(tokens.dtype)
+        return grad_q, grad_tokens, None
 
 
 class _ScaleQueries(torch.autograd.Function):
@@ -150,8 +173,17 @@ class _CosineAttention(nn.Module):
         """Whether the memory-lean autograd functions above replace the reference expressions (kernel paths)."""
         return choose_backend('memory_lean', self.attn_impl, device).backend != 'pytorch'
 
-    def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        return _Normalize.apply(x) if self.keeps_less(x.device) else F.normalize(x, dim=-1)
+    def cast_once(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` in autocast's type on the kernel paths, when several products read it: autocast would cast it for
+        each (the same values), and each product would keep its own copy for backward."""
+        dtype = autocast_dtype(x.device) if self.keeps_less(x.device) else None
+        return x if dtype is None or not x.is_floating_point() else x.to(dtype)
+
+    def normalize(self, x: torch.Tensor, kept_reduced: bool = False) -> torch.Tensor:
+        """``F.normalize(x, dim=-1)``; ``kept_reduced``: what reads the output keeps only its autocast copy."""
+        if not self.keeps_less(x.device):
+            return F.normalize(x, dim=-1)
+        return _Normalize.apply(x, kept_reduced and autocast_dtype(x.device) is not None)
 
     def scale_queries(self, q_norm: torch.Tensor, geometry: StageGeometry) -> torch.Tensor:
         if self.keeps_less(q_norm.device):
@@ -210,20 +242,29 @@ class AggregatedAttention(_CosineAttention):
             nn.init.trunc_normal_(torch.empty(num_heads, self.head_dim, self.local_len), mean=0, std=0.02))
         self.learnable_bias = nn.Parameter(torch.zeros(num_heads, 1, self.local_len))
 
+    def token_weights(self, q_norm: torch.Tensor) -> torch.Tensor:
+        """The query-dependent local weights ``q_norm @ learnable_tokens``."""
+        dtype = autocast_dtype(q_norm.device) if self.keeps_less(q_norm.device) else None
+        if dtype is None:
+            return q_norm @ self.learnable_tokens
+        return _TokenWeights.apply(q_norm, self.learnable_tokens, dtype)
+
     def forward(self, x: torch.Tensor, geometry: StageGeometry) -> torch.Tensor:
         B, N, C = x.shape
         pool_len = geometry.pool_size[0] * geometry.pool_size[1]
         heads, head_dim = self.num_heads, self.head_dim
+        x = self.cast_once(x)  # read by q, kv and sr
 
         # queries, keys and values in the (B, heads, N, head_dim) layout that every op below reads: one copy
         # here instead of one per op (each would keep its own copy for backward)
         q_norm = self.normalize(_split_heads(self.q(x), 1, heads)[0])
-        q_scaled = self.scale_queries(q_norm, geometry)
+        q_scaled = self.cast_once(self.scale_queries(q_norm, geometry))  # read by the local and pooled parts
 
         # local keys / values: every pixel's window, keys L2-normalised
         k_local, v_local = _split_heads(self.kv(x), 2, heads)
-        attn_local = local_similarity(q_scaled, self.normalize(k_local), self.relative_pos_bias_local, geometry.size,
-                                      self.window_size, self.attn_impl, geometry.padding_mask)
+        attn_local = local_similarity(q_scaled, self.normalize(k_local, kept_reduced=True),
+                                      self.relative_pos_bias_local, geometry.size, self.window_size, self.attn_impl,
+                                      geometry.padding_mask)
 
         # pooled keys / values
         # sr is a 1x1 convolution, i.e. a linear map of each token: applied to the (B, N, C) tokens as
@@ -247,7 +288,7 @@ class AggregatedAttention(_CosineAttention):
             x_pool = attn_pool @ v_pool
 
         # the query-dependent local weights are linear in the value sum: added after the softmax
-        local_weights = (q_norm @ self.learnable_tokens) + self.learnable_bias + attn_local
+        local_weights = self.token_weights(q_norm) + self.learnable_bias + attn_local
         x_local = local_aggregation(local_weights, v_local, geometry.size, self.window_size, self.attn_impl)
         out = (x_local + x_pool).transpose(1, 2).reshape(B, N, C)
         return self.project(out)
@@ -274,7 +315,7 @@ class FullAttention(_CosineAttention):
     def forward(self, x: torch.Tensor, geometry: StageGeometry) -> torch.Tensor:
         B, N, C = x.shape
         q, k, v = _split_heads(self.qkv(x), 3, self.num_heads)
-        q_scaled, k = self.scale_queries(self.normalize(q), geometry), self.normalize(k)
+        q_scaled, k = self.scale_queries(self.normalize(q), geometry), self.normalize(k, kept_reduced=True)
         if self.use_fused_softmax(x):  # the same op, with no local keys
             out, _ = self.fused_softmax(q_scaled, k, v, q_scaled.new_empty(*q_scaled.shape[:3], 0), geometry)
         else:

@@ -3,6 +3,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ...ops import choose_backend, gelu_gate, gelu_gate_backward
+from ...ops.backend import autocast_dtype
 
 
 class DepthwiseConv(nn.Module):
@@ -48,9 +49,12 @@ class ConvolutionalGLU(nn.Module):
         # channels_last), and backward adds two input gradients instead of concatenating 2x hidden
         hidden = self.fc1.out_features // 2
         weight, bias = self.fc1.weight, self.fc1.bias
+        lean = choose_backend('memory_lean', self.attn_impl, x.device).backend != 'pytorch'
+        reduced = autocast_dtype(x.device) if lean else None
+        if reduced is not None:  # one cast for both halves (autocast would keep a copy for each)
+            x = x.to(reduced)
         gate = F.linear(x, weight[:hidden], bias[:hidden])
         v = F.linear(x, weight[hidden:], bias[hidden:])
-        lean = choose_backend('memory_lean', self.attn_impl, x.device).backend != 'pytorch'
         if not lean or (self.drop.p > 0 and self.training) or not torch.is_grad_enabled():
             x = self.drop(gelu_gate(self.dwconv(gate, H, W), v, self.attn_impl))  # gelu(dwconv(gate)) * v
             return self.drop(self.fc2(x))
