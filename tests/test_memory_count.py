@@ -120,14 +120,17 @@ def test_planner_table_and_what_fits(gpu_memory, capsys):
     --gpu-memory below the reference path's peak: it does not fit, and every setting offered does."""
     gpu_memory.main([TOY_SEG, '--size', '256', '256', '--batch', '2', '--json'])
     out = capsys.readouterr().out
-    rows = {tuple(line.split(' | ')[:2]): float(line.split(' | ')[2]) for line in out.splitlines()
-            if line.startswith('| ') and line.split(' | ')[2][:1].isdigit()}
+    rows = {
+        tuple(line.split(' | ')[:2]): float(line.split(' | ')[2])
+        for line in out.splitlines() if line.startswith('| ') and line.split(' | ')[2][:1].isdigit()
+    }
     assert len(rows) == 8
     assert all(rows[(impl, 'True')] <= rows[(impl, 'False')] for impl, _ in rows)
     assert rows[('| triton', 'False')] < 0.7 * rows[('| pytorch', 'False')]
     gib = rows[('| pytorch', 'False')] / 1024 / 1.3
-    gpu_memory.main([TOY_SEG, '--size', '256', '256', '--batch', '2', '--attn-impl', 'pytorch', '--gpu-memory',
-                     str(gib), '--json'])
+    gpu_memory.main(
+        [TOY_SEG, '--size', '256', '256', '--batch', '2', '--attn-impl', 'pytorch', '--gpu-memory',
+         str(gib), '--json'])
     result = _json_line(capsys)
     assert not result['fits'] and result['fitting_settings']
     assert all(plan['peak_bytes'] <= 0.9 * gib * 2**30 for plan in result['fitting_settings'])

@@ -5,8 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from mmtransnext.models.layers import ConvolutionalGLU
-from mmtransnext.models.layers.attention import (AggregatedAttention, _AvgPool, _Normalize, _ScaleQueries,
-                                                 _TokenWeights)
+from mmtransnext.models.layers.attention import AggregatedAttention, _AvgPool, _Normalize, _ScaleQueries, _TokenWeights
 from mmtransnext.models.layers.position_bias import stage_geometry
 from mmtransnext.ops import gelu_gate, position_bias_mlp_reference
 from mmtransnext.ops.position_bias_mlp import _RecomputedHidden

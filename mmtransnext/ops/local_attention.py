@@ -203,7 +203,6 @@ def _kernel_dtype(a: Tensor, b: Tensor) -> torch.dtype:
     return reduced if reduced is not None and promoted != torch.float64 else promoted
 
 
-
 def local_similarity(query: Tensor,
                      key: Tensor,
                      bias: Tensor,

@@ -74,8 +74,8 @@ def _backward(grad_out: Tensor, grad_local_weights: Tensor, grad_lse: Tensor, qu
               lse: Tensor, height: int, width: int) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     dtype = _kernel_dtype(bias_rows)
     grad_query, grad_key, grad_value, grad_rows, grad_local = _extension(query).pooled_attention_backward(
-        grad_out, grad_local_weights, grad_lse, query.to(dtype), key.to(dtype), value.to(dtype), bias_rows,
-        cols_index, cols_weight, out, local_weights, lse, height, width)
+        grad_out, grad_local_weights, grad_lse, query.to(dtype), key.to(dtype), value.to(dtype), bias_rows, cols_index,
+        cols_weight, out, local_weights, lse, height, width)
     return (grad_query.to(query.dtype), grad_key.to(key.dtype), grad_value.to(value.dtype), grad_rows, grad_local)
 
 
@@ -85,8 +85,8 @@ class _MetaExtension:
 
     @staticmethod
     def pooled_attention_forward(query, key, value, bias_rows, cols_index, cols_weight, local_logits, height, width):
-        outputs = (query.new_empty(*query.shape[:3], value.shape[-1]), torch.empty_like(local_logits),
-                   query.new_empty(query.shape[:3]))
+        outputs = (query.new_empty(*query.shape[:3],
+                                   value.shape[-1]), torch.empty_like(local_logits), query.new_empty(query.shape[:3]))
         if planned_device_type() == 'cpu':
             _cpu_workspaces(query, key, value, bias_rows, backward=False)
         return outputs
@@ -139,8 +139,8 @@ def _grad(ctx, grad_out, grad_local_weights, grad_lse):
 
 def _forward_fake(query, key, value, bias_rows, cols_index, cols_weight, local_logits, height, width):
     dtype = _kernel_dtype(bias_rows)
-    return (query.new_empty(*query.shape[:3], value.shape[-1], dtype=dtype), torch.empty_like(local_logits),
-            query.new_empty(query.shape[:3], dtype=dtype))
+    return (query.new_empty(*query.shape[:3], value.shape[-1],
+                            dtype=dtype), torch.empty_like(local_logits), query.new_empty(query.shape[:3], dtype=dtype))
 
 
 def _backward_fake(grad_out, grad_local_weights, grad_lse, query, key, value, bias_rows, cols_index, cols_weight, out,
@@ -232,9 +232,13 @@ def _triton_backward_fake(grad_out, grad_local_weights, grad_lse, query, key, va
             torch.empty_like(local_weights))
 
 
-_triton_forward_apply, _triton_backward_apply = register_op('triton_pooled_attention', _triton_forward,
-                                                            _triton_backward, _triton_forward_fake,
-                                                            _triton_backward_fake, _triton_save, _triton_grad,
+_triton_forward_apply, _triton_backward_apply = register_op('triton_pooled_attention',
+                                                            _triton_forward,
+                                                            _triton_backward,
+                                                            _triton_forward_fake,
+                                                            _triton_backward_fake,
+                                                            _triton_save,
+                                                            _triton_grad,
                                                             runs_on_meta=True)
 
 

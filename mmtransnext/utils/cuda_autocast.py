@@ -167,4 +167,3 @@ def _arg(args, index, default):
 def _normalize(input, p=2.0, dim=1, eps=1e-12, out=None):
     denom = input.norm(p, dim, keepdim=True).clamp_min(eps).expand_as(input)
     return torch.div(input, denom, out=out)
-

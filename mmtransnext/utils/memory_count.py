@@ -22,8 +22,10 @@ internal temporaries) and the caching allocator's fragmentation; about 3% of a s
 
 Meta tensors have no values, so an op whose output *shape* depends on values cannot run on them. The counter
 replaces each such op with the largest result it could have (``nonzero`` of an all-true mask, ``unique`` of distinct
-values: an upper bound on what follows), reads every scalar as 1 (True for a condition) and copies meta tensors to the CPU as zeros (e.g.
-for a Hungarian matching), and lists each replacement in :attr:`MemoryCounter.approximations`.
+values: an upper bound on what follows), reads every scalar as 1 (True for a condition) and copies meta tensors to the
+CPU as zeros (e.g. for a Hungarian matching), and lists each replacement in :attr:`MemoryCounter.approximations`.
+Small meta tensors made from known values (ground truth, feature shapes) keep those values, and ops on them alone
+run on the values too, so that what depends on them only is exact.
 """
 import weakref
 from collections import Counter
@@ -209,8 +211,7 @@ class MemoryCounter(TorchDispatchMode):
         tensors = [t for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor) and t.is_meta]
         if not all(t in self._values for t in tensors):
             return None
-        on_cpu = tree_map(lambda t: self._values[t] if isinstance(t, torch.Tensor) and t.is_meta else t,
-                          (args, kwargs))
+        on_cpu = tree_map(lambda t: self._values[t] if isinstance(t, torch.Tensor) and t.is_meta else t, (args, kwargs))
         cpu_args, cpu_kwargs = on_cpu
         if 'device' in cpu_kwargs and torch.device(cpu_kwargs['device']).type == 'meta':
             cpu_kwargs = dict(cpu_kwargs, device='cpu')
@@ -246,8 +247,8 @@ class MemoryCounter(TorchDispatchMode):
             return x.new_empty(torch.broadcast_shapes(x.shape, mask.shape).numel())
         if packet in (aten._unique2, aten.unique_consecutive, aten.unique_dim):
             x = args[0]
-            return (x.new_empty(x.numel()), x.new_empty(x.shape, dtype=torch.long), x.new_empty(x.numel(),
-                                                                                                 dtype=torch.long))
+            return (x.new_empty(x.numel()), x.new_empty(x.shape,
+                                                        dtype=torch.long), x.new_empty(x.numel(), dtype=torch.long))
         if packet is aten.index and any(i is not None and i.dtype == torch.bool for i in args[1]):
             indices = []
             for i in args[1]:
@@ -260,4 +261,3 @@ class MemoryCounter(TorchDispatchMode):
                 'meta':
             return torch.zeros(args[0].shape, dtype=kwargs.get('dtype') or args[0].dtype, device=kwargs['device'])
         return NotImplemented
-

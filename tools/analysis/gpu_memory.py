@@ -23,6 +23,7 @@ What a meta tensor cannot run (ops whose output shape depends on values: samplin
 largest case, and the output lists what was replaced; see ``mmtransnext/utils/memory_count.py``.
 """
 import argparse
+import copy
 import json
 import os.path as osp
 import sys
@@ -150,7 +151,7 @@ def build(cfg, setting: Setting):
     from mmengine.registry import MODELS, init_default_scope
     init_default_scope(cfg.default_scope)
     MMLogger.get_current_instance().setLevel('WARNING')  # the optimizer constructor's per-parameter lines
-    model_cfg = cfg.model.copy()
+    model_cfg = copy.deepcopy(cfg.model)  # some detectors (DINO) write into their config while they build
     backbone = model_cfg.get('backbone')
     if setting.attn_impl is not None:
         backbone['attn_impl'] = setting.attn_impl
@@ -187,8 +188,9 @@ def synthetic_batch(cfg, model, batch: int, size: Tuple[int, int], objects: int)
     inputs = torch.empty(batch, 3, H, W, device='meta')
     g = torch.Generator().manual_seed(0)
     scope = cfg.default_scope
-    head = getattr(model, 'roi_head', None) or getattr(model, 'bbox_head', None) or getattr(model, 'decode_head', None) \
-        or getattr(model, 'head', None)
+    head = next(
+        (getattr(model, name)
+         for name in ('roi_head', 'bbox_head', 'decode_head', 'head') if getattr(model, name, None) is not None), None)
     classes = _num_classes(head) or 80
     samples = []
     for _ in range(batch):
@@ -197,9 +199,8 @@ def synthetic_batch(cfg, model, batch: int, size: Tuple[int, int], objects: int)
             from mmdet.structures import DetDataSample
             from mmdet.structures.mask import BitmapMasks
             from mmengine.structures import InstanceData
-            sample = DetDataSample(
-                metainfo=dict(img_shape=size, pad_shape=size, batch_input_shape=size, ori_shape=size,
-                              scale_factor=(1., 1.)))
+            sample = DetDataSample(metainfo=dict(
+                img_shape=size, pad_shape=size, batch_input_shape=size, ori_shape=size, scale_factor=(1., 1.)))
             corner = torch.rand(objects, 2, generator=g) * torch.tensor([W * .8, H * .8])
             extent = 16 + torch.rand(objects, 2, generator=g) * torch.tensor([W * .2, H * .2])
             sample.gt_instances = InstanceData(bboxes=torch.cat([corner, corner + extent], 1),
@@ -275,10 +276,11 @@ def meta_index_types():
     from mmengine.structures import instance_data
     meta_long = _MetaTensorType('MetaLongTensor', (), dict(dtype=torch.long))
     meta_bool = _MetaTensorType('MetaBoolTensor', (), dict(dtype=torch.bool))
-    saved = {name: getattr(instance_data, name) for name in ('BoolTypeTensor', 'LongTypeTensor', 'IndexType')}
-    instance_data.BoolTypeTensor = Union[saved['BoolTypeTensor'], meta_bool]
-    instance_data.LongTypeTensor = Union[saved['LongTypeTensor'], meta_long]
-    instance_data.IndexType = Union[saved['IndexType'], meta_long, meta_bool]
+    bools, longs, indices = instance_data.BoolTypeTensor, instance_data.LongTypeTensor, instance_data.IndexType
+    saved = dict(BoolTypeTensor=bools, LongTypeTensor=longs, IndexType=indices)
+    instance_data.BoolTypeTensor = Union[bools, meta_bool]
+    instance_data.LongTypeTensor = Union[longs, meta_long]
+    instance_data.IndexType = Union[indices, meta_long, meta_bool]
     try:
         yield
     finally:
@@ -355,7 +357,11 @@ def count_step(cfg, setting: Setting, size: Tuple[int, int], objects: int = 20) 
 
 # torch.cuda.max_memory_allocated of tools/analysis/benchmark.py's training step on an H200 (docs/benchmark.md):
 # batch 2, 800 x 1216, torch 2.11; Swin-T there is torchvision's swin_t features (mmdet was not installed)
-H200_MIB = {('torchvision_swin_t', None): 4406, ('torchvision_swin_t', 'bf16'): 3074, ('transnext_pytorch', None): 23497}
+H200_MIB = {
+    ('torchvision_swin_t', None): 4406,
+    ('torchvision_swin_t', 'bf16'): 3074,
+    ('transnext_pytorch', None): 23497
+}
 BENCHMARK_SIZE = (800, 1216)
 
 
@@ -441,8 +447,7 @@ def print_paper_table() -> dict:
         peaks = [count_step(cfg, Setting(impl, False, amp, batch), size).peak for impl in TABLE_IMPLS]
         key = f'{name}@{size[0]}x{size[1]}'
         result[key] = dict(zip(TABLE_IMPLS, peaks))
-        print(f'| {name} | {batch} x {size[0]} x {size[1]} | ' + ' | '.join(f'{p / GiB:.1f} GiB' for p in peaks) +
-              ' |',
+        print(f'| {name} | {batch} x {size[0]} x {size[1]} | ' + ' | '.join(f'{p / GiB:.1f} GiB' for p in peaks) + ' |',
               flush=True)
     return result
 
@@ -452,8 +457,10 @@ def print_paper_table() -> dict:
 
 def describe(setting: Setting) -> str:
     parts = [] if setting.attn_impl is None else [f"attn_impl='{setting.attn_impl}'"]
-    parts += ['with_cp' if setting.with_cp else 'no with_cp', f'{setting.amp} autocast' if setting.amp else 'fp32',
-              f'batch {setting.batch}']
+    parts += [
+        'with_cp' if setting.with_cp else 'no with_cp', f'{setting.amp} autocast' if setting.amp else 'fp32',
+        f'batch {setting.batch}'
+    ]
     return ', '.join(parts)
 
 
@@ -477,7 +484,8 @@ def fits(plan: Plan, gpu_memory: float) -> bool:
 
 def print_plan(plan: Plan) -> None:
     print(f'peak GPU memory of one training step: {plan.peak / MiB:.0f} MiB ({plan.peak / GiB:.2f} GiB)')
-    names = dict(state='parameters + gradients + optimizer state', activations='activations',
+    names = dict(state='parameters + gradients + optimizer state',
+                 activations='activations',
                  workspaces='kernel workspaces')
     for name in CATEGORIES:
         print(f'  {names[name]:<42} {plan.categories[name] / MiB:9.0f} MiB')
@@ -493,8 +501,10 @@ def print_approximations(plan: Plan) -> None:
 
 
 def table(plans: List[Plan]) -> str:
-    lines = ['| attn_impl | with_cp | peak (MiB) | params + grads + optimizer | activations | workspaces |',
-             '|---|---|---|---|---|---|']
+    lines = [
+        '| attn_impl | with_cp | peak (MiB) | params + grads + optimizer | activations | workspaces |',
+        '|---|---|---|---|---|---|'
+    ]
     for plan in plans:
         c = plan.categories
         lines.append(f'| {plan.setting.attn_impl or "-"} | {plan.setting.with_cp} | {plan.peak / MiB:.0f} | '
@@ -512,8 +522,8 @@ def fitting_settings(cfg, setting: Setting, size, objects, gpu_memory: float) ->
                 candidates.append(Setting(impl, with_cp, amp, setting.batch))
     batch = setting.batch // 2
     while batch >= 1:
-        candidates.append(setting._replace(batch=batch, with_cp=True, amp='bf16',
-                                           attn_impl=impls[-1] if setting.attn_impl else None))
+        candidates.append(
+            setting._replace(batch=batch, with_cp=True, amp='bf16', attn_impl=impls[-1] if setting.attn_impl else None))
         batch //= 2
     found = []
     for candidate in dict.fromkeys(candidates):
@@ -588,8 +598,10 @@ def main(argv=None):
           '(no GPU; CUDA kernels\' allocations)')
     try:
         if args.attn_impl is None and transnext:
-            settings = [Setting(impl, cp, args.amp, batch) for impl in ('auto', 'pytorch', 'ext', 'triton')
-                        for cp in (False, True)]
+            settings = [
+                Setting(impl, cp, args.amp, batch) for impl in ('auto', 'pytorch', 'ext', 'triton')
+                for cp in (False, True)
+            ]
             plans = [count_step(cfg, s, size, args.objects) for s in settings]
             print(table(plans))
             plan = plans[0]

@@ -229,8 +229,9 @@ def geometry_in(geometry: StageGeometry, dtype: torch.dtype, device=None) -> Sta
         return t.to(device=device, dtype=dtype if t.is_floating_point() else t.dtype)
 
     taps = geometry.bias_taps
-    taps = BiasTaps(*(tuple(cast(u) for u in t) if isinstance(t, tuple) and t and isinstance(t[0], torch.Tensor) else
-                      cast(t) for t in taps))
+    taps = BiasTaps(*(tuple(cast(u)
+                            for u in t) if isinstance(t, tuple) and t and isinstance(t[0], torch.Tensor) else cast(t)
+                      for t in taps))
     return geometry._replace(rel_table=cast(geometry.rel_table),
                              bias_taps=taps,
                              seq_length_scale=cast(geometry.seq_length_scale),

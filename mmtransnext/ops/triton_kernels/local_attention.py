@@ -91,18 +91,18 @@ def window_dot(a, b, bias, height, width, window_size, fill):
     grid, heads, N, D, L, blocks = _common(a, window_size)
     out = a.new_empty(*a.shape[:3], L)
     launch(window_dot_kernel, grid, a)(a,
-                            b,
-                            b if bias is None else bias,
-                            out,
-                            heads,
-                            height,
-                            width,
-                            N,
-                            D,
-                            L,
-                            fill,
-                            HAS_BIAS=bias is not None,
-                            **blocks)
+                                       b,
+                                       b if bias is None else bias,
+                                       out,
+                                       heads,
+                                       height,
+                                       width,
+                                       N,
+                                       D,
+                                       L,
+                                       fill,
+                                       HAS_BIAS=bias is not None,
+                                       **blocks)
     return out
 
 

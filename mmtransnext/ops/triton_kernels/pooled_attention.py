@@ -265,29 +265,29 @@ def pooled_forward(query, key, value, bias_rows, cols_index, cols_weight, local_
     grid = (triton.cdiv(s['N'], TILES['M']), s['B'] * s['heads'])
     inputs = (query, key, value, bias_rows, cols_index, cols_weight, local_logits)  # the op's, in its order
     launch(pooled_forward_kernel, grid, query)(*inputs,
-                                out,
-                                local_weights,
-                                lse,
-                                s['heads'],
-                                s['N'],
-                                s['P'],
-                                s['D'],
-                                s['DV'],
-                                L,
-                                s['H'],
-                                s['W'],
-                                s['ph'],
-                                s['pw'],
-                                s['U'],
-                                TAPS=s['taps'],
-                                BM=TILES['M'],
-                                BN=TILES['N'],
-                                BD=_head_block(s['D']),
-                                BDV=_head_block(s['DV']),
-                                BL=max(1, triton.next_power_of_2(L)),
-                                HAS_LOCAL=L > 0,
-                                PRECISION=precision,
-                                num_warps=TILES['WARPS'])
+                                               out,
+                                               local_weights,
+                                               lse,
+                                               s['heads'],
+                                               s['N'],
+                                               s['P'],
+                                               s['D'],
+                                               s['DV'],
+                                               L,
+                                               s['H'],
+                                               s['W'],
+                                               s['ph'],
+                                               s['pw'],
+                                               s['U'],
+                                               TAPS=s['taps'],
+                                               BM=TILES['M'],
+                                               BN=TILES['N'],
+                                               BD=_head_block(s['D']),
+                                               BDV=_head_block(s['DV']),
+                                               BL=max(1, triton.next_power_of_2(L)),
+                                               HAS_LOCAL=L > 0,
+                                               PRECISION=precision,
+                                               num_warps=TILES['WARPS'])
     return out, local_weights, lse
 
 
@@ -308,16 +308,16 @@ def pooled_backward(grad_out, delta, query, key, value, bias_rows, cols_index, c
     # the position-bias gradient summed over the batch: (heads, N, P) float32, read once by the table's reduction
     grad_bias = query.new_empty(s['heads'], s['N'], s['P'], dtype=torch.float32)
     launch(pooled_query_grad_kernel, (triton.cdiv(s['N'], TILES['M']), s['heads']), query)(*tiles_in,
-                                                                            grad_query,
-                                                                            grad_bias,
-                                                                            s['B'],
-                                                                            s['heads'],
-                                                                            *sizes,
-                                                                            BM=TILES['M'],
-                                                                            BN=TILES['N'],
-                                                                            PRECISION=precision,
-                                                                            num_warps=TILES['WARPS'],
-                                                                            **common)
+                                                                                           grad_query,
+                                                                                           grad_bias,
+                                                                                           s['B'],
+                                                                                           s['heads'],
+                                                                                           *sizes,
+                                                                                           BM=TILES['M'],
+                                                                                           BN=TILES['N'],
+                                                                                           PRECISION=precision,
+                                                                                           num_warps=TILES['WARPS'],
+                                                                                           **common)
 
     # the queries are split between programs in whole steps of KEY_M
     key_tiles, query_steps = triton.cdiv(s['P'], TILES['N']), triton.cdiv(s['N'], TILES['KEY_M'])
@@ -327,17 +327,17 @@ def pooled_backward(grad_out, delta, query, key, value, bias_rows, cols_index, c
     grad_key_part = query.new_empty(splits, *key.shape, dtype=torch.float32)
     grad_value_part = query.new_empty(splits, *value.shape, dtype=torch.float32)
     launch(pooled_key_grad_kernel, (key_tiles, BH, splits), query)(*tiles_in,
-                                                    grad_key_part,
-                                                    grad_value_part,
-                                                    BH,
-                                                    s['heads'],
-                                                    *sizes,
-                                                    queries_per_split,
-                                                    BM=TILES['KEY_M'],
-                                                    BN=TILES['N'],
-                                                    PRECISION=precision,
-                                                    num_warps=TILES['WARPS'],
-                                                    **common)
+                                                                   grad_key_part,
+                                                                   grad_value_part,
+                                                                   BH,
+                                                                   s['heads'],
+                                                                   *sizes,
+                                                                   queries_per_split,
+                                                                   BM=TILES['KEY_M'],
+                                                                   BN=TILES['N'],
+                                                                   PRECISION=precision,
+                                                                   num_warps=TILES['WARPS'],
+                                                                   **common)
 
     grad_rows = torch.empty_like(bias_rows)
     E = inverse_index.shape[1]
@@ -346,19 +346,19 @@ def pooled_backward(grad_out, delta, query, key, value, bias_rows, cols_index, c
     block_e = min(triton.next_power_of_2(E), 32)
     block_u = max(1, min(triton.next_power_of_2(s['U']), TILES['ENTRIES'] // (block_k * block_e)))
     launch(bias_rows_grad_kernel, (s['heads'] * s['H'], triton.cdiv(s['ph'], block_k)), query)(grad_bias,
-                                                                                inverse_index,
-                                                                                inverse_weight,
-                                                                                grad_rows,
-                                                                                s['H'],
-                                                                                s['N'],
-                                                                                s['P'],
-                                                                                s['W'],
-                                                                                s['ph'],
-                                                                                s['pw'],
-                                                                                s['U'],
-                                                                                E,
-                                                                                BK=block_k,
-                                                                                BU=block_u,
-                                                                                BE=block_e)
+                                                                                               inverse_index,
+                                                                                               inverse_weight,
+                                                                                               grad_rows,
+                                                                                               s['H'],
+                                                                                               s['N'],
+                                                                                               s['P'],
+                                                                                               s['W'],
+                                                                                               s['ph'],
+                                                                                               s['pw'],
+                                                                                               s['U'],
+                                                                                               E,
+                                                                                               BK=block_k,
+                                                                                               BU=block_u,
+                                                                                               BE=block_e)
     # the splits' partial sums, added in a fixed order
     return (grad_query, grad_key_part.sum(0).to(key.dtype), grad_value_part.sum(0).to(value.dtype), grad_rows)
