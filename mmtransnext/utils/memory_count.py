@@ -70,7 +70,8 @@ class MemoryCounter(TorchDispatchMode):
             category alive at once, at any time.
         peak_module (str): the innermost module running at the peak ('' outside any), with ' (backward)' in
             backward. ``phase`` (str): a label the caller sets ('forward', 'backward', ...), recorded with the peak.
-        approximations (Counter): data-dependent ops replaced on meta tensors, and how often.
+        approximations (Counter): data-dependent ops replaced on meta tensors, and how often;
+            ``approximated_peak`` (int): the most bytes of their (largest-case) results alive at once.
     """
 
     def __init__(self, device: str = 'meta', keep_peak_tensors: bool = False):
@@ -87,6 +88,9 @@ class MemoryCounter(TorchDispatchMode):
         self.peak_phase = ''
         self.phase = ''
         self.approximations = Counter()
+        self.approximated_peak = 0  # the most bytes of replaced ops' results alive at once
+        self._approximated_live = 0
+        self._approximating = False
         self._live: Dict[int, list] = {}  # storage id -> [bytes, category, weakref, op, module]
         self._by_category = dict.fromkeys(CATEGORIES, 0)
         self._kernel_depth = 0
@@ -115,17 +119,25 @@ class MemoryCounter(TorchDispatchMode):
                 entry[1] = category
             return
         nbytes = allocated_bytes(storage.nbytes())
-        entry = [nbytes, category, None, self._op, self._innermost_module() if self.keep_peak_tensors else '']
+        entry = [
+            nbytes, category, None, self._op,
+            self._innermost_module() if self.keep_peak_tensors else '', self._approximating
+        ]
         entry[2] = weakref.ref(storage, lambda _, key=key: self._release(key))
         self._live[key] = entry
         self.current += nbytes
         self._by_category[category] += nbytes
+        if self._approximating:
+            self._approximated_live += nbytes
+            self.approximated_peak = max(self.approximated_peak, self._approximated_live)
 
     def _release(self, key: int) -> None:
         entry = self._live.pop(key, None)
         if entry is not None:
             self.current -= entry[0]
             self._by_category[entry[1]] -= entry[0]
+            if entry[5]:
+                self._approximated_live -= entry[0]
 
     def _note_peak(self) -> None:
         for name, nbytes in self._by_category.items():
@@ -165,11 +177,14 @@ class MemoryCounter(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         self._op = func.overloadpacket.__name__
+        replaced = sum(self.approximations.values())
         out = self._run(func, args, kwargs)
         category = 'workspaces' if self._kernel_depth else 'activations'
+        self._approximating = sum(self.approximations.values()) != replaced
         for t in tree_flatten(out)[0]:
             if isinstance(t, torch.Tensor):
                 self._add(t, category)
+        self._approximating = False
         self._note_peak()
         return out
 

@@ -65,6 +65,7 @@ class Plan(NamedTuple):
     module: str
     phase: str
     approximations: Dict[str, int]
+    approximated: int  # bytes: the most of the replaced ops' results alive at once
 
 
 # ----------------------------------------------------------------------------- the config
@@ -350,7 +351,7 @@ def count_step(cfg, setting: Setting, size: Tuple[int, int], objects: int = 20) 
     for hook in hooks:
         hook.remove()
     return Plan(setting, size, counter.peak, dict(counter.peak_categories), counter.peak_module, counter.peak_phase,
-                dict(counter.approximations))
+                dict(counter.approximations), counter.approximated_peak)
 
 
 # ----------------------------------------------------------------------------- the benchmark's rows
@@ -472,7 +473,8 @@ def plan_dict(plan: Plan, gpu_memory: Optional[float] = None) -> dict:
                   categories_bytes=plan.categories,
                   peak_module=plan.module,
                   peak_phase=plan.phase,
-                  approximations=plan.approximations)
+                  approximations=plan.approximations,
+                  approximated_bytes=plan.approximated)
     if gpu_memory is not None:
         result['fits'] = fits(plan, gpu_memory)
     return result
@@ -496,8 +498,11 @@ def print_plan(plan: Plan) -> None:
 def print_approximations(plan: Plan) -> None:
     if plan.approximations:
         ops = ', '.join(f'{op} x{n}' for op, n in sorted(plan.approximations.items()))
-        print(f'data-dependent ops replaced on meta tensors by their largest case ({ops}): the parts after them '
-              '(sampling, assignment, matching) are counted at their largest, so the peak is an upper bound there')
+        print(f'approximated: data-dependent ops on values the meta tensors do not have ({ops}) took their largest '
+              f'case, so sampling, assignment and matching are counted at their largest; their results: at most '
+              f'{plan.approximated / MiB:.0f} MiB alive at once')
+    print('not counted: cuBLAS / cuDNN workspaces and kernels\' temporaries (2-4% of a step against an H200), the CUDA '
+          f'context, the allocator\'s fragmentation; "fits" leaves {1 - USABLE:.0%} of the GPU for them')
 
 
 def table(plans: List[Plan]) -> str:
@@ -513,13 +518,21 @@ def table(plans: List[Plan]) -> str:
 
 
 def fitting_settings(cfg, setting: Setting, size, objects, gpu_memory: float) -> List[Plan]:
-    """Settings that fit, fewest changes first: a kernel backend, with_cp, bf16 autocast, then smaller batches."""
-    candidates = []
+    """Settings that fit, fewest changes first, and among those a kernel backend (exact, the same results) before
+    with_cp (slower) before bf16 autocast (other rounding); then smaller batches with all three."""
     impls = [setting.attn_impl] if setting.attn_impl is None else [setting.attn_impl, 'triton', 'ext']
-    for impl in dict.fromkeys(impls):
-        for with_cp in dict.fromkeys([setting.with_cp, True]):
-            for amp in dict.fromkeys([setting.amp, 'bf16']):
-                candidates.append(Setting(impl, with_cp, amp, setting.batch))
+    combos = {
+        Setting(impl, cp, amp, setting.batch)
+        for impl in impls
+        for cp in (setting.with_cp, True)
+        for amp in (setting.amp, 'bf16')
+    }
+
+    def changes(s: Setting):
+        changed = (s.attn_impl != setting.attn_impl, s.with_cp != setting.with_cp, s.amp != setting.amp)
+        return sum(changed), changed[2], changed[1], impls.index(s.attn_impl)
+
+    candidates = sorted(combos - {setting}, key=changes)
     batch = setting.batch // 2
     while batch >= 1:
         candidates.append(
@@ -527,8 +540,6 @@ def fitting_settings(cfg, setting: Setting, size, objects, gpu_memory: float) ->
         batch //= 2
     found = []
     for candidate in dict.fromkeys(candidates):
-        if candidate == setting:
-            continue
         plan = count_step(cfg, candidate, size, objects)
         if fits(plan, gpu_memory):
             found.append(plan)
