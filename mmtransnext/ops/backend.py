@@ -89,13 +89,38 @@ def device_type_of(device) -> str:
     return device_type
 
 
+def autocast_state(device_type: str) -> Tuple[bool, torch.dtype]:
+    """Whether autocast is on for ``device_type`` ('cpu' or 'cuda'), and its type (torch < 2.4 names them per
+    device)."""
+    if hasattr(torch, 'get_autocast_dtype'):
+        return torch.is_autocast_enabled(device_type), torch.get_autocast_dtype(device_type)
+    if device_type == 'cuda':
+        return torch.is_autocast_enabled(), torch.get_autocast_gpu_dtype()
+    return torch.is_autocast_cpu_enabled(), torch.get_autocast_cpu_dtype()
+
+
+def set_autocast_state(device_type: str, enabled: bool, dtype: torch.dtype) -> None:
+    """Switch autocast's flags for ``device_type`` ('cpu' or 'cuda'); they change nothing for other devices'
+    tensors (CUDA's can be set without a GPU)."""
+    if hasattr(torch, 'get_autocast_dtype'):
+        torch.set_autocast_enabled(device_type, enabled)
+        torch.set_autocast_dtype(device_type, dtype)
+    elif device_type == 'cuda':
+        torch.set_autocast_enabled(enabled)
+        torch.set_autocast_gpu_dtype(dtype)
+    else:
+        torch.set_autocast_cpu_enabled(enabled)
+        torch.set_autocast_cpu_dtype(dtype)
+
+
 def autocast_dtype(device) -> Optional[torch.dtype]:
     """The type autocast multiplies in for tensors on ``device`` (a meta tensor's: its planned device's), or None
     where autocast is off."""
     device_type = device_type_of(device)
-    if device_type not in ('cpu', 'cuda') or not torch.is_autocast_enabled(device_type):
+    if device_type not in ('cpu', 'cuda'):
         return None
-    return torch.get_autocast_dtype(device_type)
+    enabled, dtype = autocast_state(device_type)
+    return dtype if enabled else None
 
 
 def planned_device_type() -> str:

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from . import ext_loader
-from .backend import choose_backend, device_type_of, planned_device_type
+from .backend import autocast_dtype, choose_backend, planned_device_type
 from .registration import register_op
 
 
@@ -246,10 +246,8 @@ def _triton_pooled_attention(query, key, value, bias_rows, cols_index, cols_weig
                              out_dtype):
     # products in the type torch's matmuls take under autocast (the reference path's q @ k^T and p @ v do), else
     # half / bfloat16 inputs in their type, accumulated in float32; the bias and the softmax are float32
-    device_type = device_type_of(query.device)  # a meta tensor's is the planned device's (the memory count)
-    if torch.is_autocast_enabled(device_type):
-        dtype = torch.get_autocast_dtype(device_type)
-    else:
+    dtype = autocast_dtype(query.device)  # a meta tensor's: the planned device's (the memory count)
+    if dtype is None:
         dtype = out_dtype if out_dtype in (torch.float16, torch.bfloat16) else torch.float32
     precision = _kernels().dot_precision(dtype, query.device)
     if cols_inverse is None:

@@ -24,6 +24,8 @@ import torch.utils.checkpoint
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten, tree_map
 
+from ..ops.backend import autocast_state, set_autocast_state
+
 # ATen/autocast_mode.h: AT_FORALL_LOWER_PRECISION_FP (with the Python names of the same ops)
 LOWER_PRECISION = frozenset({
     '_convolution', 'conv1d', 'conv2d', 'conv3d', 'conv_tbc', 'conv_transpose1d', 'conv_transpose2d',
@@ -69,16 +71,14 @@ class CudaAutocast(TorchFunctionMode):
         self._flags = None
 
     def __enter__(self):
-        self._flags = (torch.is_autocast_enabled('cuda'), torch.get_autocast_dtype('cuda'))
-        torch.set_autocast_enabled('cuda', True)
-        torch.set_autocast_dtype('cuda', self.dtype)
+        self._flags = autocast_state('cuda')
+        set_autocast_state('cuda', True, self.dtype)
         self._checkpoint = torch.utils.checkpoint.checkpoint
         torch.utils.checkpoint.checkpoint = self._checkpointed
         return super().__enter__()
 
     def __exit__(self, *exc):
-        torch.set_autocast_enabled('cuda', self._flags[0])
-        torch.set_autocast_dtype('cuda', self._flags[1])
+        set_autocast_state('cuda', *self._flags)
         torch.utils.checkpoint.checkpoint = self._checkpoint
         self._cache.clear()
         return super().__exit__(*exc)
@@ -90,13 +90,12 @@ class CudaAutocast(TorchFunctionMode):
         def under_autocast(*inputs, **options):
             if any(mode is self for mode in torch.overrides._get_current_function_mode_stack()):
                 return function(*inputs, **options)
-            torch.set_autocast_enabled('cuda', True)
-            torch.set_autocast_dtype('cuda', self.dtype)
+            set_autocast_state('cuda', True, self.dtype)
             try:
                 with self._active():  # recomputing
                     return function(*inputs, **options)
             finally:
-                torch.set_autocast_enabled('cuda', False)
+                set_autocast_state('cuda', False, self.dtype)
 
         return self._checkpoint(under_autocast, *args, **kwargs)
 
@@ -114,7 +113,7 @@ class CudaAutocast(TorchFunctionMode):
         function modes; what activation checkpointing recomputes there runs under these rules again (torch runs it
         under the forward's autocast state)."""
         self._cache.clear()
-        torch.set_autocast_enabled('cuda', False)
+        set_autocast_state('cuda', False, self.dtype)
 
     def _to(self, t, dtype):
         if not _floating(t) or t.dtype == dtype:
@@ -132,7 +131,7 @@ class CudaAutocast(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         name = getattr(func, '__name__', '').split('.')[-1]
-        if not torch.is_autocast_enabled('cuda') or not any(_floating(t) for t in _tensors((args, kwargs))):
+        if not autocast_state('cuda')[0] or not any(_floating(t) for t in _tensors((args, kwargs))):
             return func(*args, **kwargs)
         if name in LOWER_PRECISION:
             args, kwargs = self._cast(args, kwargs, self.dtype)

@@ -491,8 +491,7 @@ def print_plan(plan: Plan) -> None:
                  workspaces='kernel workspaces')
     for name in CATEGORIES:
         print(f'  {names[name]:<42} {plan.categories[name] / MiB:9.0f} MiB')
-    where = plan.module or ('the losses (outside any module\'s forward)' if plan.phase == 'forward' else '')
-    print(f'  reached in the {plan.phase}' + (f', in {where}' if where else ''))
+    print(f'  reached in: {where(plan)}')
 
 
 def print_approximations(plan: Plan) -> None:
@@ -507,14 +506,21 @@ def print_approximations(plan: Plan) -> None:
 
 def table(plans: List[Plan]) -> str:
     lines = [
-        '| attn_impl | with_cp | peak (MiB) | params + grads + optimizer | activations | workspaces |',
-        '|---|---|---|---|---|---|'
+        '| attn_impl | with_cp | peak (MiB) | params + grads + optimizer | activations | workspaces | reached in |',
+        '|---|---|---|---|---|---|---|'
     ]
     for plan in plans:
         c = plan.categories
         lines.append(f'| {plan.setting.attn_impl or "-"} | {plan.setting.with_cp} | {plan.peak / MiB:.0f} | '
-                     f'{c["state"] / MiB:.0f} | {c["activations"] / MiB:.0f} | {c["workspaces"] / MiB:.0f} |')
+                     f'{c["state"] / MiB:.0f} | {c["activations"] / MiB:.0f} | {c["workspaces"] / MiB:.0f} | '
+                     f'{where(plan)} |')
     return '\n'.join(lines)
+
+
+def where(plan: Plan) -> str:
+    """The phase and module of the peak."""
+    module = plan.module or ('the losses' if plan.phase == 'forward' else '')
+    return plan.phase + (f', {module}' if module else '')
 
 
 def fitting_settings(cfg, setting: Setting, size, objects, gpu_memory: float) -> List[Plan]:

@@ -262,9 +262,9 @@ class AggregatedAttention(_CosineAttention):
 
         # local keys / values: every pixel's window, keys L2-normalised
         k_local, v_local = _split_heads(self.kv(x), 2, heads)
-        attn_local = local_similarity(q_scaled, self.normalize(k_local,
-                                                               kept_reduced=True), self.relative_pos_bias_local,
-                                      geometry.size, self.window_size, self.attn_impl, geometry.padding_mask)
+        k_local = self.normalize(k_local, kept_reduced=True)
+        attn_local = local_similarity(q_scaled, k_local, self.relative_pos_bias_local, geometry.size, self.window_size,
+                                      self.attn_impl, geometry.padding_mask)
 
         # pooled keys / values
         # sr is a 1x1 convolution, i.e. a linear map of each token: applied to the (B, N, C) tokens as

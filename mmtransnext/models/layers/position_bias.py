@@ -224,14 +224,13 @@ def geometry_in(geometry: StageGeometry, dtype: torch.dtype, device=None) -> Sta
     follow the conversion; and every tensor on ``device`` when given."""
 
     def cast(t):
+        if isinstance(t, tuple) and any(isinstance(u, torch.Tensor) for u in t):  # cols_inverse
+            return tuple(cast(u) for u in t)
         if not isinstance(t, torch.Tensor):
-            return t
+            return t  # sizes, None
         return t.to(device=device, dtype=dtype if t.is_floating_point() else t.dtype)
 
-    taps = geometry.bias_taps
-    taps = BiasTaps(*(tuple(cast(u)
-                            for u in t) if isinstance(t, tuple) and t and isinstance(t[0], torch.Tensor) else cast(t)
-                      for t in taps))
+    taps = BiasTaps(*(cast(t) for t in geometry.bias_taps))
     return geometry._replace(rel_table=cast(geometry.rel_table),
                              bias_taps=taps,
                              seq_length_scale=cast(geometry.seq_length_scale),
