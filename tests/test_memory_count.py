@@ -7,10 +7,12 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from mmtransnext.ops import local_aggregation, local_similarity, pooled_attention
 from mmtransnext.ops.backend import planning_for
 from mmtransnext.ops.pooled_attention import invert_cols_taps
+from mmtransnext.utils.cuda_autocast import CudaAutocast
 from mmtransnext.utils.memory_count import MemoryCounter
 from .conftest import needs_triton
 from .test_pooled_attention import _inputs
@@ -152,3 +154,22 @@ def test_planner_bad_arguments_name_the_problem(gpu_memory, capsys, args, messag
     with pytest.raises(SystemExit):
         gpu_memory.main(args)
     assert message in capsys.readouterr().err
+
+
+def test_cuda_autocast_rules_on_cpu_tensors():
+    """CUDA autocast's type rules, applied to tensors that are not on a GPU: products reduced (a parameter's cast
+    made once per region), range-sensitive ops in float32 (through ``dtype`` where they take one), mixed-type ops
+    in the widest type, the rest in the type given."""
+    x = torch.randn(1, 2, 4, 4).bfloat16()
+    weight = torch.randn(3, 2, 1, 1, requires_grad=True)
+    with CudaAutocast(torch.bfloat16) as autocast:
+        assert F.conv2d(x.float(), weight).dtype == torch.bfloat16
+        assert (x.float() @ x.float()).dtype == torch.bfloat16
+        assert F.layer_norm(x, (4, )).dtype == x.softmax(-1).dtype == x.sum().dtype == torch.float32
+        assert F.interpolate(x, scale_factor=2, mode='bilinear').dtype == torch.float32
+        assert F.interpolate(x, size=(2, 2), mode='area').dtype == torch.bfloat16
+        assert F.normalize(x, dim=-1).dtype == torch.float32
+        assert torch.cat([x, x.float()]).dtype == torch.float32
+        assert F.gelu(x).dtype == torch.bfloat16
+        assert autocast._to(weight, torch.bfloat16) is autocast._to(weight, torch.bfloat16)  # cached for the region
+    assert F.conv2d(x.float(), weight).dtype == torch.float32  # off again

@@ -137,7 +137,7 @@ class CudaAutocast(TorchFunctionMode):
             args, kwargs = self._cast(args, kwargs, self.dtype)
         elif name in FLOAT32_DTYPE_ARG and kwargs.get('dtype') is None and _reduced(args):
             kwargs = dict(kwargs, dtype=torch.float32)
-        elif name in FLOAT32 or (name == 'interpolate' and kwargs.get('mode', _arg(args, 2, 'nearest')) != 'area'):
+        elif name in FLOAT32 or (name == 'interpolate' and kwargs.get('mode', _arg(args, 3, 'nearest')) != 'area'):
             args, kwargs = self._cast(args, kwargs, torch.float32)
         elif name in PROMOTE:
             widest = None
