@@ -123,6 +123,13 @@ def autocast_dtype(device) -> Optional[torch.dtype]:
     return dtype if enabled else None
 
 
+def in_autocast_dtype(x: torch.Tensor) -> torch.Tensor:
+    """``x`` cast to autocast's type where autocast is on for its device (and ``x`` is floating), else ``x``: one
+    cast for several products that read it, where autocast would cast it for each and each would keep its copy."""
+    dtype = autocast_dtype(x.device)
+    return x if dtype is None or not x.is_floating_point() else x.to(dtype)
+
+
 def planned_device_type() -> str:
     """What meta tensors stand for now ('cuda' when nobody said)."""
     return _planned_device[0] or 'cuda'

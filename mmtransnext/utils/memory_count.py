@@ -61,8 +61,6 @@ class MemoryCounter(TorchDispatchMode):
     Args:
         device (str): the device type whose storages are counted: 'meta' (planning) or 'cpu' (checking the count
             against real tensors).
-        keep_peak_tensors (bool): also keep, per storage alive at the peak, its bytes, category, the op that made it
-            and the module running then (:attr:`peak_tensors`).
 
     Attributes:
         current (int): bytes alive now. ``peak`` (int): the most alive at once.
@@ -74,12 +72,9 @@ class MemoryCounter(TorchDispatchMode):
             ``approximated_peak`` (int): the most bytes of their (largest-case) results alive at once.
     """
 
-    def __init__(self, device: str = 'meta', keep_peak_tensors: bool = False):
+    def __init__(self, device: str = 'meta'):
         super().__init__()
         self.device = torch.device(device).type  # storages elsewhere (e.g. the CPU's, on the host) are not counted
-        self.keep_peak_tensors = keep_peak_tensors
-        self.peak_tensors = []  # with keep_peak_tensors: (bytes, category, op, module) of each storage at the peak
-        self._op = ''
         self.current = 0
         self.peak = 0
         self.peak_categories = dict.fromkeys(CATEGORIES, 0)
@@ -91,7 +86,7 @@ class MemoryCounter(TorchDispatchMode):
         self.approximated_peak = 0  # the most bytes of replaced ops' results alive at once
         self._approximated_live = 0
         self._approximating = False
-        self._live: Dict[int, list] = {}  # storage id -> [bytes, category, weakref, op, module]
+        self._live: Dict[int, list] = {}  # storage id -> [bytes, category, weakref, made by a replaced op]
         self._by_category = dict.fromkeys(CATEGORIES, 0)
         self._kernel_depth = 0
         self._modules = None
@@ -119,10 +114,7 @@ class MemoryCounter(TorchDispatchMode):
                 entry[1] = category
             return
         nbytes = allocated_bytes(storage.nbytes())
-        entry = [
-            nbytes, category, None, self._op,
-            self._innermost_module() if self.keep_peak_tensors else '', self._approximating
-        ]
+        entry = [nbytes, category, None, self._approximating]
         entry[2] = weakref.ref(storage, lambda _, key=key: self._release(key))
         self._live[key] = entry
         self.current += nbytes
@@ -136,7 +128,7 @@ class MemoryCounter(TorchDispatchMode):
         if entry is not None:
             self.current -= entry[0]
             self._by_category[entry[1]] -= entry[0]
-            if entry[5]:
+            if entry[3]:
                 self._approximated_live -= entry[0]
 
     def _note_peak(self) -> None:
@@ -147,8 +139,6 @@ class MemoryCounter(TorchDispatchMode):
             self.peak_categories = dict(self._by_category)
             self.peak_phase = self.phase
             self.peak_module = self._innermost_module()
-            if self.keep_peak_tensors:
-                self.peak_tensors = [(e[0], e[1], e[3], e[4]) for e in self._live.values()]
 
     def _innermost_module(self) -> str:
         if self._modules is None:
@@ -176,11 +166,8 @@ class MemoryCounter(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        self._op = func.overloadpacket.__name__
-        replaced = sum(self.approximations.values())
-        out = self._run(func, args, kwargs)
+        out = self._run(func, args, kwargs)  # sets _approximating when it replaced the op
         category = 'workspaces' if self._kernel_depth else 'activations'
-        self._approximating = sum(self.approximations.values()) != replaced
         for t in tree_flatten(out)[0]:
             if isinstance(t, torch.Tensor):
                 self._add(t, category)
@@ -216,6 +203,7 @@ class MemoryCounter(TorchDispatchMode):
         replaced = self._data_dependent(func, args, kwargs)
         if replaced is not NotImplemented:
             self.approximations[str(func.overloadpacket.__name__)] += 1
+            self._approximating = True
             return replaced
         return func(*args, **kwargs)
 

@@ -29,7 +29,7 @@ import os.path as osp
 import sys
 import warnings
 from contextlib import ExitStack, contextmanager
-from typing import Dict, List, NamedTuple, Optional, Tuple
+from typing import Callable, Dict, List, NamedTuple, Optional, Tuple
 
 sys.path[:0] = [osp.dirname(osp.dirname(osp.abspath(__file__))), osp.dirname(osp.abspath(__file__))]
 warnings.filterwarnings('ignore')
@@ -320,38 +320,59 @@ def count_step(cfg, setting: Setting, size: Tuple[int, int], objects: int = 20) 
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     inputs, samples = synthetic_batch(cfg, model, setting.batch, size, objects)
-
-    counter = MemoryCounter('meta')
     state = list(model.parameters()) + list(model.buffers())
     for group in optimizer.state.values():
         state += [v for v in group.values() if isinstance(v, torch.Tensor)]
-    counter.track(state, 'state')
-    counter.track([inputs])
-    # gradients are state once autograd has accumulated them
-    hooks = [p.register_post_accumulate_grad_hook(lambda p: counter.track([p.grad], 'state')) for p in params]
-    with ExitStack() as stack:
-        stack.enter_context(planning_for('cuda'))
-        stack.enter_context(mmcv_kernels_skipped_on_meta())
-        stack.enter_context(meta_index_types())
-        stack.enter_context(counter)
-        samples = [sample.to('meta') for sample in samples]  # inside the count: they keep their values
-        counter.phase = 'forward'
-        autocast = stack.enter_context(CudaAutocast(AMP[setting.amp])) if setting.amp else None
-        losses = model.loss(inputs, samples)
-        loss, _ = model.parse_losses(losses)
-        del losses
-        counter.phase = 'backward'
-        if autocast is not None:
-            autocast.backward_phase()
-        loss.backward()
-        del loss
-        counter.phase = 'optimizer step'
+
+    on_meta = []  # the batch's ground truth, alive through the step as in training
+
+    def loss():
+        on_meta.extend(sample.to('meta') for sample in samples)  # inside the count: they keep their values
+        return model.parse_losses(model.loss(inputs, on_meta))[0]
+
+    def optimizer_step():
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+
+    counter = MemoryCounter('meta')
+    # gradients are state once autograd has accumulated them
+    hooks = [p.register_post_accumulate_grad_hook(lambda p: counter.track([p.grad], 'state')) for p in params]
+    count_training_step(counter, state, inputs, setting.amp, loss, optimizer_step,
+                        (mmcv_kernels_skipped_on_meta(), meta_index_types()))
     for hook in hooks:
         hook.remove()
     return Plan(setting, size, counter.peak, dict(counter.peak_categories), counter.peak_module, counter.peak_phase,
                 dict(counter.approximations), counter.approximated_peak)
+
+
+def count_training_step(counter: MemoryCounter,
+                        state: List[torch.Tensor],
+                        inputs: torch.Tensor,
+                        amp: Optional[str],
+                        loss: Callable[[], torch.Tensor],
+                        optimizer_step: Optional[Callable[[], None]] = None,
+                        contexts=()) -> None:
+    """Count ``loss()`` (the forward, under CUDA autocast's rules with ``amp``), its backward and
+    ``optimizer_step()`` on meta tensors, as on a GPU (``planning_for('cuda')``), with ``state`` (parameters,
+    gradients, optimizer state) and ``inputs`` alive throughout; ``contexts`` are entered around it."""
+    counter.track(state, 'state')
+    counter.track([inputs])
+    with ExitStack() as stack:
+        stack.enter_context(planning_for('cuda'))
+        for context in contexts:
+            stack.enter_context(context)
+        stack.enter_context(counter)
+        counter.phase = 'forward'
+        autocast = stack.enter_context(CudaAutocast(AMP[amp])) if amp else None
+        value = loss()
+        counter.phase = 'backward'
+        if autocast is not None:
+            autocast.backward_phase()
+        value.backward()
+        del value
+        if optimizer_step is not None:
+            counter.phase = 'optimizer step'
+            optimizer_step()
 
 
 # ----------------------------------------------------------------------------- the benchmark's rows
@@ -382,19 +403,14 @@ def benchmark_step(row: str, amp: Optional[str] = None, batch: int = 2, size=BEN
     for p in params:
         p.grad = torch.empty_like(p)
     x = torch.empty(batch, 3, *size, device='meta')
-    counter = MemoryCounter('meta')
-    counter.track(list(model.parameters()) + [p.grad for p in params] + list(model.buffers()), 'state')
-    counter.track([x])
-    with planning_for('cuda'), counter, CudaAutocast(AMP[amp]) if amp else ExitStack() as autocast:
-        counter.phase = 'forward'
+
+    def loss():
         outputs = model(x)
-        outputs = outputs if isinstance(outputs, (tuple, list)) else [outputs]
-        loss = sum(o.float().mean() for o in outputs)
-        del outputs
-        counter.phase = 'backward'
-        if amp:
-            autocast.backward_phase()
-        loss.backward()
+        return sum(o.float().mean() for o in (outputs if isinstance(outputs, (tuple, list)) else [outputs]))
+
+    counter = MemoryCounter('meta')
+    count_training_step(counter,
+                        list(model.parameters()) + [p.grad for p in params] + list(model.buffers()), x, amp, loss)
     return counter
 
 

@@ -9,7 +9,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ...ops import choose_backend, local_aggregation, local_similarity, pooled_attention, position_bias_mlp
-from ...ops.backend import autocast_dtype
+from ...ops.backend import autocast_dtype, in_autocast_dtype
 from .position_bias import StageGeometry, gather_position_bias, position_bias_rows
 
 
@@ -174,10 +174,8 @@ class _CosineAttention(nn.Module):
         return choose_backend('memory_lean', self.attn_impl, device).backend != 'pytorch'
 
     def cast_once(self, x: torch.Tensor) -> torch.Tensor:
-        """``x`` in autocast's type on the kernel paths, when several products read it: autocast would cast it for
-        each (the same values), and each product would keep its own copy for backward."""
-        dtype = autocast_dtype(x.device) if self.keeps_less(x.device) else None
-        return x if dtype is None or not x.is_floating_point() else x.to(dtype)
+        """``x``, read by several products, in autocast's type once on the kernel paths (``in_autocast_dtype``)."""
+        return in_autocast_dtype(x) if self.keeps_less(x.device) else x
 
     def normalize(self, x: torch.Tensor, kept_reduced: bool = False) -> torch.Tensor:
         """``F.normalize(x, dim=-1)``; ``kept_reduced``: what reads the output keeps only its autocast copy."""

@@ -3,7 +3,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ...ops import choose_backend, gelu_gate, gelu_gate_backward
-from ...ops.backend import autocast_dtype
+from ...ops.backend import in_autocast_dtype
 
 
 class DepthwiseConv(nn.Module):
@@ -50,9 +50,8 @@ class ConvolutionalGLU(nn.Module):
         hidden = self.fc1.out_features // 2
         weight, bias = self.fc1.weight, self.fc1.bias
         lean = choose_backend('memory_lean', self.attn_impl, x.device).backend != 'pytorch'
-        reduced = autocast_dtype(x.device) if lean else None
-        if reduced is not None:  # one cast for both halves (autocast would keep a copy for each)
-            x = x.to(reduced)
+        if lean:  # one cast for both halves under autocast
+            x = in_autocast_dtype(x)
         gate = F.linear(x, weight[:hidden], bias[:hidden])
         v = F.linear(x, weight[hidden:], bias[hidden:])
         if not lean or (self.drop.p > 0 and self.training) or not torch.is_grad_enabled():
