@@ -1,5 +1,6 @@
 import json
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -104,6 +105,11 @@ needs_cuda_ext = pytest.mark.skipif(not (torch.cuda.is_available() and ext_avail
 # TRITON_INTERPRET when a kernel is defined (mmtransnext defines its kernels on first use, after this line)
 if not torch.cuda.is_available():
     os.environ.setdefault('TRITON_INTERPRET', '1')
+
+# attn_impl='auto' measures each op once per run and keeps it in one cache for the whole run (every xdist worker and
+# the tools the tests start), not in the user's ~/.cache; tests of the measuring itself use their own directories
+_RUN = os.environ.get('PYTEST_XDIST_TESTRUNUID') or str(os.getpid())
+os.environ.setdefault('MMTRANSNEXT_CACHE_DIR', os.path.join(tempfile.gettempdir(), f'mmtransnext-tests-{_RUN}'))
 TRITON_DEVICE = torch.device('cuda' if torch.cuda.is_available() else 'cpu')
 
 

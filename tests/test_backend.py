@@ -28,15 +28,14 @@ def test_auto_without_the_build_falls_back_and_says_why(monkeypatch):
         choose_backend('local_attention', 'ext', 'cpu')
 
 
-def test_gpu_policy_is_read_from_one_table():
-    """On a GPU 'auto' trains with the written-out softmax (the CUDA split softmax's backward measured slower) and
-    uses the split one for inference where the CUDA kernels are built. Decided from the device type alone."""
-    training = choose_backend('pooled_attention', 'auto', 'cuda', torch.float32, training=True)
-    assert training == ('pytorch', 'auto: fastest measured for cuda training')
-    inference = choose_backend('pooled_attention', 'auto', 'cuda', torch.float32, training=False)
-    assert inference.backend == ('ext' if ext_available('cuda') else 'pytorch')
-    if not ext_available('cuda'):
-        assert 'without kernels for cuda' in inference.reason or 'not built' in inference.reason
+def test_gpu_static_table_takes_the_lean_op():
+    """Where nothing is measured (no workload, tracing, MMTRANSNEXT_AUTOTUNE=0), a GPU trains and infers with the
+    op where the CUDA kernels are built: its memory is counted at 1.23x Swin-T's against 3.26x (backend.AUTO_ORDER)."""
+    for training in (True, False):
+        choice = choose_backend('pooled_attention', 'auto', 'cuda', torch.float32, training=training)
+        assert choice.backend == ('ext' if ext_available('cuda') else 'pytorch')
+        if not ext_available('cuda'):
+            assert 'without kernels for cuda' in choice.reason or 'not built' in choice.reason
 
 
 @pytest.mark.skipif(not triton_status('cuda')[0] and 'not installed' in triton_status('cuda')[1],

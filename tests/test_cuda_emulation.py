@@ -6,12 +6,14 @@ execution model: the threads of a block run concurrently, __syncthreads() is a r
 by the block's threads, atomicAdd is atomic. With that module as the extension, ``attn_impl='ext'`` on CPU tensors
 runs the CUDA kernels through the op's own autograd functions. The shapes are those of the CPU op tests, plus what
 only the CUDA launch configuration splits: several key tiles, query blocks and query chunks, and each head-size
-register width.
+register width. Every launch is also held to what each GPU architecture the project builds for allows a launch
+(cuda_emulation.h, kArchitectures), and a training step's launches are checked so without running every block.
 """
 import pytest
 import torch
 
 from mmtransnext.ops import ext_loader, local_aggregation, local_similarity, pooled_attention
+from .conftest import needs_ext
 from .helpers import ROOT
 from .test_ops import SHAPES as LOCAL_SHAPES
 from .test_ops import _compare as compare_local
@@ -135,3 +137,66 @@ def test_the_emulated_build_is_the_cuda_path(emulated):
         emulated.local_similarity_forward(q, k, bias, 3, 3, 3)
     out = emulated.local_similarity_forward(q, k, bias, 2, 2, 3)
     assert out.shape == (1, 1, 4, 9)
+
+
+# ----------------------------------------------------------------------------- launch configurations
+
+KERNELS = {
+    'local_similarity_forward_kernel', 'local_similarity_backward_qk_kernel', 'local_similarity_backward_bias_kernel',
+    'local_weighted_sum_kernel', 'local_aggregation_backward_weights_kernel', 'pooled_attention_forward_kernel',
+    'pooled_attention_backward_query_kernel', 'pooled_attention_backward_key_kernel',
+    'pooled_attention_backward_bias_kernel'
+}
+
+
+def test_launch_limits_of_each_architecture(emulated):
+    """What the emulation refuses, and on which architecture it says so first."""
+    assert [a['compute_capability'] for a in emulated.emulation_architectures()] == [75, 80, 86, 89, 90, 100, 120]
+    fits = emulated.emulation_misfit
+    assert fits((65535 * 8, 65535, 65535), (256, 1, 1), 0, 48 * 1024) == ''
+    assert 'block dimension 2 of 65' in fits((1, 1, 1), (1, 1, 65), 0, 0)
+    assert 'grid dimension 1 of 65536: 1 to 65535 on sm_75' in fits((1, 65536, 1), (256, 1, 1), 0, 0)
+    assert 'block dimension 0 of 1025: 1 to 1024' in fits((1, 1, 1), (1025, 1, 1), 0, 0)
+    assert '2048 threads per block: at most 1024 on sm_75' in fits((1, 1, 1), (32, 32, 2), 0, 0)
+    # without __launch_bounds__ a block of more than 256 threads may need more than the 64 K registers a block has
+    assert 'a block needs 131072 registers, 65536 on sm_75' in fits((1, 1, 1), (512, 1, 1), 0, 0)
+    message = fits((1, 1, 1), (128, 1, 1), 40 * 1024, 9 * 1024)
+    assert '50176 bytes of shared memory per block (40960 static, 9216 dynamic): at most 49152' in message
+    assert 'at most 65536 with it) on sm_75' in message
+
+
+class _AttentionFrom:
+    """The emulated CUDA build for the attention ops, the built extension for the ops it does not have (the
+    position-bias MLP and the GELU gate have CPU kernels only)."""
+
+    def __init__(self, emulated, built):
+        self.emulated, self.built = emulated, built
+
+    def __getattr__(self, name):
+        return getattr(self.emulated if hasattr(self.emulated, name) else self.built, name)
+
+
+@needs_ext
+def test_training_step_launches_fit_every_architecture(emulated, monkeypatch):
+    """Every launch of a TransNeXt training step (the model's own 224 grid and a resized input: both position-bias
+    modes) fits every architecture: the emulation checks each launch as it starts and once its first block has
+    declared its static shared memory, and runs only that block (the outputs are left unwritten: any values do)."""
+    from mmtransnext.models import TransNeXt
+    monkeypatch.setattr(ext_loader, 'ext', _AttentionFrom(emulated, ext_loader.ext))
+    emulated.emulation_launches()  # (clears the log)
+    emulated.emulation_first_block_only(True)
+    try:
+        torch.manual_seed(0)
+        net = TransNeXt(arch='micro', attn_impl='ext')
+        for size in ((224, 224), (256, 320)):
+            outs = net(torch.randn(2, 3, *size))
+            sum(o.sum() for o in outs).backward()
+    finally:
+        emulated.emulation_first_block_only(False)
+    launches = emulated.emulation_launches()
+    assert {launch['kernel'].split('<')[0].split('::')[-1] for launch in launches} == KERNELS
+    # the static arrays were counted: the forward stages 64 keys and 64 values of 32 float32 elements per block
+    forward = [launch for launch in launches if 'pooled_attention_forward_kernel<float, 32>' in launch['kernel']]
+    assert forward and all(launch['static_shared'] == 2 * 64 * 32 * 4 for launch in forward)
+    worst = max(launch['static_shared'] + launch['dynamic_shared'] for launch in launches)
+    assert worst <= min(a['shared_per_block'] for a in emulated.emulation_architectures())

@@ -62,6 +62,16 @@ status=0
     tests/test_triton_ops.py -k 'cuda or triton or autocast' 2>&1 | tee "$RESULTS/tests.log"
 [[ "${PIPESTATUS[0]}" == 0 ]] || status=1
 
+# attn_impl='auto' on this GPU: each backend verified against the reference, timed, its memory taken, and the choice
+export MMTRANSNEXT_CACHE_DIR="$RESULTS/backend_cache"
+for amp in "" "--amp bfloat16"; do
+    log "attn_impl='auto' decisions ${amp:-float32}"
+    # shellcheck disable=SC2086
+    "$PY" tools/analysis/backends.py configs/maskrcnn_transnext_tiny.py --size 800 1216 $amp \
+        2>&1 | tee -a "$RESULTS/auto_decisions.md"
+    [[ "${PIPESTATUS[0]}" == 0 ]] || status=1
+done
+
 for amp in none bf16; do
     log "benchmark, autocast $amp"
     "$PY" tools/analysis/benchmark.py --sizes 800x1216 --batch 2 --repeats "$REPEATS" --amp "$amp" \

@@ -7,9 +7,11 @@ Backends:
 * ``'triton'``: Triton kernels (``mmtransnext.ops.triton_kernels``). On a GPU they are compiled; on CPU tensors they
   run only under Triton's interpreter (``TRITON_INTERPRET=1``), which is how CI checks their arithmetic.
 
-``attn_impl`` names one of them or ``'auto'``. Each op states what it can run on (:data:`OP_SUPPORT`); ``'auto'``
-takes the first backend of :data:`AUTO_ORDER` for the device and mode that can run, and records why the ones
-before it could not. Layers ask :func:`choose_backend`; they never decide.
+``attn_impl`` names one of them or ``'auto'``. Each op states what it can run on (:data:`OP_SUPPORT`). Under
+``'auto'`` the attention ops (:data:`MEASURED_OPS`) are measured and verified on the device in use the first time
+they run (:mod:`.autotune`); where nothing is measured (tracing, meta tensors, ``MMTRANSNEXT_AUTOTUNE=0``) and for the
+other ops, ``'auto'`` takes the first backend of the static table (:data:`AUTO_ORDER`) that can run, and records
+why the ones before it could not. Layers ask :func:`choose_backend`; they never decide.
 """
 import logging
 import os
@@ -53,12 +55,19 @@ OP_SUPPORT: Dict[str, Dict[str, Tuple[Tuple[str, ...], Tuple[torch.dtype, ...]]]
     },
 }
 
-# 'auto': the backends to try, fastest measured first (tools/analysis/benchmark.py; docs/benchmark.md), per
-# (device type, training). On a GPU the C++/CUDA softmax's backward is slower than the written-out one (measured on
-# an H200), so training keeps PyTorch's; the Triton kernels stay opt-in until tools/gpu_check.sh has measured them.
-AUTO_ORDER: Dict[Tuple[str, str, bool], Tuple[str, ...]] = {
-    ('pooled_attention', 'cuda', True): ('pytorch', ),
-}
+# 'auto' measures these ops' backends on the device in use (autotune.py); the others have one kernel backend, on
+# the CPU only, and follow the static table
+MEASURED_OPS = ('local_attention', 'pooled_attention')
+
+# The static table: 'auto''s choice where nothing is measured, per (op, device type, training): the backends to try,
+# first that can run wins. On the CPU the op is measured faster than PyTorch for every op (docs/benchmark.md). On a
+# GPU, training used to keep PyTorch's written-out softmax: the first CUDA kernels' backward was slower (H200, step
+# 0.59 s against 0.34 s). Those kernels have since been rewritten and nobody has timed them, while their memory is
+# counted for today's code: 'ext' takes 1.23x Swin-T's memory where the written-out softmax takes 3.26x
+# (tools/analysis/gpu_memory.py --benchmark-rows), 7.8 against 18.4 GiB for Mask R-CNN-T's step. Out of memory stops
+# a run, slower does not, so unmeasured GPU training takes the op too. Triton stays out of the static table: it has
+# never run on a GPU, and where it can, the measurement (which verifies it first) decides.
+AUTO_ORDER: Dict[Tuple[str, str, bool], Tuple[str, ...]] = {}
 _AUTO_DEFAULT = ('ext', 'pytorch')
 
 logger = logging.getLogger(__name__)
@@ -192,6 +201,8 @@ def check_attn_impl(attn_impl: str) -> None:
     """Fail at build time on an unknown name, or on a backend that cannot run on any device here."""
     if attn_impl not in ATTN_IMPLS:
         raise ValueError(f'attn_impl must be one of {ATTN_IMPLS}, got {attn_impl!r}')
+    if attn_impl == 'auto':
+        autotune.autotune_enabled()  # an unknown MMTRANSNEXT_AUTOTUNE fails here, naming the allowed values
     if attn_impl == 'ext' and ext_loader.ext is None:
         raise RuntimeError(f'attn_impl="ext": the attention op mmtransnext._ext is not built; {BUILD_HINT}')
     if attn_impl == 'triton':
@@ -211,19 +222,79 @@ def choose_backend(op: str,
                    attn_impl: str,
                    device,
                    dtype: Optional[torch.dtype] = None,
-                   training: bool = False) -> Choice:
+                   training: bool = False,
+                   workload=None) -> Choice:
     """The backend that runs ``op`` for tensors on ``device`` of ``dtype``, in training (autograd on) or not.
 
     Named backends that cannot run raise an error saying why; ``'auto'`` falls back and the reason says why.
-    Each distinct decision is made once and logged once at debug level.
+    ``workload`` (:class:`.autotune.Workload`, given by the attention ops): under ``'auto'`` the decision is measured
+    and verified on the device for its kernel configuration. Each distinct decision is made once and logged once.
     """
     device_type = device_type_of(device)
     planning = torch.device(device).type == 'meta' and _planned_device[0] is not None
+    if attn_impl == 'auto' and workload is not None and op in MEASURED_OPS:
+        return _auto_measured(op, torch.device(device), device_type, dtype, bool(training), workload, planning)
     if in_traced_graph():  # the tracer runs the decision itself (no cache, no logging in a graph)
         return _decide(op, attn_impl, device_type, dtype, bool(training), planning)
     # what the answer depends on beyond the arguments (tests swap the extension out; the interpreter is an env var)
     environment = (id(ext_loader.ext), os.environ.get('TRITON_INTERPRET'), planning)
     return _decide_once(op, attn_impl, device_type, dtype, bool(training), environment)
+
+
+def _auto_measured(op, device, device_type, dtype, training, workload, planning) -> Choice:
+    """``'auto'`` for a measured op: the decision measured (now, or before and cached), else the static table.
+
+    Triton's interpreter (CPU tensors, ``TRITON_INTERPRET=1``) checks arithmetic and is ~100x slower than the other
+    backends (11-14 s to measure one op here): it is a candidate only where ``MMTRANSNEXT_AUTOTUNE_INTERPRETED=1``
+    asks for it."""
+    traced = in_traced_graph() or torch.jit.is_tracing() or _in_onnx_export()
+    static = (_decide(op, 'auto', device_type, dtype, training, planning) if traced else _decide_once(
+        op, 'auto', device_type, dtype, training, (id(ext_loader.ext), os.environ.get('TRITON_INTERPRET'), planning)))
+    candidates = [
+        b for b in ('ext', 'triton') if _unavailable(op, b, device_type, dtype, planning) is None and (
+            b != 'triton' or device_type != 'cpu' or os.environ.get('MMTRANSNEXT_AUTOTUNE_INTERPRETED') == '1')
+    ]
+    if not candidates:
+        return static
+    if traced or not autotune.autotune_enabled():
+        # nothing is measured in a graph; a trace takes what this process decided before
+        why = 'MMTRANSNEXT_AUTOTUNE=0' if not traced else 'nothing is measured while tracing'
+        settled = autotune.choice(op,
+                                  device,
+                                  autotune.precision(device_type, dtype),
+                                  training,
+                                  workload,
+                                  candidates,
+                                  may_measure=False,
+                                  may_read=False) if traced else None
+        return Choice(*settled) if settled else Choice(static.backend, f'{static.reason} (static table: {why})')
+    if device.type == 'meta':  # the memory planner: what this machine measured for the planned device, if anything
+        measured = torch.device(device_type) if device_type == 'cpu' or torch.cuda.is_available() else None
+        settled = measured and autotune.choice(op,
+                                               measured,
+                                               autotune.precision(device_type, dtype),
+                                               training,
+                                               workload,
+                                               candidates,
+                                               may_measure=False,
+                                               may_read=True)
+        choice = Choice(*settled) if settled else Choice(
+            static.backend, f'{static.reason} (static table: nothing measured for {device_type} on this machine)')
+        autotune.assumed[(op, workload.config)] = choice  # the planner says what it assumed
+        return choice
+    return Choice(*autotune.choice(op,
+                                   device,
+                                   autotune.precision(device_type, dtype),
+                                   training,
+                                   workload,
+                                   candidates,
+                                   may_measure=True,
+                                   may_read=True))
+
+
+def _in_onnx_export() -> bool:
+    is_exporting = getattr(torch.onnx, 'is_in_onnx_export', None)
+    return bool(is_exporting and is_exporting())
 
 
 @lru_cache(maxsize=None)
@@ -283,3 +354,6 @@ def backend_table(attn_impl: str,
 def resolve_attn_impl(attn_impl: str, device) -> str:
     """The backend of the attention's local and pooled ops on ``device`` (for callers that want one name)."""
     return choose_backend('local_attention', attn_impl, device).backend
+
+
+from . import autotune  # noqa: E402  (it reads this module's autocast state and planning device)

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from . import ext_loader
+from . import autotune, ext_loader
 from .backend import autocast_dtype, choose_backend
 from .registration import HAS_CUSTOM_OP, register_op
 
@@ -203,6 +203,36 @@ def _kernel_dtype(a: Tensor, b: Tensor) -> torch.dtype:
     return reduced if reduced is not None and promoted != torch.float64 else promoted
 
 
+def _workload(like: Tensor, size: Tuple[int, int], window_size: int) -> autotune.Workload:
+    """What 'auto' decides for: the head size and window (not the image size); measured at ``like``'s shapes."""
+    batch, heads, _, head_dim = like.shape
+    return autotune.Workload(f'head {head_dim}, window {window_size}', (batch, heads, *size, window_size, head_dim))
+
+
+def _problem(shape, device, generator) -> autotune.Problem:
+    """Both local ops as a block runs them, on random inputs (``autotune``): similarity, softmax, aggregation."""
+    batch, heads, height, width, window_size, head_dim = shape
+    del device  # made on the CPU, moved by autotune
+
+    def randn(*size):
+        return torch.randn(size, generator=generator)
+
+    inputs = {
+        'query': F.normalize(randn(batch, heads, height * width, head_dim), dim=-1) * 4,
+        'key': F.normalize(randn(batch, heads, height * width, head_dim), dim=-1),
+        'value': randn(batch, heads, height * width, head_dim),
+        'bias': randn(heads, window_size**2) * 0.1,
+    }
+
+    def run(backend: str, t):
+        size = (height, width)
+        logits = local_similarity(t['query'], t['key'], t['bias'], size, window_size, backend)
+        out = local_aggregation(logits.softmax(-1), t['value'], size, window_size, backend)
+        return logits, out
+
+    return autotune.Problem(inputs, ('query', 'key', 'value', 'bias'), run, ('logits', 'out'))
+
+
 def local_similarity(query: Tensor,
                      key: Tensor,
                      bias: Tensor,
@@ -226,7 +256,8 @@ def local_similarity(query: Tensor,
     """
     height, width = size
     dtype = _kernel_dtype(query, key)
-    backend = choose_backend('local_attention', attn_impl, query.device, dtype, torch.is_grad_enabled()).backend
+    backend = choose_backend('local_attention', attn_impl, query.device, dtype, torch.is_grad_enabled(),
+                             _workload(query, size, window_size)).backend
     if backend == 'pytorch':
         return local_similarity_reference(query, key, bias, height, width, window_size, padding_mask)
     return _SIMILARITY[backend](query.to(dtype).contiguous(), key.to(dtype).contiguous(), bias.to(dtype).contiguous(),
@@ -252,8 +283,12 @@ def local_aggregation(weights: Tensor,
     """
     height, width = size
     dtype = _kernel_dtype(weights, value)
-    backend = choose_backend('local_attention', attn_impl, value.device, dtype, torch.is_grad_enabled()).backend
+    backend = choose_backend('local_attention', attn_impl, value.device, dtype, torch.is_grad_enabled(),
+                             _workload(value, size, window_size)).backend
     if backend == 'pytorch':
         return local_aggregation_reference(weights, value, height, width, window_size)
     return _AGGREGATION[backend](weights.to(dtype).contiguous(), value.to(dtype).contiguous(), height, width,
                                  window_size)
+
+
+autotune.register_problem('local_attention', _problem)

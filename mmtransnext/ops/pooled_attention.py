@@ -19,10 +19,12 @@ the log-sum-exp (B, heads, N). With L = 0 it is plain attention with a position 
 from typing import Optional, Tuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
-from . import ext_loader
-from .backend import autocast_dtype, choose_backend, planned_device_type
+from . import autotune, ext_loader
+from .backend import Choice, autocast_dtype, choose_backend, planned_device_type
+from .local_attention import local_window_stats
 from .registration import register_op
 
 
@@ -94,8 +96,7 @@ class _MetaExtension:
     @staticmethod
     def pooled_attention_backward(grad_out, grad_local_weights, grad_lse, query, key, value, bias_rows, cols_index,
                                   cols_weight, out, local_weights, lse, height, width):
-        grads = (torch.empty_like(query), torch.empty_like(key), torch.empty_like(value), torch.empty_like(bias_rows),
-                 torch.empty_like(local_weights))
+        grads = _grads_like(query, key, value, bias_rows, local_weights)
         if planned_device_type() == 'cpu':
             _cpu_workspaces(query, key, value, bias_rows, backward=True)
         else:
@@ -143,10 +144,16 @@ def _forward_fake(query, key, value, bias_rows, cols_index, cols_weight, local_l
                             dtype=dtype), torch.empty_like(local_logits), query.new_empty(query.shape[:3], dtype=dtype))
 
 
-def _backward_fake(grad_out, grad_local_weights, grad_lse, query, key, value, bias_rows, cols_index, cols_weight, out,
-                   local_weights, lse, height, width):
+def _grads_like(query, key, value, bias_rows, local_weights):
+    """The backward's outputs, whichever backend: the gradients of query, key, value, the bias rows and the local
+    logits (shaped as the local weights)."""
     return (torch.empty_like(query), torch.empty_like(key), torch.empty_like(value), torch.empty_like(bias_rows),
             torch.empty_like(local_weights))
+
+
+def _backward_fake(grad_out, grad_local_weights, grad_lse, query, key, value, bias_rows, cols_index, cols_weight, out,
+                   local_weights, lse, height, width):
+    return _grads_like(query, key, value, bias_rows, local_weights)
 
 
 _forward_apply, _backward_apply = register_op('pooled_attention',
@@ -228,8 +235,7 @@ def _triton_forward_fake(query, key, value, bias_rows, cols_index, cols_weight, 
 
 def _triton_backward_fake(grad_out, grad_local_weights, grad_lse, query, key, value, bias_rows, cols_index, cols_weight,
                           inverse_index, inverse_weight, out, local_weights, lse, precision):
-    return (torch.empty_like(query), torch.empty_like(key), torch.empty_like(value), torch.empty_like(bias_rows),
-            torch.empty_like(local_weights))
+    return _grads_like(query, key, value, bias_rows, local_weights)
 
 
 _triton_forward_apply, _triton_backward_apply = register_op('triton_pooled_attention',
@@ -265,6 +271,61 @@ def _triton_pooled_attention(query, key, value, bias_rows, cols_index, cols_weig
 # ----------------------------------------------------------------------------- public face
 
 
+def pooled_attention_backend(query: Tensor, value: Tensor, local_len: int, pool_size: Tuple[int, int],
+                             size: Tuple[int, int], taps: int, attn_impl: str) -> Choice:
+    """The backend :func:`pooled_attention` runs on for these shapes (the layers ask before they call it). Under
+    'auto' it is decided per head size, local and pooled key count and bias mode, not per image size (the full
+    attention's keys are the map itself: one decision for every size)."""
+    batch, heads, _, head_dim = query.shape
+    full = tuple(pool_size) == tuple(size)
+    pool = 'the map' if full else f'{pool_size[0]}x{pool_size[1]}'
+    config = (f'head {head_dim}/{value.shape[-1]}, local {local_len}, pool {pool}, '
+              f'bias {"gather" if taps == 1 else "resized"}')
+    shape = (batch, heads, *size, head_dim, value.shape[-1], local_len, *((0, 0) if full else pool_size), taps)
+    out_dtype = torch.promote_types(query.dtype, value.dtype)
+    return choose_backend('pooled_attention', attn_impl, query.device, out_dtype, torch.is_grad_enabled(),
+                          autotune.Workload(config, shape))
+
+
+def _problem(shape, device, generator) -> autotune.Problem:
+    """The op on random inputs like a block's (``autotune``): cosine logits, a position bias read through random
+    column taps, masked local logits."""
+    batch, heads, height, width, head_dim, value_dim, local_len, ph, pw, taps = shape
+    ph, pw = (ph, pw) if ph else (height, width)
+    table_cols = width + pw
+    del device  # made on the CPU, moved by autotune
+
+    def randn(*size):
+        return torch.randn(size, generator=generator)
+
+    cols_index = torch.randint(0, table_cols, (taps, width, pw), generator=generator)
+    cols_weight = torch.rand((taps, width, pw), generator=generator) + 0.1
+    cols_weight = cols_weight / cols_weight.sum(0)
+    local_logits = randn(batch, heads, height * width, local_len)
+    if local_len:
+        outside = local_window_stats((height, width), round(local_len**0.5))[1]
+        local_logits = local_logits.masked_fill(outside, float('-inf'))
+    inverse_index, inverse_weight = invert_cols_taps(cols_index, cols_weight, table_cols)
+    inputs = {
+        'query': F.normalize(randn(batch, heads, height * width, head_dim), dim=-1) * 4,
+        'key': F.normalize(randn(batch, heads, ph * pw, head_dim), dim=-1),
+        'value': randn(batch, heads, ph * pw, value_dim),
+        'bias_rows': randn(heads, height, ph, table_cols) * 0.5,
+        'local_logits': local_logits,
+        'cols_index': cols_index,
+        'cols_weight': cols_weight,
+        'inverse_index': inverse_index,
+        'inverse_weight': inverse_weight,
+    }
+
+    def run(backend: str, t):
+        return pooled_attention(t['query'], t['key'], t['value'], t['bias_rows'], t['cols_index'], t['cols_weight'],
+                                t['local_logits'], (height, width), backend, (t['inverse_index'], t['inverse_weight']))
+
+    return autotune.Problem(inputs, ('query', 'key', 'value', 'bias_rows', 'local_logits'), run,
+                            ('out', 'local_weights'))
+
+
 def pooled_attention(query: Tensor,
                      key: Tensor,
                      value: Tensor,
@@ -297,7 +358,8 @@ def pooled_attention(query: Tensor,
         weights (B, heads, H * W, L).
     """
     out_dtype = torch.promote_types(query.dtype, value.dtype)
-    backend = choose_backend('pooled_attention', attn_impl, query.device, out_dtype, torch.is_grad_enabled()).backend
+    backend = pooled_attention_backend(query, value, local_logits.shape[-1], (bias_rows.shape[2], cols_index.shape[2]),
+                                       size, cols_index.shape[0], attn_impl).backend
     if backend == 'pytorch':
         out, local_weights, _ = pooled_attention_reference(query, key, value, bias_rows, cols_index, cols_weight,
                                                            local_logits)
@@ -313,3 +375,6 @@ def pooled_attention(query: Tensor,
                                            cols_weight.to(dtype).contiguous(),
                                            local_logits.to(dtype).contiguous(), *size)
     return out.to(out_dtype), local_weights.to(local_logits.dtype)
+
+
+autotune.register_problem('pooled_attention', _problem)

@@ -610,6 +610,14 @@ def parse_args(argv=None):
     return args
 
 
+def print_auto_assumptions() -> None:
+    """Which backend the count took for each attention op under attn_impl='auto', and where that came from (a
+    decision measured on this machine for the planned GPU, else the static table)."""
+    from mmtransnext.ops import autotune
+    for (op, config), choice in sorted(autotune.assumed.items()):
+        print(f"attn_impl='auto' assumed {choice.backend} for {op} ({config}): {choice.reason}")
+
+
 def main(argv=None):
     args = parse_args(argv)
     if args.benchmark_rows or args.paper_table:
@@ -644,6 +652,7 @@ def main(argv=None):
             print_plan(plan)
     except ValueError as error:  # what the model says of its input (too small, not divisible ...)
         sys.exit(f'a training step on {size[0]} x {size[1]} inputs fails: {error}')
+    print_auto_assumptions()
     print_approximations(plan)
     result = plan_dict(plan, args.gpu_memory)
     if args.gpu_memory is not None:

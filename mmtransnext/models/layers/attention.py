@@ -8,7 +8,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ...ops import choose_backend, local_aggregation, local_similarity, pooled_attention, position_bias_mlp
+from ...ops import (choose_backend, local_aggregation, local_similarity, pooled_attention, pooled_attention_backend,
+                    position_bias_mlp)
 from ...ops.backend import autocast_dtype, in_autocast_dtype
 from .position_bias import StageGeometry, gather_position_bias, position_bias_rows
 
@@ -147,14 +148,16 @@ class _CosineAttention(nn.Module):
         return gather_position_bias(self.position_bias_values(geometry), geometry.bias_taps, geometry.size,
                                     geometry.pool_size)
 
-    def use_fused_softmax(self, x: torch.Tensor) -> bool:
+    def use_fused_softmax(self, q_scaled: torch.Tensor, value: torch.Tensor, local_len: int,
+                          geometry: StageGeometry) -> bool:
         """Whether the softmax runs in the fused op (``mmtransnext.ops.pooled_attention``): where the op's
         backend (``mmtransnext.ops.backend``) is not the reference, and not where the attention weights are
         needed (recording them, or dropout on them)."""
         if self.record_weights or (self.attn_drop.p > 0 and self.training):
             return False
-        return choose_backend('pooled_attention', self.attn_impl, x.device, x.dtype,
-                              torch.is_grad_enabled()).backend != 'pytorch'
+        taps = geometry.bias_taps.cols_taps_index.shape[0]
+        return pooled_attention_backend(q_scaled, value, local_len, geometry.pool_size, geometry.size, taps,
+                                        self.attn_impl).backend != 'pytorch'
 
     def fused_softmax(self, q_scaled, key, value, local_logits, geometry: StageGeometry):
         """softmax([local logits, q . key + position bias]) split into (pooled output, local weights),
@@ -276,7 +279,7 @@ class AggregatedAttention(_CosineAttention):
         k_pool = F.normalize(k_pool, dim=-1)
 
         # one softmax over local + pooled similarities
-        if self.use_fused_softmax(x):
+        if self.use_fused_softmax(q_scaled, v_pool, self.local_len, geometry):
             x_pool, attn_local = self.fused_softmax(q_scaled, k_pool, v_pool, attn_local, geometry)
         else:
             attn_pool = q_scaled @ k_pool.transpose(-2, -1) + self.position_bias(geometry)
@@ -314,7 +317,7 @@ class FullAttention(_CosineAttention):
         B, N, C = x.shape
         q, k, v = _split_heads(self.qkv(x), 3, self.num_heads)
         q_scaled, k = self.scale_queries(self.normalize(q), geometry), self.normalize(k, kept_reduced=True)
-        if self.use_fused_softmax(x):  # the same op, with no local keys
+        if self.use_fused_softmax(q_scaled, v, 0, geometry):  # the same op, with no local keys
             out, _ = self.fused_softmax(q_scaled, k, v, q_scaled.new_empty(*q_scaled.shape[:3], 0), geometry)
         else:
             logits = q_scaled @ k.transpose(-2, -1) + self.position_bias(geometry)

@@ -226,7 +226,9 @@ def bias_rows_grad_kernel(GRAD_BIAS, INV_INDEX, INV_WEIGHT, GRAD_ROWS, H, N, P, 
 # are faster there. Tests set them to check ragged tiles either way.
 # M / N: queries / pooled keys per tile of the forward and the query gradient; KEY_M: queries per step of the key
 # gradient. On a GPU, chosen so that no kernel spills registers on sm_80 / sm_90 in float32 or bfloat16, per
-# tools/analysis/triton_compile_check.py (64 x 64 tiles spill kilobytes per thread in float32).
+# tools/analysis/triton_compile_check.py (64 x 64 tiles spill kilobytes per thread in float32). The same tiles fit the
+# shared memory a block may have on every GPU that tool checks (sm_75 to sm_120: at most 116 of sm_100's 227 KB, 36
+# of sm_75's 64 KB), so none is chosen per GPU.
 # KEY_PROGRAMS: key-gradient programs to aim for (query splits), a few per SM of a large GPU.
 # BIAS_ROWS: pooled rows ky of the bias-table gradient per program, ENTRIES the elements of its tiles.
 TILES = dict(M=128, N=64, KEY_M=128, WARPS=4, ENTRIES=16384, KEY_PROGRAMS=8, BIAS_ROWS=32) if interpreting() else \

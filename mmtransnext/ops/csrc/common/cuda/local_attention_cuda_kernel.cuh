@@ -65,7 +65,7 @@ __global__ void local_similarity_backward_bias_kernel(const scalar_t* __restrict
                                                       LocalWindow window) {
   static_assert(kBlock > 0 && (kBlock & (kBlock - 1)) == 0, "the reduction halves kBlock: a power of two");
   using acc_t = at::opmath_type<scalar_t>;
-  __shared__ acc_t partial[kBlock];
+  MMTN_SHARED(acc_t, partial, [kBlock]);
   const int64_t N = window.pixels(), L = window.length();
   const int64_t h = blockIdx.x / L, l = blockIdx.x % L;
   acc_t acc = 0;

@@ -92,8 +92,8 @@ template <typename T, int MAXD, typename F>
 __device__ __forceinline__ void for_each_pooled_logit(const PooledArgs<T>& a, const QueryThread<T>& t, const T* q,
                                                       const F& logit) {
   constexpr int TILE = kTile<MAXD>;
-  __shared__ T keys[TILE][MAXD];
-  __shared__ T values[TILE][MAXD];
+  MMTN_SHARED(T, keys, [TILE][MAXD]);
+  MMTN_SHARED(T, values, [TILE][MAXD]);
   const T *key = a.key + t.bh * a.P * a.D, *value = a.value + t.bh * a.P * a.Dv;
   for (int64_t p0 = 0; p0 < a.P; p0 += TILE) {
     load_tile<T, MAXD, TILE>(keys, key, a.D, values, value, a.Dv, p0, a.P);
@@ -190,9 +190,10 @@ template <typename T, int MAXD>
 __global__ void pooled_attention_backward_key_kernel(PooledArgs<T> a, const T* grad_out, const T* lse, const T* shift,
                                                      int64_t chunk, T* grad_key, T* grad_value) {
   constexpr int TILE = kTile<MAXD>;
-  __shared__ T queries[TILE][MAXD];
-  __shared__ T douts[TILE][MAXD];
-  __shared__ T lses[TILE], shifts[TILE];
+  MMTN_SHARED(T, queries, [TILE][MAXD]);
+  MMTN_SHARED(T, douts, [TILE][MAXD]);
+  MMTN_SHARED(T, lses, [TILE]);
+  MMTN_SHARED(T, shifts, [TILE]);
   const int64_t bh = blockIdx.z, h = bh % a.heads;
   const int64_t p = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   const bool valid = p < a.P;

@@ -1,0 +1,34 @@
+"""Run by tests/test_autotune.py under torchrun (two gloo processes on the CPU): each rank trains a step of a small
+TransNeXt with attn_impl='auto' and reports what it chose and how much it measured; rank 1 has its own empty cache
+directory, so only an agreement with rank 0 can give it a decision without measuring."""
+import json
+import os
+import sys
+
+import torch
+import torch.distributed as dist
+
+dist.init_process_group('gloo')
+rank = dist.get_rank()
+os.environ['MMTRANSNEXT_CACHE_DIR'] = os.path.join(sys.argv[1], f'rank{rank}')
+
+from mmtransnext.models import TransNeXt  # noqa: E402
+from mmtransnext.ops import autotune  # noqa: E402
+
+torch.manual_seed(0)
+model = TransNeXt(arch='micro', img_size=64)
+sum(o.sum() for o in model(torch.randn(1, 3, 64, 64))).backward()
+report = {
+    'rank': rank,
+    'measured': len(autotune.measurements),
+    'decisions': {
+        key[0] + ' ' + key[4]: decision['backend']
+        for key, decision in autotune._settled.items()
+    }
+}
+reports = [None, None]
+dist.all_gather_object(reports, report)
+if rank == 0:
+    with open(os.path.join(sys.argv[1], 'reports.json'), 'w') as f:
+        json.dump(reports, f)
+dist.destroy_process_group()
