@@ -27,7 +27,7 @@ Nothing is measured under ``torch.compile`` / ``torch.export`` / ONNX export / `
 import math
 import os
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from statistics import median
 from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
@@ -90,6 +90,7 @@ _settled: Dict[tuple, dict] = {}  # key -> decision: final for this process (agr
 _file: Dict[str, dict] = {}  # device -> the cache file's section for it, as read once per process
 _file_read = [False]
 _unwritable = [False]
+_failed = set()  # keys whose measuring failed: the static table, not measured again in this process
 _rejected: Dict[str, Dict[str, str]] = {}  # device -> {'<op>/<backend>': why}: never used again on that device
 assumed: Dict[Tuple[str, str], tuple] = {}  # (op, config) -> Choice taken on meta tensors (the memory planner)
 measurements = []  # every decision this process measured: (key, decision); the tools and tests read it
@@ -114,6 +115,7 @@ def forget() -> None:
     _settled.clear()
     _file.clear()
     _rejected.clear()
+    _failed.clear()
     _file_read[0] = _unwritable[0] = False
     measurements.clear()
 
@@ -180,8 +182,15 @@ def choice(op: str, device: torch.device, precision_name: str, training: bool, w
         if not may_measure:
             decision = _cached(key, candidates) if may_read else None
             return None if decision is None else (decision['backend'], _reason(decision, cached=True))
+        if key in _failed:
+            return None
         # rank 0 reads the cache or measures; every rank comes here for the same key at the same point
-        decision = _agreed(lambda: _cached(key, candidates) or _measure(key, workload, device, candidates))
+        try:
+            decision = _agreed(lambda: _cached(key, candidates) or _measure(key, workload, device, candidates))
+        except Exception as error:  # a bug of the measuring itself must not stop training: the static table runs
+            _failed.add(key)
+            _warn(f'measuring {_key_text(key)} failed ({type(error).__name__}: {error}); the static table decides')
+            return None
         _settled[key] = decision
         _log(key, decision)
     return decision['backend'], _reason(decision, cached=decision.get('from_cache', False))
@@ -264,7 +273,28 @@ def _store(key: tuple, decision: dict) -> None:
 # ----------------------------------------------------------------------------- measuring
 
 
+@contextmanager
+def _outside_saved_tensor_hooks():
+    """Suspend the saved-tensor hooks of the caller's region while measuring: activation checkpointing
+    (``with_cp``) would otherwise take the probe's tensors for its own."""
+    top = getattr(torch._C._autograd, '_top_saved_tensors_default_hooks', None)
+    suspended = []
+    while top is not None and top(False) is not None:
+        suspended.append(top(False))
+        torch._C._autograd._pop_saved_tensors_default_hooks()
+    try:
+        yield
+    finally:
+        for pack, unpack in reversed(suspended):
+            torch._C._autograd._push_saved_tensors_default_hooks(pack, unpack)
+
+
 def _measure(key: tuple, workload: Workload, device: torch.device, candidates: List[str]) -> dict:
+    with _outside_saved_tensor_hooks():
+        return _measure_now(key, workload, device, candidates)
+
+
+def _measure_now(key: tuple, workload: Workload, device: torch.device, candidates: List[str]) -> dict:
     op, name, precision_name, training, _ = key
     started = time.perf_counter()
     shape = probe_shape(workload.shape, device.type)
@@ -297,9 +327,8 @@ def _measure(key: tuple, workload: Workload, device: torch.device, candidates: L
             else:
                 results[candidate] = {'status': 'reference'}
             seconds = _timed(problem, candidate, precision_name, device, training)
-            results[candidate].update(ms=seconds * 1e3,
-                                      peak_mib=_peak_memory(problem, candidate, precision_name, device, training) /
-                                      2**20)
+            peak = _peak_memory(problem, candidate, precision_name, device, training)
+            results[candidate].update(ms=seconds * 1e3, peak_mib=None if peak is None else peak / 2**20)
         except Exception as error:  # a compile failure, too little shared memory, a launch error, wrong numbers
             if candidate == 'pytorch':
                 raise
@@ -456,8 +485,8 @@ def _timed(problem, candidate, precision_name, device, training) -> float:
     return median(times)
 
 
-def _peak_memory(problem, candidate, precision_name, device, training) -> int:
-    """Bytes the op allocates at its peak beyond its inputs."""
+def _peak_memory(problem, candidate, precision_name, device, training) -> Optional[int]:
+    """Bytes the op allocates at its peak beyond its inputs (None where it cannot be counted)."""
     if device.type == 'cuda':
         step = _step(problem, candidate, precision_name, device, training)
         torch.cuda.synchronize(device)
@@ -466,6 +495,10 @@ def _peak_memory(problem, candidate, precision_name, device, training) -> int:
         step()
         torch.cuda.synchronize(device)
         return torch.cuda.max_memory_allocated(device) - before
+    try:  # the count needs torch >= 2.4 (torch.utils.module_tracker); older torch chooses by time alone
+        from torch.utils.module_tracker import ModuleTracker  # noqa: F401
+    except ImportError:
+        return None
     from ..utils.memory_count import MemoryCounter
     planned = device.type if device.type in ('cpu', 'cuda') else 'cpu'
     meta = Problem({n: t.to('meta') for n, t in problem.inputs.items()}, *problem[1:])
@@ -478,6 +511,9 @@ def _peak_memory(problem, candidate, precision_name, device, training) -> int:
 def select(results: Dict[str, dict]) -> Tuple[str, str]:
     """The backend to run, and why, from the measured candidates (see :data:`MEMORY_SLACK`)."""
     timed = {b: r for b, r in results.items() if 'ms' in r}
+    if any(r['peak_mib'] is None for r in timed.values()):
+        chosen = min(timed, key=lambda b: timed[b]['ms'])
+        return chosen, 'fastest (memory not counted with this torch)'
     leanest = min(r['peak_mib'] for r in timed.values())
     lean = {b: r for b, r in timed.items() if r['peak_mib'] <= MEMORY_SLACK * leanest + 1e-9}
     best = min(lean, key=lambda b: lean[b]['ms'])
@@ -503,7 +539,8 @@ def describe(decision: dict) -> str:
     for candidate, r in sorted(decision['results'].items()):
         if 'ms' in r:
             check = f', error {r["error"]:.2g} <= {r["bound"]:.2g}' if 'error' in r else ', reference'
-            cells.append(f'{candidate} {r["ms"]:.2f} ms {r["peak_mib"]:.1f} MiB{check}')
+            memory = '' if r['peak_mib'] is None else f' {r["peak_mib"]:.1f} MiB'
+            cells.append(f'{candidate} {r["ms"]:.2f} ms{memory}{check}')
         else:
             cells.append(f'{candidate} {r["status"]}: {r["reason"]}')
     return '; '.join(cells) + f' -> {decision["backend"]} ({decision["why"]})'

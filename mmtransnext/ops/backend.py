@@ -282,14 +282,17 @@ def _auto_measured(op, device, device_type, dtype, training, workload, planning)
             static.backend, f'{static.reason} (static table: nothing measured for {device_type} on this machine)')
         autotune.assumed[(op, workload.config)] = choice  # the planner says what it assumed
         return choice
-    return Choice(*autotune.choice(op,
-                                   device,
-                                   autotune.precision(device_type, dtype),
-                                   training,
-                                   workload,
-                                   candidates,
-                                   may_measure=True,
-                                   may_read=True))
+    measured = autotune.choice(op,
+                               device,
+                               autotune.precision(device_type, dtype),
+                               training,
+                               workload,
+                               candidates,
+                               may_measure=True,
+                               may_read=True)
+    return Choice(
+        *measured) if measured else Choice(static.backend, f'{static.reason} (static table: measuring '
+                                           'failed, see the warning)')
 
 
 def _in_onnx_export() -> bool:
