@@ -256,43 +256,23 @@ def _auto_measured(op, device, device_type, dtype, training, workload, planning)
     ]
     if not candidates:
         return static
-    if traced or not autotune.autotune_enabled():
-        # nothing is measured in a graph; a trace takes what this process decided before
-        why = 'MMTRANSNEXT_AUTOTUNE=0' if not traced else 'nothing is measured while tracing'
-        settled = autotune.choice(op,
-                                  device,
-                                  autotune.precision(device_type, dtype),
-                                  training,
-                                  workload,
-                                  candidates,
-                                  may_measure=False,
-                                  may_read=False) if traced else None
-        return Choice(*settled) if settled else Choice(static.backend, f'{static.reason} (static table: {why})')
+
+    def decided(on, may_measure: bool, may_read: bool, why_static: str) -> Choice:
+        """The decision for ``on`` (a device, or None for none), else the static table saying why."""
+        settled = on is not None and autotune.choice(op, on, autotune.precision(device_type, dtype), training, workload,
+                                                     candidates, may_measure, may_read)
+        return Choice(*settled) if settled else Choice(static.backend, f'{static.reason} (static table: {why_static})')
+
+    if traced:  # nothing is measured in a graph; a trace takes what this process decided before
+        return decided(device, False, False, 'nothing is measured while tracing')
+    if not autotune.autotune_enabled():
+        return decided(None, False, False, 'MMTRANSNEXT_AUTOTUNE=0')
     if device.type == 'meta':  # the memory planner: what this machine measured for the planned device, if anything
         measured = torch.device(device_type) if device_type == 'cpu' or torch.cuda.is_available() else None
-        settled = measured and autotune.choice(op,
-                                               measured,
-                                               autotune.precision(device_type, dtype),
-                                               training,
-                                               workload,
-                                               candidates,
-                                               may_measure=False,
-                                               may_read=True)
-        choice = Choice(*settled) if settled else Choice(
-            static.backend, f'{static.reason} (static table: nothing measured for {device_type} on this machine)')
+        choice = decided(measured, False, True, f'nothing measured for {device_type} on this machine')
         autotune.assumed[(op, workload.config)] = choice  # the planner says what it assumed
         return choice
-    measured = autotune.choice(op,
-                               device,
-                               autotune.precision(device_type, dtype),
-                               training,
-                               workload,
-                               candidates,
-                               may_measure=True,
-                               may_read=True)
-    return Choice(
-        *measured) if measured else Choice(static.backend, f'{static.reason} (static table: measuring '
-                                           'failed, see the warning)')
+    return decided(device, True, True, 'measuring failed, see the warning')
 
 
 def _in_onnx_export() -> bool:
