@@ -209,6 +209,9 @@ def test_an_unwritable_cache_keeps_the_decisions_in_memory(fresh, monkeypatch, l
 def test_a_wrong_bound_is_what_the_dtype_allows():
     assert autotune.tolerance('float32') == pytest.approx(64 * 2**-23)
     assert autotune.tolerance('autocast-bfloat16') == pytest.approx(8 * 2**-7)
+    # a sum longer than the calibrated one rounds more: the bound grows with the square root of its length
+    assert autotune.tolerance('float32', 1000) == autotune.tolerance('float32')
+    assert autotune.tolerance('float32', 4 * 1024) == pytest.approx(2 * 64 * 2**-23)
     got = {'out': torch.tensor([[1.0, 2.0], [float('-inf'), 4.0]])}
     want = {'out': torch.tensor([[1.0, 2.0], [float('-inf'), 4.004]]), 'grad key': torch.ones(2)}
     error, where = autotune.largest_error(dict(got, **{'grad key': torch.ones(2)}), want)

@@ -16,7 +16,11 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 RESULTS="${1:-${OUT:-$ROOT/work_dirs}/gpu_check}"
 PY="${MMTRANSNEXT_PYTHON:-python3}"
 REPEATS="${GPU_CHECK_REPEATS:-5}"
+# each step's limit in seconds (a lent GPU is held for minutes): a step that overruns is cut and the next one runs
+TESTS_LIMIT="${GPU_CHECK_TESTS_LIMIT:-240}" BENCH_LIMIT="${GPU_CHECK_BENCH_LIMIT:-240}"
+PLANNER_LIMIT="${GPU_CHECK_PLANNER_LIMIT:-120}" BUILD_LIMIT="${GPU_CHECK_BUILD_LIMIT:-300}"
 log() { echo "[gpu_check $(date +%T)] $*" >&2; }
+timed() { local limit="$1"; shift; timeout --signal=INT --kill-after=10 "$limit" "$@"; }
 
 if ! "$PY" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; then
     echo "gpu_check: no GPU is visible to torch in $PY (or torch is missing there): nothing to check on this machine." >&2
@@ -45,43 +49,40 @@ print(f'{torch.cuda.get_device_name()}; torch {torch.__version__}; Triton {trito
 PYEOF
 
 log "building mmtransnext._ext with its CUDA kernels"
+status=0
 arch="$("$PY" -c 'import torch; print("%d.%d" % torch.cuda.get_device_capability())')"
+# a failed build is reported and the rest still runs: the Triton and PyTorch rows need no extension
 if ! FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST:-$arch}" MAX_JOBS="$(nproc)" \
-        "$PY" setup.py build_ext --inplace > "$RESULTS/build.log" 2>&1; then
+        timed "$BUILD_LIMIT" "$PY" setup.py build_ext --inplace > "$RESULTS/build.log" 2>&1; then
     tail -n 40 "$RESULTS/build.log"
     log "the CUDA extension failed to build (whole log: $RESULTS/build.log)"
-    exit 1
+    status=1
+elif ! "$PY" -c 'from mmtransnext.ops import ext_available; assert ext_available("cuda"), "built without CUDA"'; then
+    status=1
 fi
-"$PY" -c 'from mmtransnext.ops import ext_available; assert ext_available("cuda"), "built without CUDA kernels"' \
-    || exit 1
 
+# attn_impl='auto' on this GPU: the benchmark's transnext_auto rows decide as a training run's first step does (each
+# backend verified against the reference, timed, its memory taken); backends.py prints those decisions afterwards
+export MMTRANSNEXT_CACHE_DIR="$RESULTS/backend_cache"
+for amp in none bf16; do
+    log "benchmark, autocast $amp"
+    timed "$BENCH_LIMIT" "$PY" tools/analysis/benchmark.py --sizes 800x1216 --batch 2 --repeats "$REPEATS" \
+        --amp "$amp" --rows transnext_pytorch transnext_auto transnext_ext transnext_triton swin --profile "$RESULTS" \
+        2>&1 | tee "$RESULTS/benchmark_$amp.md"
+    [[ "${PIPESTATUS[0]}" == 0 ]] || status=1
+done
+log "attn_impl='auto' decisions on this GPU"
+"$PY" tools/analysis/backends.py 2>&1 | tee "$RESULTS/auto_decisions.md"
+[[ "${PIPESTATUS[0]}" == 0 ]] || status=1
 log "GPU tests"
-status=0
-"$PY" -m pytest -q -p no:cacheprovider -ra -o addopts='' \
+timed "$TESTS_LIMIT" "$PY" -m pytest -q -p no:cacheprovider -ra -o addopts='' \
     tests/test_ops.py tests/test_pooled_attention.py tests/test_backbone_exactness.py tests/test_reliability.py \
     tests/test_triton_ops.py -k 'cuda or triton or autocast' 2>&1 | tee "$RESULTS/tests.log"
 [[ "${PIPESTATUS[0]}" == 0 ]] || status=1
 
-# attn_impl='auto' on this GPU: each backend verified against the reference, timed, its memory taken, and the choice
-export MMTRANSNEXT_CACHE_DIR="$RESULTS/backend_cache"
-for amp in "" "--amp bfloat16"; do
-    log "attn_impl='auto' decisions ${amp:-float32}"
-    # shellcheck disable=SC2086
-    "$PY" tools/analysis/backends.py configs/maskrcnn_transnext_tiny.py --size 800 1216 $amp \
-        2>&1 | tee -a "$RESULTS/auto_decisions.md"
-    [[ "${PIPESTATUS[0]}" == 0 ]] || status=1
-done
-
-for amp in none bf16; do
-    log "benchmark, autocast $amp"
-    "$PY" tools/analysis/benchmark.py --sizes 800x1216 --batch 2 --repeats "$REPEATS" --amp "$amp" \
-        --rows transnext_pytorch transnext_auto transnext_ext transnext_triton swin --profile "$RESULTS" \
-        2>&1 | tee "$RESULTS/benchmark_$amp.md"
-    [[ "${PIPESTATUS[0]}" == 0 ]] || status=1
-done
 # the planner's count of the same rows (tools/analysis/gpu_memory.py, meta tensors) beside the measured ones above
 log "GPU memory counted on meta tensors, for the benchmark's rows"
-"$PY" tools/analysis/gpu_memory.py --benchmark-rows 2>&1 | tee "$RESULTS/gpu_memory_counted.md"
+timed "$PLANNER_LIMIT" "$PY" tools/analysis/gpu_memory.py --benchmark-rows 2>&1 | tee "$RESULTS/gpu_memory_counted.md"
 [[ "${PIPESTATUS[0]}" == 0 ]] || status=1
 log "done (status $status): $RESULTS"
 exit "$status"

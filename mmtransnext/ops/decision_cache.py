@@ -46,18 +46,20 @@ def _distribution_version(name: str) -> Optional[str]:
 
 @lru_cache(maxsize=None)
 def _kernel_code() -> str:
-    """A digest of the kernels' code: the built extension (size and time) and the Triton kernels' sources, so that a
-    rebuilt or edited kernel of the same package version is measured and verified again."""
+    """A digest of the kernels' code: the built extension (size and time), the Triton kernels' sources and the rules
+    that verify and choose (autotune.py), so that a rebuilt or edited kernel, or a changed tolerance, of the same
+    package version is measured and verified again."""
     from . import ext_loader
     digest = hashlib.sha256()
     if ext_loader.ext is not None and getattr(ext_loader.ext, '__file__', None):
         stat = os.stat(ext_loader.ext.__file__)
         digest.update(f'{ext_loader.ext.__file__}:{stat.st_size}:{stat.st_mtime_ns}'.encode())
-    kernels = osp.join(osp.dirname(osp.abspath(__file__)), 'triton_kernels')
-    for name in sorted(os.listdir(kernels)):
-        if name.endswith('.py'):
-            with open(osp.join(kernels, name), 'rb') as f:
-                digest.update(f.read())
+    here = osp.dirname(osp.abspath(__file__))
+    kernels = osp.join(here, 'triton_kernels')
+    sources = [osp.join(kernels, name) for name in sorted(os.listdir(kernels)) if name.endswith('.py')]
+    for path in sources + [osp.join(here, 'autotune.py')]:
+        with open(path, 'rb') as f:
+            digest.update(f.read())
     return digest.hexdigest()[:16]
 
 

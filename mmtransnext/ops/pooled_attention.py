@@ -322,8 +322,10 @@ def _problem(shape, device, generator) -> autotune.Problem:
         return pooled_attention(t['query'], t['key'], t['value'], t['bias_rows'], t['cols_index'], t['cols_weight'],
                                 t['local_logits'], (height, width), backend, (t['inverse_index'], t['inverse_weight']))
 
+    # the key and value gradients sum over every query of the map
     return autotune.Problem(inputs, ('query', 'key', 'value', 'bias_rows', 'local_logits'), run,
-                            ('out', 'local_weights'))
+                            ('out', 'local_weights'),
+                            summed=max(height * width, ph * pw + local_len))
 
 
 def pooled_attention(query: Tensor,
