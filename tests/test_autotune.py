@@ -212,6 +212,7 @@ def test_a_wrong_bound_is_what_the_dtype_allows():
     # a sum longer than the calibrated one rounds more: the bound grows with the square root of its length
     assert autotune.tolerance('float32', 1000) == autotune.tolerance('float32')
     assert autotune.tolerance('float32', 4 * 1024) == pytest.approx(2 * 64 * 2**-23)
+    assert autotune.tolerance('autocast-bfloat16', 4 * 1024) == autotune.tolerance('autocast-bfloat16')
     got = {'out': torch.tensor([[1.0, 2.0], [float('-inf'), 4.0]])}
     want = {'out': torch.tensor([[1.0, 2.0], [float('-inf'), 4.004]]), 'grad key': torch.ones(2)}
     error, where = autotune.largest_error(dict(got, **{'grad key': torch.ones(2)}), want)

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# One command for a machine with a GPU: builds the CUDA extension, runs every GPU test (the CUDA kernels, the
-# Triton kernels compiled, autocast), then benchmarks TransNeXt-T against torchvision's Swin-T at batch 2,
-# 800 x 1216, float32 and bfloat16, with every attn_impl, plus a torch.profiler table of each training step, and
-# the GPU-memory planner's count of the same steps (its max_memory_allocated rows beside the measured ones).
+# One command for a machine with a GPU: builds the CUDA extension, benchmarks TransNeXt-T against torchvision's Swin-T
+# at batch 2, 800 x 1216, float32 and bfloat16, with every attn_impl, plus a torch.profiler table of each training
+# step (the transnext_auto rows make attn_impl='auto''s decisions there, each backend verified against the reference,
+# timed and its memory taken: auto_decisions.md), runs every GPU test (the CUDA kernels, the Triton kernels compiled,
+# autocast), then the GPU-memory planner's count of the same steps (its max_memory_allocated rows beside the measured
+# ones). Each step has a time limit (GPU_CHECK_*_LIMIT, seconds), so that a lent GPU's minutes cover them all.
 # Everything lands in one folder (default: $OUT/gpu_check where $OUT is set, else work_dirs/gpu_check).
 #
 #   bash tools/gpu_check.sh [RESULTS_DIR]
