@@ -47,9 +47,10 @@ def make_extensions():
     if with_cuda:
         if os.getenv('MMTRANSNEXT_CUDA_PARTS_ONLY') == '1':
             # tests/test_ops.py::test_cuda_sources_compile, after the CPU build: only what WITH_CUDA changes, the
-            # .cu kernels and the dispatchers. The CPU kernels compile to the same code either way (their headers'
-            # CUDA declarations aside), and that build has compiled them. The result is not a usable op.
-            sources = dispatchers
+            # .cu kernels and the dispatchers that have CUDA parts. The rest compiles to the same code either way
+            # (their headers' CUDA declarations aside), and that build has compiled it. The result is not a usable
+            # op (a shared library may leave the skipped dispatchers' symbols undefined).
+            sources = [path for path in dispatchers if 'WITH_CUDA' in open(path).read()]
         sources += sorted(glob.glob(osp.join(csrc, 'pytorch', 'cuda', '*.cu')))
         flags['nvcc'] = ['-O3', '--expt-relaxed-constexpr']
         extension = CUDAExtension('mmtransnext._ext',

@@ -323,8 +323,8 @@ def _problem(shape, device, generator) -> autotune.Problem:
                                 t['local_logits'], (height, width), backend, (t['inverse_index'], t['inverse_weight']))
 
     # the key and value gradients sum over every query of the map
-    return autotune.Problem(inputs, ('query', 'key', 'value', 'bias_rows', 'local_logits'), run,
-                            ('out', 'local_weights'),
+    return autotune.Problem(inputs, ('query', 'key', 'value', 'bias_rows', 'local_logits'),
+                            run, ('out', 'local_weights'),
                             summed=max(height * width, ph * pw + local_len))
 
 
