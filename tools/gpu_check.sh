@@ -23,6 +23,7 @@ TESTS_LIMIT="${GPU_CHECK_TESTS_LIMIT:-240}" BENCH_LIMIT="${GPU_CHECK_BENCH_LIMIT
 PLANNER_LIMIT="${GPU_CHECK_PLANNER_LIMIT:-120}" BUILD_LIMIT="${GPU_CHECK_BUILD_LIMIT:-300}"
 log() { echo "[gpu_check $(date +%T)] $*" >&2; }
 timed() { local limit="$1"; shift; timeout --signal=INT --kill-after=10 "$limit" "$@"; }
+failed() { status=1; log "FAILED: $1 (exit status $2)"; }  # the run goes on; its exit status says one step failed
 
 if ! "$PY" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; then
     echo "gpu_check: no GPU is visible to torch in $PY (or torch is missing there): nothing to check on this machine." >&2
@@ -57,10 +58,9 @@ arch="$("$PY" -c 'import torch; print("%d.%d" % torch.cuda.get_device_capability
 if ! FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST:-$arch}" MAX_JOBS="$(nproc)" \
         timed "$BUILD_LIMIT" "$PY" setup.py build_ext --inplace > "$RESULTS/build.log" 2>&1; then
     tail -n 40 "$RESULTS/build.log"
-    log "the CUDA extension failed to build (whole log: $RESULTS/build.log)"
-    status=1
+    failed "the CUDA extension's build (whole log: $RESULTS/build.log)" 1
 elif ! "$PY" -c 'from mmtransnext.ops import ext_available; assert ext_available("cuda"), "built without CUDA"'; then
-    status=1
+    failed "the CUDA extension's build (no CUDA kernels in it)" 1
 fi
 
 # attn_impl='auto' on this GPU: the benchmark's transnext_auto rows decide as a training run's first step does (each
@@ -71,20 +71,20 @@ for amp in none bf16; do
     timed "$BENCH_LIMIT" "$PY" tools/analysis/benchmark.py --sizes 800x1216 --batch 2 --repeats "$REPEATS" \
         --amp "$amp" --rows transnext_pytorch transnext_auto transnext_ext transnext_triton swin --profile "$RESULTS" \
         2>&1 | tee "$RESULTS/benchmark_$amp.md"
-    [[ "${PIPESTATUS[0]}" == 0 ]] || status=1
+    code="${PIPESTATUS[0]}"; [[ "$code" == 0 ]] || failed "benchmark, autocast $amp" "$code"
 done
 log "attn_impl='auto' decisions on this GPU"
 "$PY" tools/analysis/backends.py 2>&1 | tee "$RESULTS/auto_decisions.md"
-[[ "${PIPESTATUS[0]}" == 0 ]] || status=1
+code="${PIPESTATUS[0]}"; [[ "$code" == 0 ]] || failed "attn_impl='auto' decisions" "$code"
 log "GPU tests"
 timed "$TESTS_LIMIT" "$PY" -m pytest -q -p no:cacheprovider -ra -o addopts='' \
     tests/test_ops.py tests/test_pooled_attention.py tests/test_backbone_exactness.py tests/test_reliability.py \
     tests/test_triton_ops.py -k 'cuda or triton or autocast' 2>&1 | tee "$RESULTS/tests.log"
-[[ "${PIPESTATUS[0]}" == 0 ]] || status=1
+code="${PIPESTATUS[0]}"; [[ "$code" == 0 ]] || failed "GPU tests" "$code"
 
 # the planner's count of the same rows (tools/analysis/gpu_memory.py, meta tensors) beside the measured ones above
 log "GPU memory counted on meta tensors, for the benchmark's rows"
 timed "$PLANNER_LIMIT" "$PY" tools/analysis/gpu_memory.py --benchmark-rows 2>&1 | tee "$RESULTS/gpu_memory_counted.md"
-[[ "${PIPESTATUS[0]}" == 0 ]] || status=1
+code="${PIPESTATUS[0]}"; [[ "$code" == 0 ]] || failed "GPU memory count" "$code"
 log "done (status $status): $RESULTS"
 exit "$status"
