@@ -1,7 +1,9 @@
 // gelu(gate) * value, the gate of ConvGLU, fused on the CPU (GPUs keep PyTorch's ops).
 // gate, value, out: contiguous, same shape and dtype (float32 / float64).
 #pragma once
-#include <torch/extension.h>
+#include <ATen/core/Tensor.h>
+
+#include "../common/python_module_decl.h"
 
 namespace mmtransnext {
 
@@ -10,6 +12,6 @@ void gelu_gate_backward_cpu(const at::Tensor& grad, const at::Tensor& gate, cons
                             at::Tensor& grad_gate, at::Tensor& grad_value);
 
 // Adds this op's Python functions to the extension module (pybind.cpp).
-void bind_gelu_gate(py::module& m);
+void bind_gelu_gate(py::module_& m);
 
 }  // namespace mmtransnext

@@ -2,9 +2,10 @@
 // query / key / value (B, heads, N, D), attention weights (B, heads, N, L), bias (heads, L),
 // with N = H * W pixels and L = ws * ws neighbours. Outputs are allocated by the caller.
 #pragma once
-#include <torch/extension.h>
+#include <ATen/core/Tensor.h>
 
 #include "../common/local_window.h"
+#include "../common/python_module_decl.h"
 
 namespace mmtransnext {
 
@@ -31,6 +32,6 @@ void local_aggregation_backward_cuda(const at::Tensor& grad_out, const at::Tenso
 #endif
 
 // Adds this op's Python functions to the extension module (pybind.cpp).
-void bind_local_attention(py::module& m);
+void bind_local_attention(py::module_& m);
 
 }  // namespace mmtransnext

@@ -8,7 +8,9 @@
 // N = H * W queries, P = ph * pw pooled keys. The (N, P) logits exist only a block of queries at a
 // time; backward recomputes them from the saved log-sum-exp. Outputs are allocated by the caller.
 #pragma once
-#include <torch/extension.h>
+#include <ATen/core/Tensor.h>
+
+#include "../common/python_module_decl.h"
 
 namespace mmtransnext {
 
@@ -39,6 +41,6 @@ void pooled_attention_backward_cuda(const PooledAttentionTensors& t, const Poole
 #endif
 
 // Adds this op's Python functions to the extension module (pybind.cpp).
-void bind_pooled_attention(py::module& m);
+void bind_pooled_attention(py::module_& m);
 
 }  // namespace mmtransnext

@@ -1,7 +1,9 @@
 // Device implementations of the fused position-bias MLP (CPU only: on GPUs nn.Linear is fast).
 // coords (T, 2), w1 (hidden, 2), b1 (hidden), w2 (heads, hidden), b2 (heads) -> out (heads, T).
 #pragma once
-#include <torch/extension.h>
+#include <ATen/core/Tensor.h>
+
+#include "../common/python_module_decl.h"
 
 namespace mmtransnext {
 
@@ -12,6 +14,6 @@ void position_bias_mlp_backward_cpu(const at::Tensor& grad, const at::Tensor& co
                                     at::Tensor& grad_b1, at::Tensor& grad_w2, at::Tensor& grad_b2);
 
 // Adds this op's Python functions to the extension module (pybind.cpp).
-void bind_position_bias_mlp(py::module& m);
+void bind_position_bias_mlp(py::module_& m);
 
 }  // namespace mmtransnext

@@ -5,6 +5,7 @@
 // product, and backward recomputes gelu from the gate. GELU is the exact (erf) one:
 // gelu(x) = x / 2 * erfc(-x / sqrt 2), erfc by Numerical Recipes' Chebyshev fit (relative error below
 // 1.2e-7 everywhere), so the loops vectorise.
+#include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 
 #include <algorithm>

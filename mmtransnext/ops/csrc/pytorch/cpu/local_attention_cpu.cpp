@@ -1,6 +1,7 @@
 // CPU kernels of the local part of aggregated attention, parallel over (batch, head, pixel).
 // Backward passes gather (each output element sums over the pixels that used it), so no two
 // threads write the same element.
+#include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 

@@ -7,7 +7,12 @@
 // query rows and the bias-table rows of its (head, y), so no two threads write the same element;
 // the pooled key / value gradients are summed per fixed slice of tasks, then in slice order
 // (deterministic for a given thread count).
+#include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
+#include <ATen/ops/empty_like.h>
+#include <ATen/ops/from_blob.h>
+#include <ATen/ops/mm.h>
+#include <ATen/ops/zeros.h>
 
 #include <algorithm>
 #include <cmath>

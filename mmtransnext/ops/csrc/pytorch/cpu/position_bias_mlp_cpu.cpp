@@ -6,6 +6,7 @@
 // registers / L1 only: one vectorised loop over the hidden units per offset, forward and (recomputed)
 // backward. fc1 has 2 inputs and fc2 a few heads, so BLAS on blocks of offsets would be bound by its
 // per-call overhead and skinny shapes.
+#include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 
 #include <algorithm>

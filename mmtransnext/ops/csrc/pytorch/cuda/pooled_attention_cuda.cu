@@ -1,6 +1,7 @@
 // Launchers of the pooled-attention CUDA kernels (float32, float64; the Python face casts reduced
 // precision to float32, so that the softmax is computed in float32 under autocast too).
 #include <ATen/Dispatch.h>
+#include <ATen/ops/empty_like.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
