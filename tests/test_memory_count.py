@@ -72,11 +72,13 @@ def gpu_memory():
 
 
 @pytest.mark.parametrize('row, amp', [('torchvision_swin_t', None), ('torchvision_swin_t', 'bf16'),
-                                      ('transnext_pytorch', None)])
+                                      ('transnext_pytorch', None), ('transnext_ext', None),
+                                      ('transnext_triton', None)])
 def test_count_reproduces_the_h200(gpu_memory, row, amp):
     """tools/analysis/benchmark.py's step (batch 2, 800 x 1216) counted on meta tensors against what the H200 measured
     (max_memory_allocated): within 5%, below it (what the count leaves out: cuBLAS / cuDNN workspaces, kernels'
-    temporaries). Counted: -2.4%, -3.8%, -3.1%."""
+    temporaries). Counted: -2.4%, -3.8%, -1.1%, -1.5%, -1.6%. The kernel rows under bf16 (-4.8%, -4.7%) are printed
+    by --benchmark-rows, not held here: that close to the bound, the next count change would trip it."""
     counted = gpu_memory.benchmark_step(row, amp).peak / 2**20
     measured = gpu_memory.H200_MIB[(row, amp)]
     assert 0.95 * measured <= counted <= measured

@@ -378,11 +378,16 @@ def count_training_step(counter: MemoryCounter,
 # ----------------------------------------------------------------------------- the benchmark's rows
 
 # torch.cuda.max_memory_allocated of tools/analysis/benchmark.py's training step on an H200 (docs/benchmark.md):
-# batch 2, 800 x 1216, torch 2.11; Swin-T there is torchvision's swin_t features (mmdet was not installed)
+# batch 2, 800 x 1216, torch 2.11; Swin-T there is torchvision's swin_t features (mmdet was not installed).
+# bash tools/gpu_check.sh, 2026-12-04 (the reference row was 23497 MiB in an earlier measurement of older code)
 H200_MIB = {
     ('torchvision_swin_t', None): 4406,
     ('torchvision_swin_t', 'bf16'): 3074,
-    ('transnext_pytorch', None): 23497
+    ('transnext_pytorch', None): 23038,
+    ('transnext_ext', None): 5557,
+    ('transnext_triton', None): 5574,
+    ('transnext_ext', 'bf16'): 3961,
+    ('transnext_triton', 'bf16'): 3861,
 }
 BENCHMARK_SIZE = (800, 1216)
 
