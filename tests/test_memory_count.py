@@ -72,8 +72,7 @@ def gpu_memory():
 
 
 @pytest.mark.parametrize('row, amp', [('torchvision_swin_t', None), ('torchvision_swin_t', 'bf16'),
-                                      ('transnext_pytorch', None), ('transnext_ext', None),
-                                      ('transnext_triton', None)])
+                                      ('transnext_pytorch', None), ('transnext_ext', None), ('transnext_triton', None)])
 def test_count_reproduces_the_h200(gpu_memory, row, amp):
     """tools/analysis/benchmark.py's step (batch 2, 800 x 1216) counted on meta tensors against what the H200 measured
     (max_memory_allocated): within 5%, below it (what the count leaves out: cuBLAS / cuDNN workspaces, kernels'
