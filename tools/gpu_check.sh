@@ -24,6 +24,15 @@ PLANNER_LIMIT="${GPU_CHECK_PLANNER_LIMIT:-120}" BUILD_LIMIT="${GPU_CHECK_BUILD_L
 log() { echo "[gpu_check $(date +%T)] $*" >&2; }
 timed() { local limit="$1"; shift; timeout --signal=INT --kill-after=10 "$limit" "$@"; }
 failed() { status=1; log "FAILED: $1 (exit status $2)"; }  # the run goes on; its exit status says one step failed
+# run_step NAME LIMIT OUTPUT COMMAND...: the command under its time limit, its output shown and kept in OUTPUT
+run_step() {
+    local name="$1" limit="$2" output="$3" code
+    shift 3
+    log "$name"
+    timed "$limit" "$@" 2>&1 | tee "$output"
+    code="${PIPESTATUS[0]}"
+    [[ "$code" == 0 ]] || failed "$name" "$code"
+}
 
 if ! "$PY" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; then
     echo "gpu_check: no GPU is visible to torch in $PY (or torch is missing there): nothing to check on this machine." >&2
@@ -67,24 +76,17 @@ fi
 # backend verified against the reference, timed, its memory taken); backends.py prints those decisions afterwards
 export MMTRANSNEXT_CACHE_DIR="$RESULTS/backend_cache"
 for amp in none bf16; do
-    log "benchmark, autocast $amp"
-    timed "$BENCH_LIMIT" "$PY" tools/analysis/benchmark.py --sizes 800x1216 --batch 2 --repeats "$REPEATS" \
-        --amp "$amp" --rows transnext_pytorch transnext_auto transnext_ext transnext_triton swin --profile "$RESULTS" \
-        2>&1 | tee "$RESULTS/benchmark_$amp.md"
-    code="${PIPESTATUS[0]}"; [[ "$code" == 0 ]] || failed "benchmark, autocast $amp" "$code"
+    run_step "benchmark, autocast $amp" "$BENCH_LIMIT" "$RESULTS/benchmark_$amp.md" \
+        "$PY" tools/analysis/benchmark.py --sizes 800x1216 --batch 2 --repeats "$REPEATS" --amp "$amp" \
+        --rows transnext_pytorch transnext_auto transnext_ext transnext_triton swin --profile "$RESULTS"
 done
-log "attn_impl='auto' decisions on this GPU"
-"$PY" tools/analysis/backends.py 2>&1 | tee "$RESULTS/auto_decisions.md"
-code="${PIPESTATUS[0]}"; [[ "$code" == 0 ]] || failed "attn_impl='auto' decisions" "$code"
-log "GPU tests"
-timed "$TESTS_LIMIT" "$PY" -m pytest -q -p no:cacheprovider -ra -o addopts='' \
+# (it reads the cache file the benchmark wrote)
+run_step "attn_impl='auto' decisions on this GPU" 60 "$RESULTS/auto_decisions.md" "$PY" tools/analysis/backends.py
+run_step "GPU tests" "$TESTS_LIMIT" "$RESULTS/tests.log" "$PY" -m pytest -q -p no:cacheprovider -ra -o addopts='' \
     tests/test_ops.py tests/test_pooled_attention.py tests/test_backbone_exactness.py tests/test_reliability.py \
-    tests/test_triton_ops.py -k 'cuda or triton or autocast' 2>&1 | tee "$RESULTS/tests.log"
-code="${PIPESTATUS[0]}"; [[ "$code" == 0 ]] || failed "GPU tests" "$code"
-
+    tests/test_triton_ops.py -k 'cuda or triton or autocast'
 # the planner's count of the same rows (tools/analysis/gpu_memory.py, meta tensors) beside the measured ones above
-log "GPU memory counted on meta tensors, for the benchmark's rows"
-timed "$PLANNER_LIMIT" "$PY" tools/analysis/gpu_memory.py --benchmark-rows 2>&1 | tee "$RESULTS/gpu_memory_counted.md"
-code="${PIPESTATUS[0]}"; [[ "$code" == 0 ]] || failed "GPU memory count" "$code"
+run_step "GPU memory counted on meta tensors, for the benchmark's rows" "$PLANNER_LIMIT" \
+    "$RESULTS/gpu_memory_counted.md" "$PY" tools/analysis/gpu_memory.py --benchmark-rows
 log "done (status $status): $RESULTS"
 exit "$status"
