@@ -110,9 +110,8 @@ def test_position_bias_taps_read_the_same_bias_as_the_gather():
     without bilinear resizing."""
     for grid, pool, size, pool_size in [((16, 16), (2, 2), (16, 16), (2, 2)), ((12, 20), (3, 5), (31, 17), (7, 4)),
                                         ((8, 8), (8, 8), (5, 11), (5, 11))]:
-        inverse_h, inverse_w, table = relative_position_table(grid, pool, (14, 14))
-        taps = bias_taps(inverse_h, inverse_w, size, pool_size,
-                         (inverse_h.max().item() + 1, inverse_w.max().item() + 1))
+        inverse_h, inverse_w, table, shape = relative_position_table(grid, pool, (14, 14))
+        taps = bias_taps(inverse_h, inverse_w, size, pool_size, shape)
         values = torch.randn(3, table.shape[0])
         rows = position_bias_rows(values, taps, size, pool_size)
         ours = expand_position_bias(rows, taps.cols_taps_index, taps.cols_taps_weight)

@@ -196,15 +196,18 @@ def _kernels():
 
 
 def _triton_forward(query: Tensor, key: Tensor, value: Tensor, bias_rows: Tensor, cols_index: Tensor,
-                    cols_weight: Tensor, local_logits: Tensor, inverse_index: Tensor, inverse_weight: Tensor,
-                    precision: str) -> Tuple[Tensor, Tensor, Tensor]:
+                    cols_weight: Tensor, local_logits: Tensor, inverse_index: Optional[Tensor],
+                    inverse_weight: Optional[Tensor], precision: str) -> Tuple[Tensor, Tensor, Tensor]:
     return _kernels().pooled_forward(query, key, value, bias_rows, cols_index, cols_weight, local_logits, precision)
 
 
 def _triton_backward(grad_out: Tensor, grad_local_weights: Tensor, grad_lse: Tensor, query: Tensor, key: Tensor,
-                     value: Tensor, bias_rows: Tensor, cols_index: Tensor, cols_weight: Tensor, inverse_index: Tensor,
-                     inverse_weight: Tensor, out: Tensor, local_weights: Tensor, lse: Tensor,
+                     value: Tensor, bias_rows: Tensor, cols_index: Tensor, cols_weight: Tensor,
+                     inverse_index: Optional[Tensor], inverse_weight: Optional[Tensor], out: Tensor,
+                     local_weights: Tensor, lse: Tensor,
                      precision: str) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    if inverse_index is None:  # a traced geometry has none (data-dependent): found here, where the op runs
+        inverse_index, inverse_weight = invert_cols_taps(cols_index, cols_weight, bias_rows.shape[-1])
     # d softmax: every logit's gradient is p * (its upstream gradient - delta), one delta per query
     delta = ((grad_out.float() * out.float()).sum(-1) + (grad_local_weights * local_weights).sum(-1) - grad_lse)
     grad_local = local_weights * (grad_local_weights - delta.unsqueeze(-1))
@@ -256,15 +259,16 @@ def _triton_pooled_attention(query, key, value, bias_rows, cols_index, cols_weig
     if dtype is None:
         dtype = out_dtype if out_dtype in (torch.float16, torch.bfloat16) else torch.float32
     precision = _kernels().dot_precision(dtype, query.device)
-    if cols_inverse is None:
-        cols_inverse = invert_cols_taps(cols_index, cols_weight, bias_rows.shape[-1])
-    f32 = [t.to(torch.float32).contiguous() for t in (bias_rows, cols_weight, local_logits, cols_inverse[1])]
+    f32 = [t.to(torch.float32).contiguous() for t in (bias_rows, cols_weight, local_logits)]
+    # the backward's inverse of the column taps: given with the geometry, else found by the op's backward
+    inverse = (None, None) if cols_inverse is None else (cols_inverse[0].contiguous(),
+                                                         cols_inverse[1].to(torch.float32).contiguous())
     # int32 column indices: the kernels' bias gather holds a tile of them in registers
     out, local_weights, _ = _triton_forward_apply(
         query.to(dtype).contiguous(),
         key.to(dtype).contiguous(),
         value.to(dtype).contiguous(), f32[0],
-        cols_index.to(torch.int32).contiguous(), f32[1], f32[2], cols_inverse[0].contiguous(), f32[3], precision)
+        cols_index.to(torch.int32).contiguous(), f32[1], f32[2], *inverse, precision)
     return out.to(out_dtype), local_weights.to(local_logits.dtype)
 
 
@@ -353,7 +357,7 @@ def pooled_attention(query: Tensor,
         attn_impl (str): 'auto', 'ext', 'triton' or 'pytorch' (materialises every logit); see
             ``mmtransnext.ops.backend``.
         cols_inverse (tuple[Tensor], optional): :func:`invert_cols_taps` of the column taps, for the Triton
-            backward (computed here when not given).
+            backward (computed by the op's backward when not given).
 
     Returns:
         tuple[Tensor, Tensor]: the pooled output (B, heads, H * W, Dv) and the local softmax

@@ -364,24 +364,38 @@ class TransNeXt(BaseModule):
     # ---------------------------------------------------------------------------- forward
     def stage_geometry(self, stage: int, size: Tuple[int, int], device, dtype=torch.float32) -> StageGeometry:
         """Masks, scales and bias coordinates of ``stage`` for a feature map of ``size`` (cached), their floating
-        tensors in ``dtype`` (the parameters' type: float32 under autocast too)."""
+        tensors in ``dtype`` (the parameters' type: float32 under autocast too).
+
+        Where the forward is traced (``torch.compile``, ``torch.export``), the geometry is built inside the graph
+        from the (possibly symbolic) size, past the cache: it is a function of the size alone."""
+        if in_traced_graph():
+            return self._build_stage_geometry(stage, size, device, dtype, traced=True)
         key = (stage, size, torch.device(device), dtype)
         geometry = self._geometry_cache.get(key)
         if geometry is None:
-            scale = 2**(stage + 2)
-            pretrain_grid = (self.pretrain_size[0] // scale, self.pretrain_size[1] // scale)
-            trained_grid = None if self.is_extrapolation else (self.img_size[0] // scale, self.img_size[1] // scale)
-            # meta tensors (the memory count) have no values to build it from: built on the CPU, then moved
-            build_on = 'cpu' if torch.device(device).type == 'meta' else device
-            geometry = build_stage_geometry(size, self.sr_ratios[stage], self.window_sizes[stage], pretrain_grid,
-                                            trained_grid, build_on)
-            if dtype != torch.float32 or build_on != device:
-                geometry = geometry_in(geometry, dtype, device)
+            geometry = self._build_stage_geometry(stage, size, device, dtype)
             self._geometry_cache[key] = geometry
             while len(self._geometry_cache) > self.geometry_cache_size:
                 self._geometry_cache.popitem(last=False)
         else:
             self._geometry_cache.move_to_end(key)
+        return geometry
+
+    def _build_stage_geometry(self, stage, size, device, dtype, traced=False) -> StageGeometry:
+        scale = 2**(stage + 2)
+        pretrain_grid = (self.pretrain_size[0] // scale, self.pretrain_size[1] // scale)
+        trained_grid = None if self.is_extrapolation else (self.img_size[0] // scale, self.img_size[1] // scale)
+        # meta tensors (the memory count) have no values to build it from: built on the CPU, then moved
+        build_on = 'cpu' if torch.device(device).type == 'meta' else device
+        geometry = build_stage_geometry(size,
+                                        self.sr_ratios[stage],
+                                        self.window_sizes[stage],
+                                        pretrain_grid,
+                                        trained_grid,
+                                        build_on,
+                                        invert=not traced)
+        if dtype != torch.float32 or build_on != device:
+            geometry = geometry_in(geometry, dtype, device)
         return geometry
 
     def _check_input(self, x: torch.Tensor):

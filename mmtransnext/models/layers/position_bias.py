@@ -15,20 +15,50 @@ from ...ops.pooled_attention import invert_cols_taps
 Size2d = Tuple[int, int]
 
 
-def relative_position_table(query_size: Size2d,
-                            key_size: Size2d,
-                            pretrain_size: Size2d,
-                            device=None) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _known_equal(a, b) -> bool:
+    """Whether two sizes are known to be equal: a symbolic size (``torch.compile`` / ``torch.export`` with dynamic
+    shapes) is never, so that no guard pins it; the code it selects computes the same values either way."""
+    return isinstance(a, int) and isinstance(b, int) and a == b
+
+
+def _pool_window_centres(q_len, k_len, device=None) -> Tuple[torch.Tensor, object]:
+    """Twice the centres of adaptive average pooling's ``k_len`` windows over ``0 .. q_len - 1``: window k spans
+    ``[floor(k q / K), ceil((k + 1) q / K))``, so its centre is (start + end - 1) / 2, a half-integer. Returns
+    the (k_len,) integer tensor, and the step between the distinct offsets ``2 q - 2 centre``: 2 when every centre
+    has the same parity (always known for integer sizes), else 1 (also for symbolic sizes, where it is unknown)."""
+    k = torch.arange(k_len, device=device)
+    twice = (k * q_len).div(k_len, rounding_mode='floor') + (
+        (k + 1) * q_len + k_len - 1).div(k_len, rounding_mode='floor') - 1
+    step = 1
+    if isinstance(q_len, int) and isinstance(k_len, int):
+        parities = {(i * q_len // k_len + ((i + 1) * q_len + k_len - 1) // k_len - 1) % 2 for i in range(k_len)}
+        step = 2 if len(parities) == 1 else 1
+    return twice, step
+
+
+class PositionTable(NamedTuple):
+    """Per-axis offset indices of every (query, key) pair and the coordinates of the offsets."""
+    inverse_h: torch.Tensor  # (H_q, H_k) long: each pair's offset along H, an index into U_h
+    inverse_w: torch.Tensor  # (W_q, W_k) long, into U_w
+    table: torch.Tensor  # (U_h * U_w, 2) transformed coordinates; row inverse_h * U_w + inverse_w for a pair
+    shape: Size2d  # (U_h, U_w)
+
+
+def relative_position_table(query_size: Size2d, key_size: Size2d, pretrain_size: Size2d, device=None) -> PositionTable:
     """Log-spaced relative coordinates between a query grid and its pooled key grid, per axis.
 
     Key positions are the average-pooled query coordinates (the pooled tokens sit at the centre of
     their pooling window). Coordinates are normalised by the pretraining grid, so that a model
     pretrained at 224 px sees the same coordinate range at any resolution.
 
-    The (h, w) offsets of all query-key pairs form the Cartesian product of the per-axis offsets,
-    so the unique rows of the official ``torch.unique(pairs, dim=0)`` are the product of the
-    per-axis unique values, in the same lexicographic order: found per axis, without sorting
-    Nq * Nk rows.
+    The official model runs the bias MLP on ``torch.unique`` of all query-key offsets. Here the offsets come from
+    the sizes alone, with no data-dependent step (``torch.compile`` and ``torch.export`` trace it for symbolic
+    sizes): along an axis, twice an offset is the integer ``2 q - (start + end - 1)`` of a pooling window, so the
+    table holds every such integer between the extremes, in ascending order. Its values are exactly the
+    official ones (``(2 q - c) * 0.5`` is the exact offset, divided and scaled as the official code does); where
+    all window centres share a parity (every integer size checked) the table is exactly ``torch.unique``'s,
+    otherwise it has a few entries no pair reads, whose bias is computed and never used. The (h, w) offsets of
+    all pairs are the Cartesian product of the per-axis offsets, so the table is the product of the axes' tables.
 
     Args:
         query_size (tuple[int]): (H, W) of the query grid.
@@ -37,57 +67,63 @@ def relative_position_table(query_size: Size2d,
         device (torch.device, optional): where to build the tensors. Defaults to None (CPU).
 
     Returns:
-        tuple[Tensor, Tensor, Tensor]: ``inverse_h`` (H_q, H_k) and ``inverse_w`` (W_q, W_k), the
-        per-axis offset indices, and ``table`` (U_h * U_w, 2), the unique transformed coordinates
-        (row ``inverse_h * U_w + inverse_w`` for a pair), so the bias MLP runs on each offset once.
+        PositionTable: the per-axis offset indices of the pairs and the coordinates of the offsets, so that the
+        bias MLP runs on each offset once.
     """
     if min(pretrain_size) < 2:
         raise ValueError(f'pretrain_size gives a {pretrain_size} grid at this stage; it must be at '
                          'least 2 x 2 (use the resolution the checkpoint was pretrained at, e.g. 224)')
-    uniques, inverses = [], []
+    axes, inverses, lengths = [], [], []
     for q_len, k_len, p_len in zip(query_size, key_size, pretrain_size):
-        q_axis = torch.arange(q_len, dtype=torch.float32, device=device)
-        k_axis = F.adaptive_avg_pool1d(q_axis.unsqueeze(0), k_len).squeeze(0)
-        relative = (q_axis[:, None] - k_axis[None, :]) / (p_len - 1) * 8  # (q_len, k_len)
-        values, inverse = torch.unique(relative, return_inverse=True)
-        uniques.append(values)
+        twice_centre, step = _pool_window_centres(q_len, k_len, device)
+        lowest = -((k_len - 1) * q_len // k_len + q_len - 1)  # 2 * 0 - the last window's twice-centre
+        highest = 2 * (q_len - 1) - ((q_len + k_len - 1) // k_len - 1)  # 2 (q_len - 1) - the first one's
+        twice_offset = torch.arange(lowest, highest + 1, step, device=device)
+        q_axis = torch.arange(q_len, device=device)
+        inverse = (2 * q_axis[:, None] - twice_centre[None, :] - lowest).div(step, rounding_mode='floor')
+        axes.append(twice_offset.to(torch.float32) * 0.5 / (p_len - 1) * 8)
         inverses.append(inverse)
-    table = torch.stack(torch.meshgrid(*uniques, indexing='ij'), dim=-1).reshape(-1, 2)
+        lengths.append((highest - lowest) // step + 1)
+    table = torch.stack(torch.meshgrid(*axes, indexing='ij'), dim=-1).reshape(-1, 2)
     table = torch.sign(table) * torch.log2(table.abs() + 1.0) / torch.log2(
         torch.tensor(8, dtype=torch.float32, device=device))
-    return inverses[0], inverses[1], table
+    return PositionTable(inverses[0], inverses[1], table, tuple(lengths))
 
 
-def linear_resize_taps(in_len: int, out_len: int, device=None) -> Tuple[torch.Tensor, torch.Tensor]:
+def linear_resize_taps(in_len: int,
+                       out_len: int,
+                       resize: bool = True,
+                       device=None) -> Tuple[torch.Tensor, torch.Tensor]:
     """Source indices and weights of ``F.interpolate(mode='bilinear')`` along one axis.
 
     Bilinear resizing is separable: each output position reads at most two inputs of each axis,
-    with the same weights as 1-d linear resizing (read off by resizing the identity).
+    with the same weights as 1-d linear resizing (read off by resizing the identity). Without
+    ``resize`` (the sizes are equal), one tap of weight 1; resizing between equal sizes gives the
+    same values with a second tap of weight 0.
 
     Returns:
         tuple[Tensor, Tensor]: (out_len, taps) long indices and float weights.
     """
-    if in_len == out_len:
+    if not resize:
         return torch.arange(out_len, device=device)[:, None], torch.ones(out_len, 1, device=device)
     matrix = F.interpolate(torch.eye(in_len, device=device)[None], out_len, mode='linear')[0].T
     weight, index = matrix.topk(min(2, in_len), dim=-1)
     return index, weight
 
 
-def _axis_bias_taps(inverse: torch.Tensor, out_query: int, out_key: int):
-    """Taps of one axis of the resized bias: for output (query y, key k), the unique offsets and
-    weights that bilinear resizing of the query and key grids combines.
+def _axis_bias_taps(inverse: torch.Tensor, out_query: int, out_key: int, resize_query: bool, resize_key: bool):
+    """Taps of one axis of the resized bias: for output (query y, key k), the offsets and weights that
+    bilinear resizing of the query and key grids combines.
 
     Returns:
-        tuple[Tensor, Tensor]: (taps, out_query, out_key) indices into the axis' unique offsets and
-        float weights; taps that are zero everywhere are dropped (one tap without resizing).
+        tuple[Tensor, Tensor]: (taps, out_query, out_key) indices into the axis' offsets and float weights;
+        one tap without resizing, up to 2 per resized grid (some may be 0 everywhere: they add exact zeros).
     """
-    q_index, q_weight = linear_resize_taps(inverse.shape[0], out_query, inverse.device)
-    k_index, k_weight = linear_resize_taps(inverse.shape[1], out_key, inverse.device)
+    q_index, q_weight = linear_resize_taps(inverse.shape[0], out_query, resize_query, inverse.device)
+    k_index, k_weight = linear_resize_taps(inverse.shape[1], out_key, resize_key, inverse.device)
     index = inverse[q_index[:, None, :, None], k_index[None, :, None, :]].flatten(2)
     weight = (q_weight[:, None, :, None] * k_weight[None, :, None, :]).flatten(2)
-    used = weight.ne(0).flatten(0, 1).any(0)
-    return index[..., used].permute(2, 0, 1), weight[..., used].permute(2, 0, 1)
+    return index.permute(2, 0, 1), weight.permute(2, 0, 1)
 
 
 class BiasTaps(NamedTuple):
@@ -102,7 +138,8 @@ class BiasTaps(NamedTuple):
     grid and one bilinear ``F.interpolate`` resizes it, a single pass at full size.
     For the fused op (``mmtransnext.ops.pooled_attention``), ``cols_taps_index`` / ``cols_taps_weight``
     (taps, W, pw) give the W axis as taps into U_w: one of weight 1 without resizing, up to 4 with it;
-    ``cols_inverse`` lists, for each u of U_w, the (x, kx) taps that read it (the Triton backward gathers them).
+    ``cols_inverse`` lists, for each u of U_w, the (x, kx) taps that read it (the Triton backward gathers them),
+    or None where the geometry is traced (the Triton op then finds them itself: a data-dependent step).
     """
     table_shape: Size2d
     rows_index: torch.Tensor
@@ -111,26 +148,35 @@ class BiasTaps(NamedTuple):
     cols_grid: Optional[Size2d]
     cols_taps_index: torch.Tensor
     cols_taps_weight: torch.Tensor
-    cols_inverse: Tuple[torch.Tensor, torch.Tensor]
+    cols_inverse: Optional[Tuple[torch.Tensor, torch.Tensor]]
 
 
-def bias_taps(inverse_h: torch.Tensor, inverse_w: torch.Tensor, size: Size2d, pool_size: Size2d,
-              table_shape: Size2d) -> BiasTaps:
+def bias_taps(inverse_h: torch.Tensor,
+              inverse_w: torch.Tensor,
+              size: Size2d,
+              pool_size: Size2d,
+              table_shape: Size2d,
+              resize: bool = True,
+              invert: bool = True) -> BiasTaps:
+    """The :class:`BiasTaps` of the offsets ``inverse_h`` / ``inverse_w`` (on the grids the bias is generated on)
+    for a ``size`` query grid and ``pool_size`` key grid; ``resize``: the bias is generated on other grids
+    (interpolation mode) and resized bilinearly wherever their sizes are not known to be equal.
+    ``invert``: also build ``cols_inverse`` (not where traced)."""
     (H, W), (ph, pw), (_, u_w) = size, pool_size, table_shape
-    rows_index, rows_weight = _axis_bias_taps(inverse_h, H, ph)  # (taps, H, ph)
-    if rows_weight.shape[0] == 1 and bool(rows_weight.eq(1).all()):
-        rows_weight = None
-    else:
-        rows_weight = rows_weight.flatten(1)[..., None]
-    if tuple(inverse_w.shape) == (W, pw):
+    resize_h = [resize and not _known_equal(a, b) for a, b in zip(inverse_h.shape, (H, ph))]
+    resize_w = [resize and not _known_equal(a, b) for a, b in zip(inverse_w.shape, (W, pw))]
+    rows_index, rows_weight = _axis_bias_taps(inverse_h, H, ph, *resize_h)  # (taps, H, ph)
+    rows_weight = rows_weight.flatten(1)[..., None] if any(resize_h) else None
+    if not any(resize_w):
         ky = torch.arange(ph, device=inverse_w.device)[None, :, None]
         cols_index, cols_grid = (ky * u_w + inverse_w[:, None, :]).reshape(-1), None
     else:
         cols_index, cols_grid = inverse_w.reshape(-1), tuple(inverse_w.shape)
-    cols_taps_index, cols_taps_weight = _axis_bias_taps(inverse_w, W, pw)
+    cols_taps_index, cols_taps_weight = _axis_bias_taps(inverse_w, W, pw, *resize_w)
     cols_taps_index, cols_taps_weight = cols_taps_index.contiguous(), cols_taps_weight.contiguous()
+    cols_inverse = invert_cols_taps(cols_taps_index, cols_taps_weight, u_w) if invert else None
     return BiasTaps(table_shape, rows_index.flatten(1), rows_weight, cols_index, cols_grid, cols_taps_index,
-                    cols_taps_weight, invert_cols_taps(cols_taps_index, cols_taps_weight, u_w))
+                    cols_taps_weight, cols_inverse)
 
 
 def position_bias_rows(values: torch.Tensor, taps: BiasTaps, size: Size2d, pool_size: Size2d) -> torch.Tensor:
@@ -184,7 +230,8 @@ def stage_geometry(size: Size2d,
                    window_size: Optional[int],
                    pretrain_grid: Size2d,
                    trained_grid: Optional[Size2d],
-                   device=None) -> StageGeometry:
+                   device=None,
+                   invert: bool = True) -> StageGeometry:
     """Build the :class:`StageGeometry` of one stage for a feature map of ``size``.
 
     Args:
@@ -194,6 +241,12 @@ def stage_geometry(size: Size2d,
         pretrain_grid (tuple[int]): the stage's grid at pretraining resolution.
         trained_grid (tuple[int] | None): the stage's grid at ``img_size`` (interpolation mode),
             or None (extrapolation mode: the bias is generated at the real size).
+        device (torch.device, optional): where to build it. Defaults to None (CPU).
+        invert (bool): also build the Triton backward's ``cols_inverse`` (a data-dependent step, so not where the
+            geometry is traced). Defaults to True.
+
+    The sizes may be symbolic (``torch.compile`` / ``torch.export`` with dynamic shapes): nothing here depends on
+    a tensor's values, so the whole function traces into the graph.
     """
     H, W = size
     pool_size = (H // sr_ratio, W // sr_ratio)
@@ -205,17 +258,22 @@ def stage_geometry(size: Size2d,
     if min(key_grid) < 1:
         raise ValueError(f'img_size gives a {query_grid} grid, smaller than the pooling ratio '
                          f'{sr_ratio} of its stage: increase img_size')
-    inverse_h, inverse_w, rel_table = relative_position_table(tuple(query_grid), key_grid, tuple(pretrain_grid),
-                                                              None if device is None else torch.device(device))
-    taps = bias_taps(inverse_h, inverse_w, size, pool_size, (inverse_h.max().item() + 1, inverse_w.max().item() + 1))
+    positions = relative_position_table(query_grid, key_grid, pretrain_grid, device)
+    taps = bias_taps(positions.inverse_h,
+                     positions.inverse_w,
+                     size,
+                     pool_size,
+                     positions.shape,
+                     resize=trained_grid is not None,
+                     invert=invert)
     pool_len = pool_size[0] * pool_size[1]
     if window_size is None:
-        seq_length_scale = torch.log(torch.as_tensor(float(pool_len), device=device))
+        seq_length_scale = torch.log(torch.full((), pool_len, dtype=torch.float32, device=device))
         padding_mask = None
     else:
         local_len, padding_mask = local_window_stats(size, window_size, device)
         seq_length_scale = torch.log(local_len + pool_len)
-    return StageGeometry(size, pool_size, rel_table, taps, seq_length_scale, padding_mask)
+    return StageGeometry(size, pool_size, positions.table, taps, seq_length_scale, padding_mask)
 
 
 def geometry_in(geometry: StageGeometry, dtype: torch.dtype, device=None) -> StageGeometry:
