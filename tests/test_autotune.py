@@ -103,15 +103,15 @@ class _Planted:
 
 @pytest.mark.parametrize('fault, status, message', [('output', 'wrong', 'wrong by'), ('gradient', 'wrong', 'grad key'),
                                                     ('raises', 'raised', 'too many resources')])
-def test_a_faulty_backend_is_rejected_and_never_runs_again(fresh, monkeypatch, logged, fault, status, message):
+def test_a_faulty_backend_is_rejected_and_never_runs_again(fresh, logged, fault, status, message):
     reference = _losses('pytorch')
     planted = _Planted(ext_loader.ext, fault)
-    monkeypatch.setattr(ext_loader, 'ext', planted)
-    losses = _losses('auto', steps=1)
-    calls = planted.calls
-    losses += _losses('auto')[1:]  # a second model, and inference: nothing runs the faulty kernel again
-    with torch.no_grad():
-        TransNeXt(arch='micro', img_size=SIZE)(torch.randn(1, 3, SIZE, SIZE))
+    with ext_loader.replaced(planted):
+        losses = _losses('auto', steps=1)
+        calls = planted.calls
+        losses += _losses('auto')[1:]  # a second model, and inference: nothing runs the faulty kernel again
+        with torch.no_grad():
+            TransNeXt(arch='micro', img_size=SIZE)(torch.randn(1, 3, SIZE, SIZE))
     assert planted.calls == calls
     pooled = [d for key, d in autotune._settled.items() if key[0] == 'pooled_attention']
     assert pooled and all(d['backend'] == 'pytorch' for d in pooled)

@@ -4,7 +4,8 @@ tests/cuda_emulation/ compiles the extension's CUDA path (the dispatchers, the .
 mmtransnext/ops/csrc: the sources nvcc builds, launch configurations included) as C++ over an emulation of CUDA's
 execution model: the threads of a block run concurrently, __syncthreads() is a real barrier, shared memory is shared
 by the block's threads, atomicAdd is atomic. With that module as the extension, ``attn_impl='ext'`` on CPU tensors
-runs the CUDA kernels through the op's own autograd functions. The shapes are those of the CPU op tests, plus what
+runs the CUDA kernels through the op's own registration (its functions replace the built extension's kernels,
+``ext_loader.replaced``). The shapes are those of the CPU op tests, plus what
 only the CUDA launch configuration splits: several key tiles, query blocks and query chunks, and each head-size
 register width. Every launch is also held to what each GPU architecture the project builds for allows a launch
 (cuda_emulation.h, kArchitectures), and a training step's launches are checked so without running every block.
@@ -54,10 +55,11 @@ def emulated():
 
 
 @pytest.fixture
-def cuda_kernels(emulated, monkeypatch):
-    """``attn_impl='ext'`` runs the emulated CUDA build during the test (every op reads the extension from
-    ext_loader)."""
-    monkeypatch.setattr(ext_loader, 'ext', emulated)
+def cuda_kernels(emulated):
+    """``attn_impl='ext'`` runs the emulated CUDA build during the test (its functions replace the extension's
+    registered kernels)."""
+    with ext_loader.replaced(emulated):
+        yield
 
 
 # ----------------------------------------------------------------------------- local window ops
@@ -177,20 +179,20 @@ class _AttentionFrom:
 
 
 @needs_ext
-def test_training_step_launches_fit_every_architecture(emulated, monkeypatch):
+def test_training_step_launches_fit_every_architecture(emulated):
     """Every launch of a TransNeXt training step (the model's own 224 grid and a resized input: both position-bias
     modes) fits every architecture: the emulation checks each launch as it starts and once its first block has
     declared its static shared memory, and runs only that block (the outputs are left unwritten: any values do)."""
     from mmtransnext.models import TransNeXt
-    monkeypatch.setattr(ext_loader, 'ext', _AttentionFrom(emulated, ext_loader.ext))
     emulated.emulation_launches()  # (clears the log)
     emulated.emulation_first_block_only(True)
     try:
-        torch.manual_seed(0)
-        net = TransNeXt(arch='micro', attn_impl='ext')
-        for size in ((224, 224), (256, 320)):
-            outs = net(torch.randn(2, 3, *size))
-            sum(o.sum() for o in outs).backward()
+        with ext_loader.replaced(_AttentionFrom(emulated, ext_loader.ext)):
+            torch.manual_seed(0)
+            net = TransNeXt(arch='micro', attn_impl='ext')
+            for size in ((224, 224), (256, 320)):
+                outs = net(torch.randn(2, 3, *size))
+                sum(o.sum() for o in outs).backward()
     finally:
         emulated.emulation_first_block_only(False)
     launches = emulated.emulation_launches()

@@ -120,7 +120,7 @@ def test_bad_arguments_name_the_problem():
 def test_missing_extension_says_how_to_build_it(monkeypatch):
     from mmtransnext.models import TransNeXt
     from mmtransnext.ops import ext_loader
-    monkeypatch.setattr(ext_loader, 'ext', None)  # every op reads the extension from here
+    monkeypatch.setattr(ext_loader, 'ext', None)  # the backends read from here whether it is built
     with pytest.raises(RuntimeError, match='is not built; build it with `bash tools/setup_env.sh`'):
         TransNeXt(arch='micro', attn_impl='ext')
     model = TransNeXt(arch='micro', img_size=64, attn_impl='auto').eval()  # falls back to PyTorch
@@ -269,14 +269,17 @@ def test_gelu_gate_falls_back_where_it_has_no_kernel():
 
 @needs_ext
 def test_register_op_fallback_gives_the_same_op():
-    """torch < 2.4 has no torch.library.custom_op: register_op builds an autograd.Function from the same pieces."""
+    """torch < 2.4 has no torch.library.register_fake / register_autograd: register_op builds an autograd.Function
+    from the same pieces, calling the ops that the extension defines in C++."""
     from mmtransnext.ops import local_attention as la
-    fallback = la._register('local_similarity',
-                            la._similarity_forward,
-                            la._similarity_backward,
-                            None,
-                            None,
-                            custom_op=False)
+    fallback = la._register(
+        'local_similarity',
+        la._similarity_forward,
+        la._similarity_backward,
+        la._similarity_fake,  # (the memory count reads them from the registry: keep them there)
+        la._similarity_backward_fake,
+        custom_op=False,
+        in_extension=True)
     torch.manual_seed(0)
     q, k = (torch.randn(2, 3, 20, 8, dtype=torch.float64, requires_grad=True) for _ in range(2))
     bias = torch.randn(3, 9, dtype=torch.float64, requires_grad=True)
@@ -309,10 +312,10 @@ def test_auto_picks_the_op_where_it_is_built(monkeypatch, attn_impl, uses_op):
     from mmtransnext.models import TransNeXt
     from mmtransnext.ops import ext_loader
     counting = _CountingExt(ext_loader.ext)
-    monkeypatch.setattr(ext_loader, 'ext', counting)
     arch = dict(embed_dims=[16, 32, 64, 128], depths=[1, 1, 1, 1], num_heads=[1, 2, 4, 8])
-    model = TransNeXt(arch=arch, img_size=64, pretrain_size=64, attn_impl=attn_impl)
-    sum(o.sum() for o in model(torch.randn(1, 3, 64, 64))).backward()
+    with ext_loader.replaced(counting):
+        model = TransNeXt(arch=arch, img_size=64, pretrain_size=64, attn_impl=attn_impl)
+        sum(o.sum() for o in model(torch.randn(1, 3, 64, 64))).backward()
     kernels = {
         'pooled_attention_forward', 'pooled_attention_backward', 'local_similarity_forward', 'local_aggregation_forward'
     }

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The oldest supported torch: builds the attention op against torch 2.1.2 in a second, minimal venv
 # (requirements/env-torch2.1.txt: torch, mmengine, mmcv-lite) and runs the backbone and op tests there, through
-# the ops' autograd.Function fallback (torch < 2.4 has no torch.library.custom_op). CI runs it after README's
+# the ops' autograd.Function fallback (torch < 2.4 has no torch.library.custom_op / register_fake; the ops' schemas
+# and kernels are the C++ library's there too, tests/test_op_library.py). CI runs it after README's
 # test command. Extra arguments go to pytest; `--install-only` only creates the venv (CI does that in the background
 # while the main set-up runs: mostly downloads and unpacking).
 #
@@ -38,4 +39,4 @@ MMTRANSNEXT_SHARED="${MMTRANSNEXT_SHARED:-$ROOT/../shared}" \
 MMTRANSNEXT_ALLOWED_SKIPS='needs a GPU|needs torch >= 2.4|needs the nvcc of torch|needs mmdet with|needs mmseg with|needs mmpretrain with' \
     exec "$VENV/bin/python" -m pytest -p no:cacheprovider \
     tests/test_backbone_exactness.py tests/test_backbone_build.py tests/test_ops.py tests/test_pooled_attention.py \
-    tests/test_memory_lean.py tests/test_converter.py "$@"
+    tests/test_memory_lean.py tests/test_converter.py tests/test_op_library.py "$@"

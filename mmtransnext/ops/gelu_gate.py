@@ -21,13 +21,13 @@ def gelu_gate_reference(gate: Tensor, value: Tensor) -> Tensor:
     return F.gelu(gate) * value
 
 
+# the kernels of mmtransnext::gelu_gate / _backward, defined in gelu_gate.cpp
 def _forward(gate: Tensor, value: Tensor) -> Tensor:
     return ext_loader.ext.gelu_gate_forward(gate, value)
 
 
 def _backward(grad: Tensor, gate: Tensor, value: Tensor) -> Tuple[Tensor, Tensor]:
-    grad_gate, grad_value = ext_loader.ext.gelu_gate_backward(grad.contiguous(), gate, value)
-    return grad_gate, grad_value
+    return ext_loader.ext.gelu_gate_backward(grad, gate, value)
 
 
 def _save(ctx, inputs, output):
@@ -46,8 +46,14 @@ def _backward_fake(grad, gate, value):
     return torch.empty_like(gate), torch.empty_like(value)
 
 
-_forward_apply, _backward_apply = register_op('gelu_gate', _forward, _backward, _forward_fake, _backward_fake, _save,
-                                              _grad)
+_forward_apply, _backward_apply = register_op('gelu_gate',
+                                              _forward,
+                                              _backward,
+                                              _forward_fake,
+                                              _backward_fake,
+                                              _save,
+                                              _grad,
+                                              in_extension=True)
 
 
 def _fused(gate: Tensor, value: Tensor, attn_impl: str) -> bool:

@@ -8,8 +8,8 @@ arithmetic), the C++/CUDA extension ``mmtransnext._ext`` and Triton kernels (``t
 * ``local_aggregation``: ``sum_l weights[l] * value[neighbour l]`` (zero outside) -> (B, heads, N, D).
 
 Query / key / value are (B, heads, N, D) with N = H * W. Both kernel backends are registered with
-``torch.library`` (``mmtransnext::local_similarity``, ``mmtransnext::triton_local_similarity`` ...), so
-``torch.compile`` traces through them.
+``torch.library`` (``mmtransnext::local_similarity``, defined in C++ by the extension,
+``mmtransnext::triton_local_similarity`` ...), so ``torch.compile`` and ``torch.export`` trace through them.
 """
 from typing import Optional, Tuple
 
@@ -72,6 +72,7 @@ def local_aggregation_reference(weights: Tensor, value: Tensor, height: int, wid
 
 
 # ----------------------------------------------------------------------------- extension
+# the kernels of mmtransnext::local_similarity / local_aggregation (+ _backward), defined in local_attention.cpp
 
 
 def _similarity_forward(query: Tensor, key: Tensor, bias: Tensor, height: int, width: int, window_size: int) -> Tensor:
@@ -80,9 +81,7 @@ def _similarity_forward(query: Tensor, key: Tensor, bias: Tensor, height: int, w
 
 def _similarity_backward(grad: Tensor, query: Tensor, key: Tensor, height: int, width: int,
                          window_size: int) -> Tuple[Tensor, Tensor, Tensor]:
-    grad_query, grad_key, grad_bias = ext_loader.ext.local_similarity_backward(grad.contiguous(), query, key, height,
-                                                                               width, window_size)
-    return grad_query, grad_key, grad_bias
+    return ext_loader.ext.local_similarity_backward(grad, query, key, height, width, window_size)
 
 
 def _aggregation_forward(weights: Tensor, value: Tensor, height: int, width: int, window_size: int) -> Tensor:
@@ -91,9 +90,7 @@ def _aggregation_forward(weights: Tensor, value: Tensor, height: int, width: int
 
 def _aggregation_backward(grad: Tensor, weights: Tensor, value: Tensor, height: int, width: int,
                           window_size: int) -> Tuple[Tensor, Tensor]:
-    grad_weights, grad_value = ext_loader.ext.local_aggregation_backward(grad.contiguous(), weights, value, height,
-                                                                         width, window_size)
-    return grad_weights, grad_value
+    return ext_loader.ext.local_aggregation_backward(grad, weights, value, height, width, window_size)
 
 
 # ----------------------------------------------------------------------------- Triton
@@ -159,23 +156,24 @@ def _register(name: str,
               forward_fake,
               backward_fake,
               custom_op: bool = HAS_CUSTOM_OP,
-              runs_on_meta: bool = False):
+              runs_on_meta: bool = False,
+              in_extension: bool = False):
     """``mmtransnext::<name>`` with autograd: the gradients of the two saved inputs from ``backward``."""
 
     def grad(ctx, grad_out):
         return (*backward_apply(grad_out, *ctx.saved_tensors, *ctx.window), None, None, None)
 
     forward_apply, backward_apply = register_op(name, forward, backward, forward_fake, backward_fake, _save, grad,
-                                                custom_op, runs_on_meta)
+                                                custom_op, runs_on_meta, in_extension)
     return forward_apply
 
 
 def _register_backends(name: str, ext, triton, forward_fake, backward_fake):
-    """``{backend: op}`` for the two kernel backends: ``mmtransnext::<name>`` of the extension and
+    """``{backend: op}`` for the two kernel backends: ``mmtransnext::<name>`` of the extension (defined in C++) and
     ``mmtransnext::triton_<name>`` of Triton, each from its (forward, backward) pair; both compute the same shapes,
     so they share the fake functions (the Triton launchers also run on meta tensors, allocating without launching)."""
     return {
-        'ext': _register(name, *ext, forward_fake, backward_fake),
+        'ext': _register(name, *ext, forward_fake, backward_fake, in_extension=True),
         'triton': _register(f'triton_{name}', *triton, forward_fake, backward_fake, runs_on_meta=True),
     }
 

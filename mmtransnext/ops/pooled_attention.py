@@ -60,25 +60,21 @@ def _extension(like: Tensor):
     return _MetaExtension if like.is_meta else ext_loader.ext
 
 
-# Query, key and value come in their own types (half / bfloat16 under autocast) and are cast for the kernels here,
-# inside the op: backward keeps the reduced copies, not float32 ones, and casts them again.
+# The kernels of mmtransnext::pooled_attention / _backward (defined in pooled_attention.cpp). Query, key and value
+# come in their own types (half / bfloat16 under autocast) and the op casts them for the kernels, inside: backward
+# keeps the reduced copies, not float32 ones, casts them again and returns their gradients in their types.
 def _forward(query: Tensor, key: Tensor, value: Tensor, bias_rows: Tensor, cols_index: Tensor, cols_weight: Tensor,
              local_logits: Tensor, height: int, width: int) -> Tuple[Tensor, Tensor, Tensor]:
-    dtype = _kernel_dtype(bias_rows)
-    out, local_weights, lse = _extension(query).pooled_attention_forward(query.to(dtype), key.to(dtype),
-                                                                         value.to(dtype), bias_rows, cols_index,
-                                                                         cols_weight, local_logits, height, width)
-    return out, local_weights, lse
+    return _extension(query).pooled_attention_forward(query, key, value, bias_rows, cols_index, cols_weight,
+                                                      local_logits, height, width)
 
 
 def _backward(grad_out: Tensor, grad_local_weights: Tensor, grad_lse: Tensor, query: Tensor, key: Tensor, value: Tensor,
               bias_rows: Tensor, cols_index: Tensor, cols_weight: Tensor, out: Tensor, local_weights: Tensor,
               lse: Tensor, height: int, width: int) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    dtype = _kernel_dtype(bias_rows)
-    grad_query, grad_key, grad_value, grad_rows, grad_local = _extension(query).pooled_attention_backward(
-        grad_out, grad_local_weights, grad_lse, query.to(dtype), key.to(dtype), value.to(dtype), bias_rows, cols_index,
-        cols_weight, out, local_weights, lse, height, width)
-    return (grad_query.to(query.dtype), grad_key.to(key.dtype), grad_value.to(value.dtype), grad_rows, grad_local)
+    return _extension(query).pooled_attention_backward(grad_out, grad_local_weights, grad_lse, query, key, value,
+                                                       bias_rows, cols_index, cols_weight, out, local_weights, lse,
+                                                       height, width)
 
 
 class _MetaExtension:
@@ -87,6 +83,8 @@ class _MetaExtension:
 
     @staticmethod
     def pooled_attention_forward(query, key, value, bias_rows, cols_index, cols_weight, local_logits, height, width):
+        dtype = _kernel_dtype(bias_rows)
+        query, key, value = query.to(dtype), key.to(dtype), value.to(dtype)
         outputs = (query.new_empty(*query.shape[:3],
                                    value.shape[-1]), torch.empty_like(local_logits), query.new_empty(query.shape[:3]))
         if planned_device_type() == 'cpu':
@@ -94,14 +92,16 @@ class _MetaExtension:
         return outputs
 
     @staticmethod
-    def pooled_attention_backward(grad_out, grad_local_weights, grad_lse, query, key, value, bias_rows, cols_index,
-                                  cols_weight, out, local_weights, lse, height, width):
+    def pooled_attention_backward(grad_out, grad_local_weights, grad_lse, query_in, key_in, value_in, bias_rows,
+                                  cols_index, cols_weight, out, local_weights, lse, height, width):
+        dtype = _kernel_dtype(bias_rows)
+        query, key, value = query_in.to(dtype), key_in.to(dtype), value_in.to(dtype)
         grads = _grads_like(query, key, value, bias_rows, local_weights)
         if planned_device_type() == 'cpu':
             _cpu_workspaces(query, key, value, bias_rows, backward=True)
         else:
             torch.empty_like(lse)  # the CUDA launcher's per-query shift
-        return grads
+        return (grads[0].to(query_in.dtype), grads[1].to(key_in.dtype), grads[2].to(value_in.dtype), *grads[3:])
 
 
 def _cpu_workspaces(query, key, value, bias_rows, backward):
@@ -163,7 +163,8 @@ _forward_apply, _backward_apply = register_op('pooled_attention',
                                               _backward_fake,
                                               _save,
                                               _grad,
-                                              runs_on_meta=True)
+                                              runs_on_meta=True,
+                                              in_extension=True)
 
 # ----------------------------------------------------------------------------- Triton
 

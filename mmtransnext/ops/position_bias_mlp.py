@@ -23,15 +23,14 @@ def position_bias_mlp_reference(coords: Tensor, w1: Tensor, b1: Tensor, w2: Tens
     return F.linear(torch.relu(F.linear(coords, w1, b1)), w2, b2).transpose(0, 1)
 
 
+# the kernels of mmtransnext::position_bias_mlp / _backward, defined in position_bias_mlp.cpp
 def _forward(coords: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor) -> Tensor:
     return ext_loader.ext.position_bias_mlp_forward(coords, w1, b1, w2, b2)
 
 
 def _backward(grad: Tensor, coords: Tensor, w1: Tensor, b1: Tensor,
               w2: Tensor) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
-    grad_w1, grad_b1, grad_w2, grad_b2 = ext_loader.ext.position_bias_mlp_backward(grad.contiguous(), coords, w1, b1,
-                                                                                   w2)
-    return grad_w1, grad_b1, grad_w2, grad_b2
+    return ext_loader.ext.position_bias_mlp_backward(grad, coords, w1, b1, w2)
 
 
 def _save(ctx, inputs, output):
@@ -76,8 +75,14 @@ class _RecomputedHidden(torch.autograd.Function):
                 grad_rows.sum(0).to(w2.dtype))
 
 
-_forward_apply, _backward_apply = register_op('position_bias_mlp', _forward, _backward, _forward_fake, _backward_fake,
-                                              _save, _grad)
+_forward_apply, _backward_apply = register_op('position_bias_mlp',
+                                              _forward,
+                                              _backward,
+                                              _forward_fake,
+                                              _backward_fake,
+                                              _save,
+                                              _grad,
+                                              in_extension=True)
 
 
 def position_bias_mlp(coords: Tensor,

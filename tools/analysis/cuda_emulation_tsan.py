@@ -28,11 +28,11 @@ def run_kernels(module):
     from mmtransnext.ops import ext_loader
     from tests import test_cuda_emulation as emulation
     from tests.test_ops import _compare
-    ext_loader.ext = module
-    _compare((2, 2, 5, 7, 16, 3), torch.float32, 'cpu', atol=1e-5)
-    for shape in emulation.POOLED_CUDA_SHAPES + [emulation.POOLED_SHAPES[2], emulation.POOLED_SHAPES[4]]:
-        inputs = emulation.pooled_inputs(*shape, dtype=torch.float32)
-        emulation._pooled_step(inputs, shape, 'ext')
+    with ext_loader.replaced(module):
+        _compare((2, 2, 5, 7, 16, 3), torch.float32, 'cpu', atol=1e-5)
+        for shape in emulation.POOLED_CUDA_SHAPES + [emulation.POOLED_SHAPES[2], emulation.POOLED_SHAPES[4]]:
+            inputs = emulation.pooled_inputs(*shape, dtype=torch.float32)
+            emulation._pooled_step(inputs, shape, 'ext')
 
 
 def main():

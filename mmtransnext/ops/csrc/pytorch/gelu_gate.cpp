@@ -1,4 +1,5 @@
-// Checks arguments and allocates outputs of the fused GELU gate; binds its Python functions.
+// Checks arguments and allocates outputs of the fused GELU gate; registers the op (mmtransnext::gelu_gate, _backward)
+// and binds its Python functions.
 #include "gelu_gate.h"
 
 #include "../common/pytorch_cpp_helper.h"
@@ -24,8 +25,11 @@ at::Tensor gelu_gate_forward(const at::Tensor& gate, const at::Tensor& value) {
   return out;
 }
 
-std::vector<at::Tensor> gelu_gate_backward(const at::Tensor& grad, const at::Tensor& gate, const at::Tensor& value) {
+// The output's gradient may come in any layout.
+std::tuple<at::Tensor, at::Tensor> gelu_gate_backward(const at::Tensor& grad_in, const at::Tensor& gate,
+                                                      const at::Tensor& value) {
   check_gate(gate, value, "value");
+  const at::Tensor grad = grad_in.contiguous();
   check_gate(gate, grad, "grad");
   at::Tensor grad_gate = at::empty_like(gate), grad_value = at::empty_like(value);
   gelu_gate_backward_cpu(grad, gate, value, grad_gate, grad_value);
@@ -33,6 +37,17 @@ std::vector<at::Tensor> gelu_gate_backward(const at::Tensor& grad, const at::Ten
 }
 
 }  // namespace
+
+MMTN_LIBRARY_FRAGMENT(m) {
+  set_fake_kernels_module(m);
+  m.def("gelu_gate(Tensor gate, Tensor value) -> Tensor");
+  m.def("gelu_gate_backward(Tensor grad, Tensor gate, Tensor value) -> (Tensor, Tensor)");
+}
+
+MMTN_LIBRARY_IMPL(CPU, m) {
+  m.impl("gelu_gate", &gelu_gate_forward);
+  m.impl("gelu_gate_backward", &gelu_gate_backward);
+}
 
 void bind_gelu_gate(py::module& m) {
   m.def("gelu_gate_forward", &gelu_gate_forward, "gelu(gate) * value in one pass (exact GELU; CPU)", py::arg("gate"),

@@ -1,4 +1,5 @@
-// Checks arguments, allocates outputs and dispatches to the CPU or CUDA implementation; binds the Python functions.
+// Checks arguments, allocates outputs and dispatches to the CPU or CUDA implementation; registers the ops
+// (mmtransnext::local_similarity, local_aggregation and their _backward) and binds their Python functions.
 #include "local_attention.h"
 
 #include "../common/pytorch_cpp_helper.h"
@@ -49,11 +50,14 @@ at::Tensor local_similarity_forward(const at::Tensor& query, const at::Tensor& k
   return attn;
 }
 
-std::vector<at::Tensor> local_similarity_backward(const at::Tensor& grad_attn, const at::Tensor& query,
-                                                  const at::Tensor& key, int64_t height, int64_t width,
-                                                  int64_t window_size) {
+// Backward takes the output's gradient in any layout (autograd may hand over a transposed or expanded one).
+std::tuple<at::Tensor, at::Tensor, at::Tensor> local_similarity_backward(const at::Tensor& grad,
+                                                                         const at::Tensor& query, const at::Tensor& key,
+                                                                         int64_t height, int64_t width,
+                                                                         int64_t window_size) {
   const LocalWindow window = check_pixels(query, height, width, window_size);
   check_same(query, key, "key");
+  const at::Tensor grad_attn = grad.contiguous();
   check_weights(grad_attn, query, window, "grad_attn");
   at::Tensor grad_query = at::empty_like(query), grad_key = at::empty_like(key);
   at::Tensor grad_bias = at::empty({query.size(1), window.length()}, query.options());
@@ -82,11 +86,12 @@ at::Tensor local_aggregation_forward(const at::Tensor& weights, const at::Tensor
   return out;
 }
 
-std::vector<at::Tensor> local_aggregation_backward(const at::Tensor& grad_out, const at::Tensor& weights,
-                                                   const at::Tensor& value, int64_t height, int64_t width,
-                                                   int64_t window_size) {
+std::tuple<at::Tensor, at::Tensor> local_aggregation_backward(const at::Tensor& grad, const at::Tensor& weights,
+                                                              const at::Tensor& value, int64_t height, int64_t width,
+                                                              int64_t window_size) {
   const LocalWindow window = check_pixels(value, height, width, window_size);
   check_weights(weights, value, window, "weights");
+  const at::Tensor grad_out = grad.contiguous();
   check_same(value, grad_out, "grad_out");
   at::Tensor grad_weights = at::empty_like(weights), grad_value = at::empty_like(value);
   if (on_cuda(value)) {
@@ -101,18 +106,48 @@ std::vector<at::Tensor> local_aggregation_backward(const at::Tensor& grad_out, c
 
 }  // namespace
 
+MMTN_LIBRARY_FRAGMENT(m) {
+  set_fake_kernels_module(m);
+  m.def(
+      "local_similarity(Tensor query, Tensor key, Tensor bias, SymInt height, SymInt width, SymInt window_size) "
+      "-> Tensor");
+  m.def(
+      "local_similarity_backward(Tensor grad, Tensor query, Tensor key, SymInt height, SymInt width, "
+      "SymInt window_size) -> (Tensor, Tensor, Tensor)");
+  m.def("local_aggregation(Tensor weights, Tensor value, SymInt height, SymInt width, SymInt window_size) -> Tensor");
+  m.def(
+      "local_aggregation_backward(Tensor grad, Tensor weights, Tensor value, SymInt height, SymInt width, "
+      "SymInt window_size) -> (Tensor, Tensor)");
+}
+
+// One function per op for both devices: it checks the arguments and calls the device's implementation.
+MMTN_LIBRARY_IMPL(CPU, m) {
+  m.impl("local_similarity", &local_similarity_forward);
+  m.impl("local_similarity_backward", &local_similarity_backward);
+  m.impl("local_aggregation", &local_aggregation_forward);
+  m.impl("local_aggregation_backward", &local_aggregation_backward);
+}
+
+#ifdef WITH_CUDA
+MMTN_LIBRARY_IMPL(CUDA, m) {
+  m.impl("local_similarity", &local_similarity_forward);
+  m.impl("local_similarity_backward", &local_similarity_backward);
+  m.impl("local_aggregation", &local_aggregation_forward);
+  m.impl("local_aggregation_backward", &local_aggregation_backward);
+}
+#endif
+
 void bind_local_attention(py::module& m) {
   m.def("local_similarity_forward", &local_similarity_forward,
         "query-key similarity over each pixel's window plus a per-neighbour bias (-inf outside the map)",
         py::arg("query"), py::arg("key"), py::arg("bias"), py::arg("height"), py::arg("width"), py::arg("window_size"));
   m.def("local_similarity_backward", &local_similarity_backward, "gradients of local_similarity_forward",
-        py::arg("grad_attn"), py::arg("query"), py::arg("key"), py::arg("height"), py::arg("width"),
-        py::arg("window_size"));
+        py::arg("grad"), py::arg("query"), py::arg("key"), py::arg("height"), py::arg("width"), py::arg("window_size"));
   m.def("local_aggregation_forward", &local_aggregation_forward,
         "weighted sum of each pixel's window of values (zero outside the map)", py::arg("weights"), py::arg("value"),
         py::arg("height"), py::arg("width"), py::arg("window_size"));
   m.def("local_aggregation_backward", &local_aggregation_backward, "gradients of local_aggregation_forward",
-        py::arg("grad_out"), py::arg("weights"), py::arg("value"), py::arg("height"), py::arg("width"),
+        py::arg("grad"), py::arg("weights"), py::arg("value"), py::arg("height"), py::arg("width"),
         py::arg("window_size"));
 }
 

@@ -1,4 +1,5 @@
-// Checks arguments, allocates outputs and dispatches pooled attention to the CPU or CUDA implementation; binds it.
+// Checks arguments, allocates outputs and dispatches pooled attention to the CPU or CUDA implementation; registers
+// the op (mmtransnext::pooled_attention, _backward) and binds its Python functions.
 #include "pooled_attention.h"
 
 #include "../common/pytorch_cpp_helper.h"
@@ -59,10 +60,21 @@ PooledGrid check_inputs(const at::Tensor& query, const at::Tensor& key, const at
   return PooledGrid{height, width, ph, pw};
 }
 
-std::vector<at::Tensor> pooled_attention_forward(const at::Tensor& query, const at::Tensor& key,
-                                                 const at::Tensor& value, const at::Tensor& bias_rows,
-                                                 const at::Tensor& cols_index, const at::Tensor& cols_weight,
-                                                 const at::Tensor& local_logits, int64_t height, int64_t width) {
+// The kernels compute in float32 (float64 for float64 bias rows); query, key and value may come in their own types
+// (half / bfloat16 under autocast) and are cast here, inside the op, so that autograd keeps the reduced copies.
+at::ScalarType kernel_dtype(const at::Tensor& bias_rows) {
+  return bias_rows.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+}
+
+using PooledOutputs = std::tuple<at::Tensor, at::Tensor, at::Tensor>;
+using PooledInputGrads = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
+
+PooledOutputs pooled_attention_forward(const at::Tensor& query_in, const at::Tensor& key_in, const at::Tensor& value_in,
+                                       const at::Tensor& bias_rows, const at::Tensor& cols_index,
+                                       const at::Tensor& cols_weight, const at::Tensor& local_logits, int64_t height,
+                                       int64_t width) {
+  const at::ScalarType dtype = kernel_dtype(bias_rows);
+  const at::Tensor query = query_in.to(dtype), key = key_in.to(dtype), value = value_in.to(dtype);
   const PooledGrid grid =
       check_inputs(query, key, value, bias_rows, cols_index, cols_weight, local_logits, height, width);
   const int64_t B = query.size(0), heads = query.size(1), N = query.size(2);
@@ -88,13 +100,16 @@ std::vector<at::Tensor> pooled_attention_forward(const at::Tensor& query, const 
   return {t.out, t.local_weights, t.lse};
 }
 
-std::vector<at::Tensor> pooled_attention_backward(const at::Tensor& grad_out, const at::Tensor& grad_local_weights,
-                                                  const at::Tensor& grad_lse, const at::Tensor& query,
-                                                  const at::Tensor& key, const at::Tensor& value,
-                                                  const at::Tensor& bias_rows, const at::Tensor& cols_index,
-                                                  const at::Tensor& cols_weight, const at::Tensor& out,
-                                                  const at::Tensor& local_weights, const at::Tensor& lse,
-                                                  int64_t height, int64_t width) {
+// The gradients of query, key and value come back in those inputs' types.
+PooledInputGrads pooled_attention_backward(const at::Tensor& grad_out, const at::Tensor& grad_local_weights,
+                                           const at::Tensor& grad_lse, const at::Tensor& query_in,
+                                           const at::Tensor& key_in, const at::Tensor& value_in,
+                                           const at::Tensor& bias_rows, const at::Tensor& cols_index,
+                                           const at::Tensor& cols_weight, const at::Tensor& out,
+                                           const at::Tensor& local_weights, const at::Tensor& lse, int64_t height,
+                                           int64_t width) {
+  const at::ScalarType dtype = kernel_dtype(bias_rows);
+  const at::Tensor query = query_in.to(dtype), key = key_in.to(dtype), value = value_in.to(dtype);
   const PooledGrid grid =
       check_inputs(query, key, value, bias_rows, cols_index, cols_weight, local_weights, height, width);
   check_like(out, grad_out, "grad_out");
@@ -122,15 +137,41 @@ std::vector<at::Tensor> pooled_attention_backward(const at::Tensor& grad_out, co
       pooled_attention_backward_cpu(t, grad, grid);
     }
   }
-  return {grad.query, grad.key, grad.value, grad.bias_rows, grad.local_logits};
+  return {grad.query.to(query_in.scalar_type()), grad.key.to(key_in.scalar_type()),
+          grad.value.to(value_in.scalar_type()), grad.bias_rows, grad.local_logits};
 }
 
 }  // namespace
 
+MMTN_LIBRARY_FRAGMENT(m) {
+  set_fake_kernels_module(m);
+  m.def(
+      "pooled_attention(Tensor query, Tensor key, Tensor value, Tensor bias_rows, Tensor cols_index, "
+      "Tensor cols_weight, Tensor local_logits, SymInt height, SymInt width) -> (Tensor, Tensor, Tensor)");
+  m.def(
+      "pooled_attention_backward(Tensor grad_out, Tensor grad_local_weights, Tensor grad_lse, Tensor query, "
+      "Tensor key, Tensor value, Tensor bias_rows, Tensor cols_index, Tensor cols_weight, Tensor out, "
+      "Tensor local_weights, Tensor lse, SymInt height, SymInt width) -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
+}
+
+// One function per op for both devices: it checks the arguments and calls the device's implementation.
+MMTN_LIBRARY_IMPL(CPU, m) {
+  m.impl("pooled_attention", &pooled_attention_forward);
+  m.impl("pooled_attention_backward", &pooled_attention_backward);
+}
+
+#ifdef WITH_CUDA
+MMTN_LIBRARY_IMPL(CUDA, m) {
+  m.impl("pooled_attention", &pooled_attention_forward);
+  m.impl("pooled_attention_backward", &pooled_attention_backward);
+}
+#endif
+
 void bind_pooled_attention(py::module& m) {
   m.def("pooled_attention_forward", &pooled_attention_forward,
         "attention over pooled keys (position bias read from per-row tables) merged with the local logits under "
-        "one softmax -> (out, local_weights, lse), without materialising the (N, P) logits",
+        "one softmax -> (out, local_weights, lse), without materialising the (N, P) logits; the kernel of "
+        "torch.ops.mmtransnext.pooled_attention",
         py::arg("query"), py::arg("key"), py::arg("value"), py::arg("bias_rows"), py::arg("cols_index"),
         py::arg("cols_weight"), py::arg("local_logits"), py::arg("height"), py::arg("width"));
   m.def("pooled_attention_backward", &pooled_attention_backward,

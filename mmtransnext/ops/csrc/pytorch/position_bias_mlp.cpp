@@ -1,4 +1,5 @@
-// Checks arguments and allocates outputs of the fused position-bias MLP; binds its Python functions.
+// Checks arguments and allocates outputs of the fused position-bias MLP; registers the op
+// (mmtransnext::position_bias_mlp, _backward) and binds its Python functions.
 #include "position_bias_mlp.h"
 
 #include "../common/pytorch_cpp_helper.h"
@@ -31,10 +32,14 @@ at::Tensor position_bias_mlp_forward(const at::Tensor& coords, const at::Tensor&
   return out;
 }
 
-std::vector<at::Tensor> position_bias_mlp_backward(const at::Tensor& grad, const at::Tensor& coords,
-                                                   const at::Tensor& w1, const at::Tensor& b1, const at::Tensor& w2) {
+// The output's gradient may come in any layout (the bias is read through a transpose).
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> position_bias_mlp_backward(const at::Tensor& grad_in,
+                                                                                      const at::Tensor& coords,
+                                                                                      const at::Tensor& w1,
+                                                                                      const at::Tensor& b1,
+                                                                                      const at::Tensor& w2) {
   check_mlp(coords, w1, b1, w2);
-  MMTN_CHECK_CONTIGUOUS(grad);
+  const at::Tensor grad = grad_in.contiguous();
   TORCH_CHECK(grad.dim() == 2 && grad.size(0) == w2.size(0) && grad.size(1) == coords.size(0) &&
                   grad.scalar_type() == coords.scalar_type(),
               "grad must be (heads, T) = (", w2.size(0), ", ", coords.size(0), "), got ", grad.sizes());
@@ -45,6 +50,19 @@ std::vector<at::Tensor> position_bias_mlp_backward(const at::Tensor& grad, const
 }
 
 }  // namespace
+
+MMTN_LIBRARY_FRAGMENT(m) {
+  set_fake_kernels_module(m);
+  m.def("position_bias_mlp(Tensor coords, Tensor w1, Tensor b1, Tensor w2, Tensor b2) -> Tensor");
+  m.def(
+      "position_bias_mlp_backward(Tensor grad, Tensor coords, Tensor w1, Tensor b1, Tensor w2) "
+      "-> (Tensor, Tensor, Tensor, Tensor)");
+}
+
+MMTN_LIBRARY_IMPL(CPU, m) {
+  m.impl("position_bias_mlp", &position_bias_mlp_forward);
+  m.impl("position_bias_mlp_backward", &position_bias_mlp_backward);
+}
 
 void bind_position_bias_mlp(py::module& m) {
   m.def("position_bias_mlp_forward", &position_bias_mlp_forward,

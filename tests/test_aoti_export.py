@@ -1,0 +1,66 @@
+"""tools/deployment/export_aoti.py: a backbone compiled by AOTInductor runs in a process with torch and the op library
+only (tools/deployment/load_aoti.py), and says what to load when the library is missing."""
+import re
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from .conftest import needs_ext
+from .helpers import ROOT, run_tool
+
+pytestmark = [
+    pytest.mark.slow,  # each export traces and compiles a backbone: about 35 s on 2 cores
+    needs_ext,
+    pytest.mark.skipif(not hasattr(torch._inductor, 'aoti_compile_and_package'),
+                       reason=f'needs torch >= 2.6 (AOTInductor packages): torch {torch.__version__}'),
+]
+
+TOY = ROOT / 'configs/toy/transnext_toy_cls.py'
+EXPORT = 'tools/deployment/export_aoti.py'
+CHECK = re.compile(r'^\S+: (\d+) x 3 x (\d+) x (\d+), AOTInductor vs PyTorch: max abs difference / output scale = '
+                   r'(\S+) ok$')
+
+# what a deployment without mmtransnext sees: the package located, mmtransnext not installed (not found)
+WITHOUT_MMTRANSNEXT = f'''
+import sys
+sys.modules['mmtransnext'] = None
+sys.path.insert(0, {str(ROOT / 'tools/deployment')!r})
+from load_aoti import load_package
+try:
+    load_package(sys.argv[1])
+except RuntimeError as error:
+    print(error)
+'''
+
+
+def checked(stdout):
+    """{(batch, H, W): relative difference} of the inputs the tool ran through the package."""
+    return {tuple(map(int, m.groups()[:3])): float(m[4]) for m in map(CHECK.match, stdout.splitlines()) if m}
+
+
+def test_static_size_package_runs_with_torch_and_the_op_library(tmp_path):
+    result = run_tool(EXPORT, TOY, '--out', 'toy.pt2', '--shape', '64', '64', '--static', cwd=tmp_path)
+    differences = checked(result.stdout)
+    assert list(differences) == [(2, 64, 64)] and differences[2, 64, 64] <= 1e-5, result.stdout  # measured: 1.3e-6
+    assert 'mmtransnext::local_similarity' in result.stdout and 'torch.ops.load_library(' in result.stdout
+    # another process and batch, torch and the library only
+    run = run_tool('tools/deployment/load_aoti.py', 'toy.pt2', '--shape', '3', '3', '64', '64', cwd=tmp_path)
+    assert 'input 3x3x64x64 -> 3x256x2x2' in run.stdout and 'mmtransnext not imported' in run.stdout
+    missing = subprocess.run([sys.executable, '-c', WITHOUT_MMTRANSNEXT, 'toy.pt2'],
+                             cwd=tmp_path,
+                             capture_output=True,
+                             text=True,
+                             timeout=120)
+    assert re.search(r'toy.pt2 calls mmtransnext::\w+, an op of mmtransnext\'s library, and no library was loaded',
+                     missing.stdout), missing.stdout + missing.stderr[-2000:]
+    assert 'torch.ops.load_library(' in missing.stdout
+
+
+@pytest.mark.xfail(reason='the position-bias geometry is not traced with a symbolic height / width yet (torch.export '
+                   'guards on the sizes): remove this mark once it is',
+                   strict=True)
+def test_one_package_serves_a_range_of_sizes(tmp_path):
+    result = run_tool(EXPORT, TOY, '--out', 'toy.pt2', '--shape', '64', '64', '--max-size', '128', cwd=tmp_path)
+    assert sorted(checked(result.stdout)) == [(1, 104, 104), (2, 64, 64)], result.stdout
