@@ -247,7 +247,9 @@ def _auto_measured(op, device, device_type, dtype, training, workload, planning)
     Triton's interpreter (CPU tensors, ``TRITON_INTERPRET=1``) checks arithmetic and is ~100x slower than the other
     backends (11-14 s to measure one op here): it is a candidate only where ``MMTRANSNEXT_AUTOTUNE_INTERPRETED=1``
     asks for it."""
-    traced = in_traced_graph() or torch.jit.is_tracing() or _in_onnx_export()
+    if in_traced_graph():  # torch.compile / torch.export: sizes may be symbolic, nothing is measured or looked up
+        return _decide(op, 'auto', device_type, dtype, training, planning)
+    traced = torch.jit.is_tracing() or _in_onnx_export()
     static = (_decide(op, 'auto', device_type, dtype, training, planning) if traced else _decide_once(
         op, 'auto', device_type, dtype, training, (id(ext_loader.ext), os.environ.get('TRITON_INTERPRET'), planning)))
     candidates = [
@@ -263,7 +265,7 @@ def _auto_measured(op, device, device_type, dtype, training, workload, planning)
                                                      candidates, may_measure, may_read)
         return Choice(*settled) if settled else Choice(static.backend, f'{static.reason} (static table: {why_static})')
 
-    if traced:  # nothing is measured in a graph; a trace takes what this process decided before
+    if traced:  # nothing is measured in a TorchScript trace; it takes what this process decided before
         return decided(device, False, False, 'nothing is measured while tracing')
     if not autotune.autotune_enabled():
         return decided(None, False, False, 'MMTRANSNEXT_AUTOTUNE=0')

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from . import autotune, ext_loader
-from .backend import Choice, autocast_dtype, choose_backend, planned_device_type
+from .backend import Choice, autocast_dtype, choose_backend, in_traced_graph, planned_device_type
 from .local_attention import local_window_stats
 from .registration import register_op
 
@@ -281,13 +281,15 @@ def pooled_attention_backend(query: Tensor, value: Tensor, local_len: int, pool_
     """The backend :func:`pooled_attention` runs on for these shapes (the layers ask before they call it). Under
     'auto' it is decided per head size, local and pooled key count and bias mode, not per image size (the full
     attention's keys are the map itself: one decision for every size)."""
+    out_dtype = torch.promote_types(query.dtype, value.dtype)
+    if in_traced_graph():  # the static table (backend.py); the sizes may be symbolic
+        return choose_backend('pooled_attention', attn_impl, query.device, out_dtype, torch.is_grad_enabled())
     batch, heads, _, head_dim = query.shape
     full = tuple(pool_size) == tuple(size)
     pool = 'the map' if full else f'{pool_size[0]}x{pool_size[1]}'
     config = (f'head {head_dim}/{value.shape[-1]}, local {local_len}, pool {pool}, '
               f'bias {"gather" if taps == 1 else "resized"}')
     shape = (batch, heads, *size, head_dim, value.shape[-1], local_len, *((0, 0) if full else pool_size), taps)
-    out_dtype = torch.promote_types(query.dtype, value.dtype)
     return choose_backend('pooled_attention', attn_impl, query.device, out_dtype, torch.is_grad_enabled(),
                           autotune.Workload(config, shape))
 

@@ -393,7 +393,7 @@ class TransNeXt(BaseModule):
                                         pretrain_grid,
                                         trained_grid,
                                         build_on,
-                                        invert=not traced)
+                                        traced=traced)
         if dtype != torch.float32 or build_on != device:
             geometry = geometry_in(geometry, dtype, device)
         return geometry

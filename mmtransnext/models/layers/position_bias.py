@@ -15,22 +15,21 @@ from ...ops.pooled_attention import invert_cols_taps
 Size2d = Tuple[int, int]
 
 
-def _known_equal(a, b) -> bool:
-    """Whether two sizes are known to be equal: a symbolic size (``torch.compile`` / ``torch.export`` with dynamic
-    shapes) is never, so that no guard pins it; the code it selects computes the same values either way."""
-    return isinstance(a, int) and isinstance(b, int) and a == b
+# Where the forward is traced, the feature sizes may be symbolic (dynamic shapes), and dynamo does not say whether
+# they are: code here never branches on them then (a branch adds a guard that pins the size). ``sizes_known=False``
+# says so; the code it selects computes the same values.
 
 
-def _pool_window_centres(q_len, k_len, device=None) -> Tuple[torch.Tensor, object]:
+def _pool_window_centres(q_len, k_len, sizes_known: bool = True, device=None) -> Tuple[torch.Tensor, int]:
     """Twice the centres of adaptive average pooling's ``k_len`` windows over ``0 .. q_len - 1``: window k spans
     ``[floor(k q / K), ceil((k + 1) q / K))``, so its centre is (start + end - 1) / 2, a half-integer. Returns
     the (k_len,) integer tensor, and the step between the distinct offsets ``2 q - 2 centre``: 2 when every centre
-    has the same parity (always known for integer sizes), else 1 (also for symbolic sizes, where it is unknown)."""
+    has the same parity (found for known sizes), else 1 (also where the sizes are not known)."""
     k = torch.arange(k_len, device=device)
     twice = (k * q_len).div(k_len, rounding_mode='floor') + (
         (k + 1) * q_len + k_len - 1).div(k_len, rounding_mode='floor') - 1
     step = 1
-    if isinstance(q_len, int) and isinstance(k_len, int):
+    if sizes_known:
         parities = {(i * q_len // k_len + ((i + 1) * q_len + k_len - 1) // k_len - 1) % 2 for i in range(k_len)}
         step = 2 if len(parities) == 1 else 1
     return twice, step
@@ -44,7 +43,11 @@ class PositionTable(NamedTuple):
     shape: Size2d  # (U_h, U_w)
 
 
-def relative_position_table(query_size: Size2d, key_size: Size2d, pretrain_size: Size2d, device=None) -> PositionTable:
+def relative_position_table(query_size: Size2d,
+                            key_size: Size2d,
+                            pretrain_size: Size2d,
+                            device=None,
+                            sizes_known: bool = True) -> PositionTable:
     """Log-spaced relative coordinates between a query grid and its pooled key grid, per axis.
 
     Key positions are the average-pooled query coordinates (the pooled tokens sit at the centre of
@@ -65,6 +68,7 @@ def relative_position_table(query_size: Size2d, key_size: Size2d, pretrain_size:
         key_size (tuple[int]): (H, W) of the pooled key grid.
         pretrain_size (tuple[int]): (H, W) of this stage's grid at pretraining resolution.
         device (torch.device, optional): where to build the tensors. Defaults to None (CPU).
+        sizes_known (bool): the grids' sizes are known values, not symbolic (see above). Defaults to True.
 
     Returns:
         PositionTable: the per-axis offset indices of the pairs and the coordinates of the offsets, so that the
@@ -75,7 +79,7 @@ def relative_position_table(query_size: Size2d, key_size: Size2d, pretrain_size:
                          'least 2 x 2 (use the resolution the checkpoint was pretrained at, e.g. 224)')
     axes, inverses, lengths = [], [], []
     for q_len, k_len, p_len in zip(query_size, key_size, pretrain_size):
-        twice_centre, step = _pool_window_centres(q_len, k_len, device)
+        twice_centre, step = _pool_window_centres(q_len, k_len, sizes_known, device)
         lowest = -((k_len - 1) * q_len // k_len + q_len - 1)  # 2 * 0 - the last window's twice-centre
         highest = 2 * (q_len - 1) - ((q_len + k_len - 1) // k_len - 1)  # 2 (q_len - 1) - the first one's
         twice_offset = torch.arange(lowest, highest + 1, step, device=device)
@@ -157,14 +161,20 @@ def bias_taps(inverse_h: torch.Tensor,
               pool_size: Size2d,
               table_shape: Size2d,
               resize: bool = True,
-              invert: bool = True) -> BiasTaps:
+              invert: bool = True,
+              sizes_known: bool = True) -> BiasTaps:
     """The :class:`BiasTaps` of the offsets ``inverse_h`` / ``inverse_w`` (on the grids the bias is generated on)
     for a ``size`` query grid and ``pool_size`` key grid; ``resize``: the bias is generated on other grids
     (interpolation mode) and resized bilinearly wherever their sizes are not known to be equal.
-    ``invert``: also build ``cols_inverse`` (not where traced)."""
+    ``invert``: also build ``cols_inverse`` (not where traced). ``sizes_known``: ``size`` is a known value, not
+    symbolic (see above); else it is resized from any other grid, which gives the same values where they are equal."""
     (H, W), (ph, pw), (_, u_w) = size, pool_size, table_shape
-    resize_h = [resize and not _known_equal(a, b) for a, b in zip(inverse_h.shape, (H, ph))]
-    resize_w = [resize and not _known_equal(a, b) for a, b in zip(inverse_w.shape, (W, pw))]
+
+    def resizes(grid, real):
+        return resize and not (sizes_known and grid == real)
+
+    resize_h = [resizes(a, b) for a, b in zip(inverse_h.shape, (H, ph))]
+    resize_w = [resizes(a, b) for a, b in zip(inverse_w.shape, (W, pw))]
     rows_index, rows_weight = _axis_bias_taps(inverse_h, H, ph, *resize_h)  # (taps, H, ph)
     rows_weight = rows_weight.flatten(1)[..., None] if any(resize_h) else None
     if not any(resize_w):
@@ -231,7 +241,7 @@ def stage_geometry(size: Size2d,
                    pretrain_grid: Size2d,
                    trained_grid: Optional[Size2d],
                    device=None,
-                   invert: bool = True) -> StageGeometry:
+                   traced: bool = False) -> StageGeometry:
     """Build the :class:`StageGeometry` of one stage for a feature map of ``size``.
 
     Args:
@@ -242,11 +252,11 @@ def stage_geometry(size: Size2d,
         trained_grid (tuple[int] | None): the stage's grid at ``img_size`` (interpolation mode),
             or None (extrapolation mode: the bias is generated at the real size).
         device (torch.device, optional): where to build it. Defaults to None (CPU).
-        invert (bool): also build the Triton backward's ``cols_inverse`` (a data-dependent step, so not where the
-            geometry is traced). Defaults to True.
+        traced (bool): the geometry is built inside a traced forward (``torch.compile`` / ``torch.export``),
+            where ``size`` may be symbolic: nothing branches on it, and the Triton backward's ``cols_inverse`` (a
+            data-dependent step) is left to the op. Defaults to False.
 
-    The sizes may be symbolic (``torch.compile`` / ``torch.export`` with dynamic shapes): nothing here depends on
-    a tensor's values, so the whole function traces into the graph.
+    Nothing here depends on a tensor's values, so the whole function traces into the graph.
     """
     H, W = size
     pool_size = (H // sr_ratio, W // sr_ratio)
@@ -258,14 +268,11 @@ def stage_geometry(size: Size2d,
     if min(key_grid) < 1:
         raise ValueError(f'img_size gives a {query_grid} grid, smaller than the pooling ratio '
                          f'{sr_ratio} of its stage: increase img_size')
-    positions = relative_position_table(query_grid, key_grid, pretrain_grid, device)
-    taps = bias_taps(positions.inverse_h,
-                     positions.inverse_w,
-                     size,
-                     pool_size,
-                     positions.shape,
-                     resize=trained_grid is not None,
-                     invert=invert)
+    # the grids the bias is generated on: img_size's (config values) or, extrapolating, the real ones
+    positions = relative_position_table(query_grid, key_grid, pretrain_grid, device,
+                                        sizes_known=not traced or trained_grid is not None)
+    taps = bias_taps(positions.inverse_h, positions.inverse_w, size, pool_size, positions.shape,
+                     resize=trained_grid is not None, invert=not traced, sizes_known=not traced)
     pool_len = pool_size[0] * pool_size[1]
     if window_size is None:
         seq_length_scale = torch.log(torch.full((), pool_len, dtype=torch.float32, device=device))
