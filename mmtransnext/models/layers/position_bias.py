@@ -14,7 +14,6 @@ from ...ops.pooled_attention import invert_cols_taps
 
 Size2d = Tuple[int, int]
 
-
 # Where the forward is traced, the feature sizes may be symbolic (dynamic shapes), and dynamo does not say whether
 # they are: code here never branches on them then (a branch adds a guard that pins the size). ``sizes_known=False``
 # says so; the code it selects computes the same values.
@@ -269,10 +268,19 @@ def stage_geometry(size: Size2d,
         raise ValueError(f'img_size gives a {query_grid} grid, smaller than the pooling ratio '
                          f'{sr_ratio} of its stage: increase img_size')
     # the grids the bias is generated on: img_size's (config values) or, extrapolating, the real ones
-    positions = relative_position_table(query_grid, key_grid, pretrain_grid, device,
+    positions = relative_position_table(query_grid,
+                                        key_grid,
+                                        pretrain_grid,
+                                        device,
                                         sizes_known=not traced or trained_grid is not None)
-    taps = bias_taps(positions.inverse_h, positions.inverse_w, size, pool_size, positions.shape,
-                     resize=trained_grid is not None, invert=not traced, sizes_known=not traced)
+    taps = bias_taps(positions.inverse_h,
+                     positions.inverse_w,
+                     size,
+                     pool_size,
+                     positions.shape,
+                     resize=trained_grid is not None,
+                     invert=not traced,
+                     sizes_known=not traced)
     pool_len = pool_size[0] * pool_size[1]
     if window_size is None:
         seq_length_scale = torch.log(torch.full((), pool_len, dtype=torch.float32, device=device))
