@@ -58,8 +58,9 @@ def test_static_size_package_runs_with_torch_and_the_op_library(tmp_path):
     assert 'torch.ops.load_library(' in missing.stdout
 
 
-@pytest.mark.xfail(reason='the position-bias geometry is not traced with a symbolic height / width yet (torch.export '
-                   'guards on the sizes): remove this mark once it is',
+@pytest.mark.xfail(reason='AOTInductor (torch 2.14, CPU) compiles the exported program wrongly for a range of sizes: '
+                   'exact at the export size, 0.28 relative error at 104 px, where the exported program itself is '
+                   'exact (tests/test_pytorch2.py); the tool refuses such a package. Remove this mark once it passes',
                    strict=True)
 def test_one_package_serves_a_range_of_sizes(tmp_path):
     result = run_tool(EXPORT, TOY, '--out', 'toy.pt2', '--shape', '64', '64', '--max-size', '128', cwd=tmp_path)

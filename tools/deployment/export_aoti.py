@@ -35,6 +35,7 @@ from export_onnx import TOLERANCE, exported_part  # noqa: E402
 
 from mmtransnext.models import TransNeXt  # noqa: E402
 from mmtransnext.ops import ext_available, ext_loader  # noqa: E402
+from mmtransnext.utils.export import export_dynamic, smallest_exported_side  # noqa: E402
 from script_utils.model_input import add_model_arguments, build_model, parse_model_arguments, read_config  # noqa: E402
 
 DEFAULT_MAX_SIZE = 2048
@@ -70,13 +71,15 @@ def input_sizes(args, backbone, side):
     """(export size, (min, max) of the symbolic height / width or None with --static, another size to check)."""
     height, width = args.shape or (side, side)
     smallest = getattr(backbone, 'min_input_size', 1)
-    low, high = args.min_size or smallest, args.max_size
-    if low < smallest:
-        sys.exit(f'--min-size {low}: this backbone needs at least {smallest} pixels a side')
     if min(height, width) < smallest:
         sys.exit(f'--shape {height} {width}: this backbone needs at least {smallest} pixels a side')
     if args.static:
         return (height, width), None, None
+    smallest = smallest_exported_side(backbone)
+    low, high = args.min_size or smallest, args.max_size
+    if low < smallest:
+        sys.exit(f'--min-size {low}: a program for a range of sizes takes at least {smallest} pixels a side (every '
+                 'stage keeps a pooled grid of at least 2 x 2); export smaller sizes one at a time with --static')
     if not low <= min(height, width) <= max(height, width) <= high:
         sys.exit(f'--shape {height} {width} is outside --min-size {low} / --max-size {high}')
 
@@ -100,13 +103,8 @@ def mmtransnext_ops(program):
 def export(module, image, size_range):
     """``torch.export`` of ``module`` with a symbolic batch (and height / width in ``size_range``); exits naming what
     failed."""
-    dims = {0: torch.export.Dim('batch', min=1)}
-    if size_range is not None:
-        low, high = size_range
-        dims.update({2: torch.export.Dim('height', min=low, max=high), 3: torch.export.Dim('width', min=low, max=high)})
     try:
-        with torch.no_grad():
-            return torch.export.export(module, (image, ), dynamic_shapes=(dims, ))
+        return export_dynamic(module, image, size_range)
     except Exception as error:  # noqa: BLE001 (torch.export's errors have many types: each is reported)
         lines = str(error).strip().splitlines()
         detail = '\n'.join(lines[:12] + (['...'] if len(lines) > 12 else []))

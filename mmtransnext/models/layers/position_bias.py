@@ -79,8 +79,11 @@ def relative_position_table(query_size: Size2d,
     axes, inverses, lengths = [], [], []
     for q_len, k_len, p_len in zip(query_size, key_size, pretrain_size):
         twice_centre, step = _pool_window_centres(q_len, k_len, sizes_known, device)
-        lowest = -((k_len - 1) * q_len // k_len + q_len - 1)  # 2 * 0 - the last window's twice-centre
-        highest = 2 * (q_len - 1) - ((q_len + k_len - 1) // k_len - 1)  # 2 (q_len - 1) - the first one's
+        if sizes_known:
+            lowest = -((k_len - 1) * q_len // k_len + q_len - 1)  # 2 * 0 - the last window's twice-centre
+            highest = 2 * (q_len - 1) - ((q_len + k_len - 1) // k_len - 1)  # 2 (q_len - 1) - the first one's
+        else:  # bounds without nested floor divisions, which torch.export cannot bound over a range of sizes
+            lowest, highest = -2 * (q_len - 1), 2 * (q_len - 1)  # twice-centres lie in [0, 2 (q_len - 1)]
         twice_offset = torch.arange(lowest, highest + 1, step, device=device)
         q_axis = torch.arange(q_len, device=device)
         inverse = (2 * q_axis[:, None] - twice_centre[None, :] - lowest).div(step, rounding_mode='floor')

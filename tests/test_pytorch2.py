@@ -1,0 +1,93 @@
+"""PyTorch 2's compiler on the whole backbone: the geometry is a function of the sizes (no data-dependent step), so
+``torch.export`` captures one program for a range of sizes and ``torch.compile(fullgraph=True)`` traces it whole."""
+import copy
+
+import pytest
+import torch
+
+from mmtransnext.models import TransNeXt
+from mmtransnext.utils.export import export_dynamic, smallest_exported_side
+from .conftest import needs_ext
+
+# the smallest TransNeXt: tracing cost grows with the blocks (2 cores: ~20 s an export, ~50 s a compile)
+TINY = dict(embed_dims=[16, 32, 64, 128], depths=[1, 1, 1, 1], num_heads=[1, 2, 4, 8])
+SIZES = [(96, 160), (128, 128), (112, 72), (250, 190)]  # the last ones not multiples of 32
+
+
+def _backbone(attn_impl='auto', **kwargs):
+    torch.manual_seed(0)
+    return TransNeXt(arch=TINY, attn_impl=attn_impl, img_size=128, **kwargs)
+
+
+def _weighted_sum(outputs):
+    """A loss that reaches every output value with its own weight (a plain mean of normalised maps has ~0 gradient)."""
+    return sum((o.float() * torch.randn(o.shape, generator=torch.Generator().manual_seed(i))).sum()
+               for i, o in enumerate(outputs))
+
+
+@needs_ext
+@pytest.mark.parametrize('is_extrapolation', [False, True], ids=['interpolation', 'extrapolation'])
+def test_export_captures_one_program_for_every_size(is_extrapolation):
+    """One exported program (symbolic batch, height and width) gives eager's features at four sizes, two of them not
+    multiples of 32; the 'ext' op is in it as its torch.library op; a size outside the range is refused, naming it."""
+    backbone = _backbone(is_extrapolation=is_extrapolation).eval()
+    low = smallest_exported_side(backbone)
+    assert low == 61  # sr_ratio 8: a 2 x 2 pooled grid in stage 1
+    program = export_dynamic(backbone, torch.randn(2, 3, 96, 160), (low, 256))
+    ops = {str(n.target) for n in program.graph.nodes if n.op == 'call_function'}
+    assert 'mmtransnext.pooled_attention.default' in ops and 'mmtransnext.local_similarity.default' in ops
+    data_dependent = ('aten._unique2', 'aten.unique_dim', 'aten.nonzero', 'aten._local_scalar_dense', 'aten.item')
+    assert not any(op.startswith(data_dependent) for op in ops)
+    for batch, size in enumerate(SIZES, 1):
+        image = torch.randn(batch, 3, *size)
+        with torch.no_grad():
+            got, expected = program.module()(image), backbone(image)
+        for g, e in zip(got, expected):
+            assert g.shape == e.shape
+            torch.testing.assert_close(g, e, rtol=1e-5, atol=1e-5)
+    with pytest.raises(Exception, match='256'):
+        program.module()(torch.randn(1, 3, 96, 288))
+
+
+@needs_ext
+def test_compiled_inference_compiles_once_for_dynamic_sizes():
+    """``torch.compile(fullgraph=True)``: one graph serves three sizes marked dynamic (no guard pins a size). Traced
+    through dynamo and AOTAutograd (``aot_eager``): inductor's code generation costs minutes a graph on 2 cores."""
+    import torch._dynamo
+    backbone = _backbone().eval()
+    torch._dynamo.reset()
+    compiled = torch.compile(backbone, fullgraph=True, dynamic=True, backend='aot_eager')
+    with torch.no_grad():
+        for size in SIZES[:3]:
+            image = torch.randn(2, 3, *size)
+            for g, e in zip(compiled(image), backbone(image)):
+                torch.testing.assert_close(g, e, rtol=1e-4, atol=1e-4)
+    assert torch._dynamo.utils.counters['stats']['unique_graphs'] == 1
+
+
+@needs_ext
+@pytest.mark.parametrize('attn_impl', [
+    pytest.param('auto',
+                 marks=pytest.mark.xfail(reason='dynamo (torch 2.14) fails tracing the memory-lean autograd functions '
+                                         'of the kernel path: "lift_tracked_freevar_to_input should not be called '
+                                         'on root SubgraphTracer"; remove this mark once it passes',
+                                         strict=True)), 'pytorch'
+])
+def test_compiled_training_gives_eager_gradients(attn_impl):
+    """``torch.compile(fullgraph=True)`` trains at three sizes (one not a multiple of 32): outputs and every gradient
+    equal eager's within float32 rounding. Traced with symbolic sizes through dynamo and AOTAutograd (the
+    ``aot_eager`` backend: inductor's own code generation costs minutes a size on 2 cores)."""
+    import torch._dynamo
+    eager = _backbone(attn_impl).train()
+    compiled_model = copy.deepcopy(eager)
+    torch._dynamo.reset()
+    compiled = torch.compile(compiled_model, fullgraph=True, dynamic=True, backend='aot_eager')
+    for size in SIZES[:2] + SIZES[3:]:
+        image = torch.randn(2, 3, *size)
+        _weighted_sum(compiled(image)).backward()
+        _weighted_sum(eager(image)).backward()
+        scale = max(p.grad.abs().max() for p in eager.parameters())
+        for (name, p), q in zip(compiled_model.named_parameters(), eager.parameters()):
+            assert (p.grad - q.grad).abs().max() <= 1e-5 * scale, (size, name)
+            p.grad = q.grad = None
+    assert torch._dynamo.utils.counters['stats']['unique_graphs'] == 1
