@@ -58,10 +58,6 @@ def test_static_size_package_runs_with_torch_and_the_op_library(tmp_path):
     assert 'torch.ops.load_library(' in missing.stdout
 
 
-@pytest.mark.xfail(reason='AOTInductor (torch 2.14, CPU) compiles the exported program wrongly for a range of sizes: '
-                   'exact at the export size, 0.28 relative error at 104 px, where the exported program itself is '
-                   'exact (tests/test_pytorch2.py); the tool refuses such a package. Remove this mark once it passes',
-                   strict=True)
-def test_one_package_serves_a_range_of_sizes(tmp_path):
-    result = run_tool(EXPORT, TOY, '--out', 'toy.pt2', '--shape', '64', '64', '--max-size', '128', cwd=tmp_path)
-    assert sorted(checked(result.stdout)) == [(1, 104, 104), (2, 64, 64)], result.stdout
+# No test of a package for a range of sizes yet: AOTInductor (torch 2.14, CPU) compiles the exported program wrongly
+# away from the export size (0.28 relative error at 104 px, the exported program itself exact; the tool refuses the
+# package), and finding that out costs about 4 minutes of CI (docs/tools.md, "Deployment: AOTInductor").
