@@ -27,7 +27,7 @@ def _graphs_compiled() -> int:
 
 def _weighted_sum(outputs):
     """A loss that reaches every output value with its own weight (a plain mean of normalised maps has ~0 gradient)."""
-    return sum((o.float() * torch.randn(o.shape, generator=torch.Generator().manual_seed(i))).sum()
+    return sum((o.float() * torch.randn(o.shape, generator=torch.Generator().manual_seed(i)).to(o.device)).sum()
                for i, o in enumerate(outputs))
 
 
@@ -73,13 +73,7 @@ def test_compiled_inference_compiles_once_for_dynamic_sizes():
 
 
 @needs_ext
-@pytest.mark.parametrize('attn_impl', [
-    pytest.param('auto',
-                 marks=pytest.mark.xfail(reason='dynamo (torch 2.14) fails tracing the memory-lean autograd functions '
-                                         'of the kernel path: "lift_tracked_freevar_to_input should not be called '
-                                         'on root SubgraphTracer"; remove this mark once it passes',
-                                         strict=True)), 'pytorch'
-])
+@pytest.mark.parametrize('attn_impl', ['auto', 'pytorch'])
 def test_compiled_training_gives_eager_gradients(attn_impl):
     """``torch.compile(fullgraph=True)`` trains at three sizes (one not a multiple of 32): outputs and every gradient
     equal eager's within float32 rounding. Traced with symbolic sizes through dynamo and AOTAutograd (the

@@ -13,6 +13,10 @@
 # wheels in .whl/ that travel with the tree: run `bash tools/gpu_wheels.sh` where pip reaches PyPI first.
 #   MMTRANSNEXT_PYTHON    the interpreter (default: python3, the one with torch and Triton there)
 #   GPU_CHECK_REPEATS     timed repeats per benchmark row (default 5)
+#   GPU_CHECK_STEPS       the steps to run, of: benchmark tests compile planner (default: all; the build always runs).
+#                         compile: torch.compile with inductor on the GPU (tests/test_pytorch2_cuda.py: training and
+#                         inference at dynamic sizes, each attn_impl, float32 and bf16), then benchmark.py's
+#                         eager / torch.compile rows for TransNeXt-T and Swin-T at batch 1 (compile_benchmark.md)
 set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 RESULTS="${1:-${OUT:-$ROOT/work_dirs}/gpu_check}"
@@ -21,6 +25,9 @@ REPEATS="${GPU_CHECK_REPEATS:-5}"
 # each step's limit in seconds (a lent GPU is held for minutes): a step that overruns is cut and the next one runs
 TESTS_LIMIT="${GPU_CHECK_TESTS_LIMIT:-240}" BENCH_LIMIT="${GPU_CHECK_BENCH_LIMIT:-240}"
 PLANNER_LIMIT="${GPU_CHECK_PLANNER_LIMIT:-120}" BUILD_LIMIT="${GPU_CHECK_BUILD_LIMIT:-300}"
+COMPILE_TESTS_LIMIT="${GPU_CHECK_COMPILE_TESTS_LIMIT:-180}" COMPILE_BENCH_LIMIT="${GPU_CHECK_COMPILE_BENCH_LIMIT:-360}"
+STEPS=" ${GPU_CHECK_STEPS:-benchmark tests compile planner} "
+wanted() { [[ "$STEPS" == *" $1 "* ]]; }
 log() { echo "[gpu_check $(date +%T)] $*" >&2; }
 timed() { local limit="$1"; shift; timeout --signal=INT --kill-after=10 "$limit" "$@"; }
 failed() { status=1; log "FAILED: $1 (exit status $2)"; }  # the run goes on; its exit status says one step failed
@@ -75,18 +82,29 @@ fi
 # attn_impl='auto' on this GPU: the benchmark's transnext_auto rows decide as a training run's first step does (each
 # backend verified against the reference, timed, its memory taken); backends.py prints those decisions afterwards
 export MMTRANSNEXT_CACHE_DIR="$RESULTS/backend_cache"
-for amp in none bf16; do
-    run_step "benchmark, autocast $amp" "$BENCH_LIMIT" "$RESULTS/benchmark_$amp.md" \
-        "$PY" tools/analysis/benchmark.py --sizes 800x1216 --batch 2 --repeats "$REPEATS" --amp "$amp" \
-        --rows transnext_pytorch transnext_auto transnext_ext transnext_triton swin --profile "$RESULTS"
-done
-# (it reads the cache file the benchmark wrote)
-run_step "attn_impl='auto' decisions on this GPU" 60 "$RESULTS/auto_decisions.md" "$PY" tools/analysis/backends.py
-run_step "GPU tests" "$TESTS_LIMIT" "$RESULTS/tests.log" "$PY" -m pytest -q -p no:cacheprovider -ra -o addopts='' \
-    tests/test_ops.py tests/test_pooled_attention.py tests/test_backbone_exactness.py tests/test_reliability.py \
-    tests/test_triton_ops.py -k 'cuda or triton or autocast'
+if wanted benchmark; then
+    for amp in none bf16; do
+        run_step "benchmark, autocast $amp" "$BENCH_LIMIT" "$RESULTS/benchmark_$amp.md" \
+            "$PY" tools/analysis/benchmark.py --sizes 800x1216 --batch 2 --repeats "$REPEATS" --amp "$amp" \
+            --rows transnext_pytorch transnext_auto transnext_ext transnext_triton swin --profile "$RESULTS"
+    done
+    # (it reads the cache file the benchmark wrote)
+    run_step "attn_impl='auto' decisions on this GPU" 60 "$RESULTS/auto_decisions.md" "$PY" tools/analysis/backends.py
+fi
+if wanted tests; then
+    run_step "GPU tests" "$TESTS_LIMIT" "$RESULTS/tests.log" "$PY" -m pytest -q -p no:cacheprovider -ra -o addopts='' \
+        tests/test_ops.py tests/test_pooled_attention.py tests/test_backbone_exactness.py tests/test_reliability.py \
+        tests/test_triton_ops.py -k 'cuda or triton or autocast'
+fi
+if wanted compile; then
+    run_step "torch.compile tests on the GPU" "$COMPILE_TESTS_LIMIT" "$RESULTS/compile_tests.log" \
+        "$PY" -m pytest -q -p no:cacheprovider -ra -o addopts='' --durations=0 tests/test_pytorch2_cuda.py
+    run_step "benchmark, eager against torch.compile" "$COMPILE_BENCH_LIMIT" "$RESULTS/compile_benchmark.md" \
+        "$PY" tools/analysis/benchmark.py --sizes 800x1216 512x512 --batch 1 --repeats "$REPEATS" \
+        --rows transnext_auto swin --runtimes eager compile
+fi
 # the planner's count of the same rows (tools/analysis/gpu_memory.py, meta tensors) beside the measured ones above
-run_step "GPU memory counted on meta tensors, for the benchmark's rows" "$PLANNER_LIMIT" \
+wanted planner && run_step "GPU memory counted on meta tensors, for the benchmark's rows" "$PLANNER_LIMIT" \
     "$RESULTS/gpu_memory_counted.md" "$PY" tools/analysis/gpu_memory.py --benchmark-rows
 log "done (status $status): $RESULTS"
 exit "$status"

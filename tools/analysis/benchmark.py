@@ -18,6 +18,12 @@ each TransNeXt row's backend per op in its training step, with the reason (``mmt
 --profile DIR writes a torch.profiler table of one training step of each TransNeXt row to
 DIR/profile_<row>_<H>x<W>_<amp>.txt (operators sorted by their device time, or CPU time without a GPU).
 
+--runtimes eager compile aoti onnx: each row also under PyTorch 2's compiler and the deployment runtimes (one
+subprocess per row and runtime): ``torch.compile`` (inductor, default options; forward and training step),
+an AOTInductor package of ``torch.export``'s program (``torch._inductor.aoti_compile_and_package``; forward) and
+ONNX Runtime on torch.onnx's export (forward, CPU; TransNeXt exported on its reference path, which is what ONNX
+Runtime runs). The table adds each runtime's first call (compile / export included) and its ratio to eager.
+
 --flops adds each row's forward arithmetic (torch.utils.flop_counter; TransNeXt's rows all count the
 PyTorch path, whose arithmetic the op reproduces) and the training step's throughput: 3 x forward FLOPs
 (forward + two backward products) over the fwd+bwd time. Rows with equal throughput would have the
@@ -35,6 +41,8 @@ import warnings
 
 ROWS = ('transnext_pytorch', 'transnext_auto', 'transnext_ext', 'transnext_ext_cp', 'transnext_triton', 'swin')
 DEFAULT_ROWS = ('transnext_pytorch', 'transnext_ext', 'transnext_ext_cp', 'swin')
+RUNTIMES = ('eager', 'compile', 'aoti', 'onnx')
+TRAINING_RUNTIMES = ('eager', 'compile')  # the deployment runtimes run inference only
 
 
 def build(row, img_size):
@@ -71,16 +79,41 @@ def forward_flops(row, h, w, img_size, batch=1):
     return counter.get_total_flops()
 
 
-def measure(row, h, w, repeats, amp, img_size, batch=1, profile_dir=None):
-    """One row in this process: {'forward': s, 'train': s, 'peak_mb': MB, 'backends': {op: choice}}."""
+def deployed_forward(model, runtime, x, workdir):
+    """Inference of ``model`` (eval mode) at ``x``'s size through a deployment runtime: a callable taking ``x``."""
+    import os
+
+    import torch
+    model.eval()
+    if runtime == 'aoti':
+        with torch.no_grad():
+            program = torch.export.export(model, (x, ))
+        package = torch._inductor.aoti_compile_and_package(program, package_path=os.path.join(workdir, 'model.pt2'))
+        return torch._inductor.aoti_load_package(package)
+    import onnxruntime
+    path = os.path.join(workdir, 'model.onnx')
+    with torch.no_grad():
+        torch.onnx.export(model, (x, ), dynamo=True, input_names=['image'], verbose=False).save(path)
+    session = onnxruntime.InferenceSession(path, providers=['CPUExecutionProvider'])
+    return lambda image: session.run(None, {'image': image.cpu().numpy()})
+
+
+def measure(row, h, w, repeats, amp, img_size, batch=1, profile_dir=None, runtime='eager'):
+    """One row in this process: {'forward': s, 'train': s, 'forward_first': s, 'train_first': s, 'peak_mb': MB,
+    'backends': {op: choice}} (no training under a deployment runtime)."""
     import contextlib
+    import tempfile
 
     import torch
     device = 'cuda' if torch.cuda.is_available() else 'cpu'
+    if runtime == 'onnx' and row != 'swin':
+        row = 'transnext_pytorch'  # ONNX Runtime runs the attention written out in standard operators
     model = build(row, img_size).to(device)
     x = torch.randn(batch, 3, h, w, device=device)
     dtype = dict(fp16=torch.float16, bf16=torch.bfloat16).get(amp)
     autocast = (lambda: torch.autocast(device, dtype=dtype)) if dtype else contextlib.nullcontext
+    workdir = tempfile.mkdtemp(prefix='benchmark_')
+    run = torch.compile(model) if runtime == 'compile' else model
 
     def sync():
         if device == 'cuda':
@@ -89,20 +122,28 @@ def measure(row, h, w, repeats, amp, img_size, batch=1, profile_dir=None):
     def forward():
         model.eval()
         with torch.no_grad(), autocast():
-            model(x)
+            run(x)
 
     def train_step():
         model.train()
         with autocast():
-            outputs = model(x)
+            outputs = run(x)
             loss = sum(o.float().mean() for o in (outputs if isinstance(outputs, (tuple, list)) else [outputs]))
         loss.backward()
 
     base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     result = {}
-    for name, fn in (('forward', forward), ('train', train_step)):
-        fn()
+    steps = [('forward', forward)] + [('train', train_step)] * (runtime in TRAINING_RUNTIMES)
+    if runtime not in TRAINING_RUNTIMES:
+        start = time.perf_counter()
+        deployed = deployed_forward(model, runtime, x, workdir)
+        result['prepare'] = time.perf_counter() - start
+        steps = [('forward', lambda: deployed(x))]
+    for name, fn in steps:
+        start = time.perf_counter()
+        fn()  # the first call: compiles under torch.compile
         sync()
+        result[f'{name}_first'] = time.perf_counter() - start + result.get('prepare', 0)
         times = []
         for _ in range(repeats):
             start = time.perf_counter()
@@ -114,11 +155,11 @@ def measure(row, h, w, repeats, amp, img_size, batch=1, profile_dir=None):
         result['peak_mb'] = torch.cuda.max_memory_allocated() / 2**20
     else:
         result['peak_mb'] = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base_rss) / 1024
-    if row != 'swin':
+    if row != 'swin' and runtime in TRAINING_RUNTIMES:
         from mmtransnext.ops import backend_table
         table = backend_table(model.attn_impl, device, torch.float32, training=True)
         result['backends'] = {op: f'{c.backend} ({c.reason})' for op, c in table.items()}
-        if profile_dir:
+        if profile_dir and runtime == 'eager':
             write_profile(train_step, device, f'{profile_dir}/profile_{row}_{h}x{w}_{amp}.txt')
     return result
 
@@ -140,6 +181,45 @@ def write_profile(step, device, path):
         f.write(prof.key_averages().table(sort_by=sort, row_limit=40))
 
 
+def measure_in_subprocess(args, row, h, w, runtime):
+    """``measure`` in a fresh process (its own peak memory): the result, or None after printing why it failed."""
+    proc = subprocess.run([
+        sys.executable, __file__, '--child', row,
+        str(h),
+        str(w),
+        str(args.repeats), runtime, '--amp', args.amp, '--img-size',
+        str(args.img_size or min(h, w)), '--batch',
+        str(args.batch)
+    ] + ['--flops'] * args.flops + (['--profile', args.profile] if args.profile else []),
+                          capture_output=True,
+                          text=True)
+    if proc.returncode != 0:
+        print(f'  {row} ({runtime}) at {h}x{w} failed:\n{proc.stderr[-2000:]}', file=sys.stderr, flush=True)
+        return None
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    times = ', '.join(f'{key} {value:.3f} s' for key, value in result.items() if key in ('forward', 'train'))
+    print(f'  measured {row} ({runtime}) at {h}x{w}: {times}', file=sys.stderr, flush=True)
+    return result
+
+
+def print_runtime_row(h, w, row, runtime, r, eager, base):
+    """A row of the runtimes table: times, their ratio to the same backbone in eager mode and to the baseline's."""
+
+    def ratio(key, of):
+        return f'{r[key] / of[key]:.2f}x' if of and key in r and key in of else '-'
+
+    def seconds(key):
+        return f'{r[key]:.3f}' if key in r else '-'
+
+    if runtime == 'onnx' and row != 'swin':
+        runtime = 'onnx (attention written out)'
+    print(
+        f'| {h} x {w} | {row} | {runtime} | {seconds("forward")} | {ratio("forward", eager)} | {seconds("train")} | '
+        f'{ratio("train", eager)} | {seconds("forward_first")} | {seconds("train_first")} | {r["peak_mb"]:.0f} | '
+        f'{ratio("train", base)} |',
+        flush=True)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--sizes', nargs='+', default=['512x512', '800x1216'])
@@ -151,16 +231,21 @@ def main():
                         help="TransNeXt's img_size (default: the input's shorter side, as "
                         'the paper configs set it: 512 for ADE20K crops, 800 for COCO)')
     parser.add_argument('--amp', choices=['none', 'fp16', 'bf16'], default='none', help='torch.autocast dtype')
+    parser.add_argument('--runtimes',
+                        nargs='+',
+                        default=['eager'],
+                        choices=RUNTIMES,
+                        help='also measure each row under torch.compile, an AOTInductor package, ONNX Runtime')
     parser.add_argument('--flops', action='store_true', help='add forward GFLOP and the training GFLOP/s per row')
     parser.add_argument('--profile',
                         metavar='DIR',
                         help="write a torch.profiler table of each TransNeXt row's "
                         'training step under DIR')
-    parser.add_argument('--child', nargs=4, metavar=('ROW', 'H', 'W', 'REPEATS'), help=argparse.SUPPRESS)
+    parser.add_argument('--child', nargs=5, metavar=('ROW', 'H', 'W', 'REPEATS', 'RUNTIME'), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        row, h, w, repeats = args.child
-        result = measure(row, int(h), int(w), int(repeats), args.amp, args.img_size, args.batch, args.profile)
+        row, h, w, repeats, runtime = args.child
+        result = measure(row, int(h), int(w), int(repeats), args.amp, args.img_size, args.batch, args.profile, runtime)
         if args.flops:
             result['flops'] = forward_flops(row, int(h), int(w), args.img_size, args.batch)
         print(json.dumps(result))
@@ -174,32 +259,29 @@ def main():
     baseline = 'swin' if 'swin' in rows else 'transnext_pytorch'
     base_name = 'Swin-T' if baseline == 'swin' else 'PyTorch path'
 
-    flops_head = ' forward GFLOP | fwd+bwd GFLOP/s |' if args.flops else ''
-    print(f'| input | backbone | forward (s) | fwd+bwd (s) | peak memory (MiB) | fwd+bwd / {base_name} | '
-          f'memory / {base_name} |{flops_head}')
-    print('|---|---|---|---|---|---|---|' + '---|---|' * args.flops)
+    runtimes_table = args.runtimes != ['eager']
+    if runtimes_table:
+        print(f'| input | backbone | runtime | forward (s) | forward / eager | fwd+bwd (s) | fwd+bwd / eager | '
+              f'first forward (s) | first fwd+bwd (s) | peak memory (MiB) | fwd+bwd / {base_name} eager |')
+        print('|---|---|---|---|---|---|---|---|---|---|---|')
+    else:
+        flops_head = ' forward GFLOP | fwd+bwd GFLOP/s |' if args.flops else ''
+        print(f'| input | backbone | forward (s) | fwd+bwd (s) | peak memory (MiB) | fwd+bwd / {base_name} | '
+              f'memory / {base_name} |{flops_head}')
+        print('|---|---|---|---|---|---|---|' + '---|---|' * args.flops)
     for size in args.sizes:
         h, w = map(int, size.split('x'))
         results = {}
         for row in rows:
-            proc = subprocess.run([
-                sys.executable, __file__, '--child', row,
-                str(h),
-                str(w),
-                str(args.repeats), '--amp', args.amp, '--img-size',
-                str(args.img_size or min(h, w)), '--batch',
-                str(args.batch)
-            ] + ['--flops'] * args.flops + (['--profile', args.profile] if args.profile else []),
-                                  capture_output=True,
-                                  text=True)
-            if proc.returncode != 0:
-                print(f'  {row} at {size} failed:\n{proc.stderr[-2000:]}', file=sys.stderr, flush=True)
+            for runtime in args.runtimes:
+                result = measure_in_subprocess(args, row, h, w, runtime)
+                if result is not None:
+                    results[row, runtime] = result
+        base = results.get((baseline, 'eager'))
+        for (row, runtime), r in results.items():
+            if runtimes_table:
+                print_runtime_row(h, w, row, runtime, r, results.get((row, 'eager')), base)
                 continue
-            out = proc.stdout
-            results[row] = json.loads(out.strip().splitlines()[-1])
-            print(f'  measured {row} at {size}', file=sys.stderr, flush=True)
-        base = results.get(baseline)
-        for row, r in results.items():
             ratio_t = f'{r["train"] / base["train"]:.2f}x' if base else '-'
             ratio_m = f'{r["peak_mb"] / base["peak_mb"]:.2f}x' if base else '-'
             flops = f' {r["flops"] / 1e9:.2f} | {3 * r["flops"] / r["train"] / 1e9:.0f} |' if 'flops' in r else ''
@@ -207,7 +289,7 @@ def main():
                 f'| {h} x {w} | {row} | {r["forward"]:.3f} | {r["train"]:.3f} | {r["peak_mb"]:.0f} | {ratio_t} | '
                 f'{ratio_m} |{flops}',
                 flush=True)
-        backends = {row: r['backends'] for row, r in results.items() if 'backends' in r}
+        backends = {f'{row} ({runtime})': r['backends'] for (row, runtime), r in results.items() if 'backends' in r}
         if backends:
             print(f'\nbackends of the training step at {size}:')
             for row, table in backends.items():
