@@ -6,6 +6,9 @@ import pytest
 import torch
 
 from mmtransnext.models import TransNeXt
+from mmtransnext.models.layers.attention import _AvgPool, _Normalize, _ScaleQueries, _TokenWeights
+from mmtransnext.models.layers.conv_glu import _GatedProjection
+from mmtransnext.ops.position_bias_mlp import _RecomputedHidden
 from mmtransnext.utils.export import export_dynamic, smallest_exported_side
 from .conftest import needs_ext
 
@@ -69,6 +72,44 @@ def test_compiled_inference_compiles_once_for_dynamic_sizes():
             image = torch.randn(2, 3, *size)
             for g, e in zip(compiled(image), backbone(image)):
                 torch.testing.assert_close(g, e, rtol=1e-4, atol=1e-4)
+    assert _graphs_compiled() - graphs_before == 1
+
+
+def test_memory_lean_functions_compile_called_twice():
+    """Each memory-lean autograd function of the kernel path, called twice in one graph (as every block calls them),
+    traces with symbolic sizes and gives eager's values and gradients. Issue 35: a float default argument (or a global)
+    read in a function's forward became a symbolic input of the first call's subgraph that the second call reused."""
+    import torch._dynamo
+
+    def lean(x, tokens, embedding, temperature, maps, coords, w1, b1, w2, b2, conv_weight, conv_bias, fc_weight,
+             fc_bias):
+        B, heads, N, _ = x.shape
+        out = 0
+        for keep_input in (False, True):  # two blocks
+            q = _Normalize.apply(x, keep_input)
+            scale = _ScaleQueries.apply(q, embedding, temperature, torch.full((N, 1), N**0.5))
+            out = out + scale.sum() + _TokenWeights.apply(q, tokens, torch.float32).sum()
+            out = out + _AvgPool.apply(maps.permute(0, 3, 1, 2), (2, 2)).sum()
+            out = out + _RecomputedHidden.apply(coords, w1, b1, w2, b2).sum()
+            gate, value = x[:, 0], x[:, 1]  # (B, N = 4 * (N // 4), C) tokens of a 4 x N // 4 map
+            out = out + _GatedProjection.apply(gate, value, conv_weight, conv_bias, fc_weight, fc_bias,
+                                               (4, N // 4), 'auto').sum()
+        return out
+
+    torch.manual_seed(0)
+    shapes = [(2, 2, 12, 8), (2, 8, 9), (2, 1, 8), (2, 1, 1), (2, 4, 6, 3), (10, 2), (16, 2), (16, ), (2, 16), (2, ),
+              (8, 1, 3, 3), (8, ), (5, 8), (5, )]
+    inputs = [torch.randn(s, dtype=torch.float64, requires_grad=i != 5) for i, s in enumerate(shapes)]  # not coords
+    torch._dynamo.reset()
+    graphs_before = _graphs_compiled()
+    compiled = torch.compile(lean, fullgraph=True, dynamic=True, backend='aot_eager')
+    for n in (12, 20):  # two sizes, one graph
+        inputs[0] = torch.randn(2, 2, n, 8, dtype=torch.float64, requires_grad=True)
+        differentiated = [t for t in inputs if t.requires_grad]
+        got = torch.autograd.grad(compiled(*inputs), differentiated)
+        expected = torch.autograd.grad(lean(*inputs), differentiated)
+        for g, e in zip(got, expected):
+            torch.testing.assert_close(g, e, rtol=1e-12, atol=1e-12)
     assert _graphs_compiled() - graphs_before == 1
 
 

@@ -32,20 +32,25 @@ class _Normalize(torch.autograd.Function):
     backward recomputes the output (the same operation on the same values)."""
 
     @staticmethod
-    def forward(ctx, x, keep_input=False, eps=1e-12):
+    def forward(ctx, x, keep_input=False):
+        # F.normalize's eps written as a literal, not a default argument or a global: torch.compile (dynamic=True)
+        # makes a float read from either a symbolic input of the first call's subgraph and then hands that dead
+        # subgraph's value to the next call ("lift_tracked_freevar_to_input should not be called on root
+        # SubgraphTracer", torch 2.14: issue 35)
         norm = torch.linalg.vector_norm(x, dim=-1, keepdim=True)
-        out = x / norm.clamp_min(eps)
+        out = x / norm.clamp_min(1e-12)
         ctx.save_for_backward(x if keep_input else out, norm)
-        ctx.keep_input, ctx.eps = keep_input, eps
+        ctx.keep_input = keep_input
         return out
 
     @staticmethod
     def backward(ctx, grad):
         kept, norm = ctx.saved_tensors
-        out = kept / norm.clamp_min(ctx.eps) if ctx.keep_input else kept
+        clamped = norm.clamp_min(1e-12)
+        out = kept / clamped if ctx.keep_input else kept
         # d(x / n) = (g - out * <out, g>) / n where n > eps; the clamped norm passes no gradient
-        along = (out * grad).sum(-1, keepdim=True) * (norm >= ctx.eps)
-        return (grad - out * along) / norm.clamp_min(ctx.eps), None, None
+        along = (out * grad).sum(-1, keepdim=True) * (norm >= 1e-12)
+        return (grad - out * along) / clamped, None
 
 
 class _TokenWeights(torch.autograd.Function):
