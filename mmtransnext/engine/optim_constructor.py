@@ -25,6 +25,14 @@ class TransNeXtOptimWrapperConstructor(DefaultOptimWrapperConstructor):
         # a non-empty paramwise_cfg makes the default constructor call add_params
         super().__init__(optim_wrapper_cfg, paramwise_cfg or dict(custom_keys={}))
 
+    def __call__(self, model: nn.Module):
+        optim_wrapper = super().__call__(model)
+        # mmengine's config dict turns the groups built here into ConfigDicts; torch.compile of the optimizer step (what
+        # mmengine's compile=True does with train_step) fails on a dict subclass, so the optimizer keeps plain dicts
+        optimizer = optim_wrapper.optimizer
+        optimizer.param_groups = [dict(group) for group in optimizer.param_groups]
+        return optim_wrapper
+
     def add_params(self, params: List[dict], module: nn.Module, prefix: str = '', is_dcn_module=None) -> None:
         first = len(params)
         super().add_params(params, module, prefix, is_dcn_module)
