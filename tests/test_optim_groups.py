@@ -16,7 +16,7 @@ def _groups(name, scope):
         from mmengine.registry import MODELS
         model = MODELS.build(cfg.model)
         wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
-    # plain dicts, not mmengine's ConfigDict: torch.compile of the optimizer step (mmengine's compile=True) fails on those
+    # plain dicts, not ConfigDicts: torch.compile of the optimizer step (mmengine's compile=True) fails on those
     assert all(type(g) is dict for g in wrapper.optimizer.param_groups)
     settings = {id(p): (g['lr'], g['weight_decay']) for g in wrapper.optimizer.param_groups for p in g['params']}
     base = cfg.optim_wrapper.optimizer
