@@ -35,3 +35,45 @@ def smallest_exported_side(backbone) -> int:
     while any(s // r < 2 for s, r in zip(backbone.stage_sides(side), backbone.sr_ratios)):
         side += 1
     return side
+
+
+def onnx_translations() -> dict:
+    """{torch op: ONNX translation} that a program with a symbolic height and width needs beyond torch.onnx's own,
+    for ``torch.onnx.export(..., custom_translation_table=...)``.
+
+    ``adaptive_avg_pool2d`` (the pooled keys): torch.onnx has no translation of its own and decomposes it into an
+    ``avg_pool2d`` whose kernel and stride are fixed from the trace's sizes (exact only where each side is a multiple
+    of the pooled grid's), so a file for a range of sizes would be wrong at most of them (seen: 0.1-0.3 relative to
+    the output's scale at 72 x 72 for a 64 x 64 trace). Here it is written out for any size: each side is averaged by
+    a (pooled, input) matrix of PyTorch's windows, rows ``floor(i n / m)`` to ``ceil((i + 1) n / m)``.
+    """
+    import torch
+    from onnxscript import opset18 as op
+
+    def scalar(size):  # an int or a symbolic size's INT64 value -> a 0-d INT64 tensor
+        if isinstance(size, int):
+            return op.Constant(value_int=size)
+        return op.Squeeze(op.Reshape(size, op.Constant(value_ints=[1])))
+
+    def averaging(like, n, m):  # (m, n): row i averages input positions [floor(i n / m), ceil((i + 1) n / m))
+        zero, one = op.Constant(value_int=0), op.Constant(value_int=1)
+        rows = op.Range(zero, m, one)
+        start = op.Unsqueeze(op.Div(op.Mul(rows, n), m), op.Constant(value_ints=[1]))
+        end = op.Unsqueeze(op.Div(op.Sub(op.Add(op.Mul(op.Add(rows, one), n), m), one), m), op.Constant(value_ints=[1]))
+        columns = op.Range(zero, n, one)
+        inside = op.And(op.GreaterOrEqual(columns, start), op.Less(columns, end))
+        return op.Div(op.CastLike(inside, like), op.CastLike(op.Sub(end, start), like))
+
+    def adaptive_avg_pool2d(x, output_size):
+        height = scalar(op.Shape(x, start=-2, end=-1))
+        width = scalar(op.Shape(x, start=-1))
+        out_h, out_w = (scalar(s) for s in output_size)
+        rows = averaging(x, height, out_h)  # (out_h, H)
+        cols = op.Transpose(averaging(x, width, out_w), perm=[1, 0])  # (W, out_w)
+        return op.MatMul(op.MatMul(rows, x), cols)
+
+    aten = torch.ops.aten
+    return {
+        aten.adaptive_avg_pool2d.default: adaptive_avg_pool2d,
+        aten._adaptive_avg_pool2d.default: adaptive_avg_pool2d
+    }
