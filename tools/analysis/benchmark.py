@@ -289,7 +289,10 @@ def main():
                 f'| {h} x {w} | {row} | {r["forward"]:.3f} | {r["train"]:.3f} | {r["peak_mb"]:.0f} | {ratio_t} | '
                 f'{ratio_m} |{flops}',
                 flush=True)
-        backends = {f'{row} ({runtime})': r['backends'] for (row, runtime), r in results.items() if 'backends' in r}
+        backends = {
+            (row if runtime == 'eager' else f'{row} ({runtime})'): r['backends']
+            for (row, runtime), r in results.items() if 'backends' in r
+        }
         if backends:
             print(f'\nbackends of the training step at {size}:')
             for row, table in backends.items():
