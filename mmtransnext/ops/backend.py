@@ -218,6 +218,14 @@ def in_traced_graph() -> bool:
     return is_compiling() or (is_exporting is not None and is_exporting())
 
 
+def in_compiled_graph() -> bool:
+    """True while torch.compile traces, not torch.export (whose programs, and the ONNX files made from them, keep
+    the operations eager runs). Where inductor compiles a graph for symbolic sizes, a few layers spell an operation
+    differently (conv_glu.py, attention.py: the reasons are there); the values are the same up to float rounding."""
+    is_exporting = getattr(torch.compiler, 'is_exporting', None)
+    return in_traced_graph() and not (is_exporting is not None and is_exporting())
+
+
 def choose_backend(op: str,
                    attn_impl: str,
                    device,

@@ -32,10 +32,11 @@ import torch
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # tools/, for script_utils
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))  # export_onnx
 from export_onnx import TOLERANCE, exported_part  # noqa: E402
+from load_aoti import HEIGHTS, WIDTHS, load_package  # noqa: E402
 
 from mmtransnext.models import TransNeXt  # noqa: E402
 from mmtransnext.ops import ext_available, ext_loader  # noqa: E402
-from mmtransnext.utils.export import export_dynamic, smallest_exported_side  # noqa: E402
+from mmtransnext.utils.export import export_dynamic, range_decompositions, smallest_exported_side  # noqa: E402
 from script_utils.model_input import add_model_arguments, build_model, parse_model_arguments, read_config  # noqa: E402
 
 DEFAULT_MAX_SIZE = 2048
@@ -149,14 +150,20 @@ def main():
     if in_python:
         sys.exit(f'the backbone calls {", ".join(in_python)}, defined in Python: an AOTInductor package cannot call '
                  'them outside this process; export with --attn-impl ext or pytorch')
+    if size_range is not None:  # inductor's pooling lowering would keep the export size's windows
+        program = program.run_decompositions(range_decompositions())
     os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
-    package = torch._inductor.aoti_compile_and_package(program, package_path=args.out)
+    low, high = size_range or (None, None)
+    sides = {HEIGHTS: f'{low or height}-{high or height}', WIDTHS: f'{low or width}-{high or width}'}
+    package = torch._inductor.aoti_compile_and_package(program,
+                                                       package_path=args.out,
+                                                       inductor_configs={'aot_inductor.metadata': sides})
     sizes = f'{height} x {width}' if size_range is None else f'{size_range[0]} to {size_range[1]} a side'
     library = ext_loader.ext.__file__ if ops else None
     print(f'{package}: backbone for {args.device}, any batch, {sizes}; calls ' +
           (f'{", ".join(op.name() for op in ops)} (op library {library})' if ops else 'no mmtransnext op'))
 
-    runner = torch._inductor.aoti_load_package(package)
+    runner = load_package(package)
     checks = [image] + ([] if other is None else [torch.randn(1, 3, *other, generator=generator).to(args.device)])
     failed = False
     for x in checks:
@@ -171,7 +178,9 @@ def main():
     example = f'torch.randn(1, 3, {height}, {width}' + (", device='cuda')" if args.device == 'cuda' else ')')
     lines = ['import torch'] + ([f'torch.ops.load_library({library!r})'] if ops else [])
     lines += [f'model = torch._inductor.aoti_load_package({package!r})', f'features = model({example})']
-    print('Run it where torch is (mmtransnext need not be importable; the op library must be built for that torch):')
+    print('Run it where torch is (mmtransnext need not be importable; the op library must be built for that torch; '
+          f'the package does not check the input size: keep to {sizes}, or load it with load_aoti.load_package, '
+          'which does):')
     for line in lines:
         print(f'    {line}')
     print(f'or try it with: python tools/deployment/load_aoti.py {package} --shape 1 3 {height} {width}' +

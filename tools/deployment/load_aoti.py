@@ -9,7 +9,7 @@ copy it beside the package)::
 
     from load_aoti import load_package
     model = load_package('FILE.pt2')  # or load_package('FILE.pt2', op_library='.../_ext....so')
-    features = model(images)
+    features = model(images)  # refused (ValueError) outside the sizes the package was compiled for
 
 It does what two lines of torch do, which a deployment may write itself::
 
@@ -35,6 +35,8 @@ from typing import Optional
 import torch
 
 LIBRARY_VARIABLE = 'MMTRANSNEXT_OP_LIBRARY'
+# the package's metadata keys (export_aoti.py writes them): the heights and widths it was compiled for, 'low-high'
+HEIGHTS, WIDTHS = 'mmtransnext.heights', 'mmtransnext.widths'
 MISSING_OP = re.compile(r'Could not find schema for (mmtransnext::\w+)')
 
 
@@ -57,9 +59,28 @@ def op_library_loaded() -> bool:
     return hasattr(torch.ops.mmtransnext, 'local_similarity')
 
 
-def load_package(package: str, op_library: Optional[str] = None):
+class SizeCheckedPackage:
+    """A loaded package whose calls refuse an input outside the heights and widths it was compiled for. The package
+    itself checks sizes only where AOTI_RUNTIME_CHECK_INPUTS=1, and otherwise computes something (wrong) for any."""
+
+    def __init__(self, package: str, runner):
+        self.package, self.runner = package, runner
+        meta = runner.get_metadata()
+        self.sides = [tuple(map(int, meta[key].split('-'))) if key in meta else None for key in (HEIGHTS, WIDTHS)]
+
+    def __call__(self, image: torch.Tensor):
+        for name, side, allowed in zip(('height', 'width'), image.shape[-2:], self.sides):
+            if allowed is not None and not allowed[0] <= side <= allowed[1]:
+                heights, widths = (f'{low}' if low == high else f'{low} to {high}' for low, high in self.sides)
+                raise ValueError(f'{self.package}: input {name} {side} is outside what the package was compiled for '
+                                 f'(heights {heights}, widths {widths} pixels). Compile one that holds it: '
+                                 'export_aoti.py --min-size / --max-size, or --static --shape H W')
+        return self.runner(image)
+
+
+def load_package(package: str, op_library: Optional[str] = None) -> SizeCheckedPackage:
     """``torch._inductor.aoti_load_package(package)`` after loading mmtransnext's op library (``op_library``, else
-    :func:`find_op_library`'s) unless it is loaded already."""
+    :func:`find_op_library`'s) unless it is loaded already; its calls check the input size (SizeCheckedPackage)."""
     library = None
     if not op_library_loaded():
         library = op_library or find_op_library()
@@ -68,7 +89,7 @@ def load_package(package: str, op_library: Optional[str] = None):
                 raise FileNotFoundError(f'op library {library} not found')
             torch.ops.load_library(library)  # loading a second copy would define the ops twice
     try:
-        return torch._inductor.aoti_load_package(package)
+        runner = torch._inductor.aoti_load_package(package)
     except RuntimeError as error:
         missing = MISSING_OP.search(str(error))
         if missing is None:
@@ -80,6 +101,7 @@ def load_package(package: str, op_library: Optional[str] = None):
             'package: torch.ops.load_library("<mmtransnext>/_ext.<python tag>.so"), the module that `pip install '
             'mmtransnext` (or `bash tools/setup_env.sh`) builds for the torch that runs the package; or give it to '
             f'load_package(op_library=...) / --op-library, or set ${LIBRARY_VARIABLE}') from error
+    return SizeCheckedPackage(package, runner)
 
 
 def main():
@@ -105,7 +127,10 @@ def main():
     image = torch.randn(*args.shape, generator=torch.Generator().manual_seed(0)).to(args.device)
     start = time.perf_counter()
     with torch.no_grad():
-        outputs = model(image)
+        try:
+            outputs = model(image)
+        except ValueError as error:
+            sys.exit(str(error))
     seconds = time.perf_counter() - start
     outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
     shapes = ', '.join('x'.join(map(str, o.shape)) for o in outputs)

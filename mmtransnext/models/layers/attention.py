@@ -10,7 +10,8 @@ import torch.nn.functional as F
 
 from ...ops import (choose_backend, local_aggregation, local_similarity, pooled_attention, pooled_attention_backend,
                     position_bias_mlp)
-from ...ops.backend import autocast_dtype, in_autocast_dtype
+from ...ops.backend import autocast_dtype, in_autocast_dtype, in_compiled_graph
+from .pooling import pool_tokens
 from .position_bias import StageGeometry, gather_position_bias, position_bias_rows
 
 
@@ -276,10 +277,13 @@ class AggregatedAttention(_CosineAttention):
         # sr is a 1x1 convolution, i.e. a linear map of each token: applied to the (B, N, C) tokens as
         # one matrix product, then pooled as a channels_last map (no layout copies at full size)
         x_pool = self.act(F.linear(x, self.sr.weight.flatten(1), self.sr.bias))
-        x_pool = x_pool.reshape(B, *geometry.size, C).permute(0, 3, 1, 2)
-        pool = _AvgPool.apply if self.keeps_less(x.device) else F.adaptive_avg_pool2d
-        x_pool = pool(x_pool, geometry.pool_size)
-        x_pool = self.norm(x_pool.flatten(2).transpose(1, 2))
+        if in_compiled_graph():
+            x_pool = pool_tokens(x_pool, geometry.size, geometry.pool_size)  # the reason: pooling.py
+        else:
+            x_pool = x_pool.reshape(B, *geometry.size, C).permute(0, 3, 1, 2)
+            pool = _AvgPool.apply if self.keeps_less(x.device) else F.adaptive_avg_pool2d
+            x_pool = pool(x_pool, geometry.pool_size).flatten(2).transpose(1, 2)
+        x_pool = self.norm(x_pool)
         k_pool, v_pool = self.kv(x_pool).reshape(B, pool_len, 2 * heads, head_dim).permute(0, 2, 1, 3).chunk(2, dim=1)
         k_pool = F.normalize(k_pool, dim=-1)
 

@@ -3,7 +3,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ...ops import choose_backend, gelu_gate, gelu_gate_backward
-from ...ops.backend import in_autocast_dtype
+from ...ops.backend import autocast_dtype, in_autocast_dtype, in_compiled_graph
 
 
 class DepthwiseConv(nn.Module):
@@ -98,14 +98,8 @@ class _GatedProjection(torch.autograd.Function):
         grad_hidden = (grad_rows @ fc_weight.to(dtype)).reshape(value.shape)
         grad_conv_out, grads[1] = gelu_gate_backward(grad_hidden, conv_out, value, ctx.attn_impl)
         del grad_hidden, conv_out
-        B, N, C = gate.shape
-        grad_gate, grad_weight, grad_bias = torch.ops.aten.convolution_backward(_as_map(grad_conv_out, ctx.size),
-                                                                                _as_map(gate, ctx.size),
-                                                                                conv_weight.to(dtype), [C], [1, 1],
-                                                                                [1, 1], [1, 1], False, [0, 0], C,
-                                                                                [need[0], need[2], need[3]])
-        if need[0]:
-            grads[0] = grad_gate.permute(0, 2, 3, 1).reshape(B, N, C)
+        grads[0], grad_weight, grad_bias = _depthwise_conv_backward(grad_conv_out, gate, conv_weight.to(dtype),
+                                                                    ctx.size, (need[0], need[2], need[3]))
         grads[2] = None if grad_weight is None else grad_weight.to(conv_weight.dtype)
         grads[3] = None if grad_bias is None else grad_bias.to(conv_bias.dtype)
         return tuple(grads)
@@ -117,9 +111,60 @@ def _as_map(tokens: torch.Tensor, size) -> torch.Tensor:
     return tokens.reshape(B, *size, C).permute(0, 3, 1, 2)
 
 
+def _shifted_windows(tokens: torch.Tensor, size):
+    """The nine (B, H, W, C) views of the zero-padded NHWC map that a 3x3 window (padding 1) reads, row-major."""
+    B, N, C = tokens.shape
+    H, W = size
+    padded = F.pad(tokens.reshape(B, H, W, C), (0, 0, 1, 1, 1, 1))
+    return [padded[:, i:i + H, j:j + W] for i in range(3) for j in range(3)]
+
+
 def _depthwise_conv(tokens: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, size) -> torch.Tensor:
     """DepthwiseConv's 3x3 convolution (padding 1, a group per channel) on (B, N, C) tokens: they are an NHWC
-    map, so it runs channels_last with no layout copies either way."""
+    map, so it runs channels_last with no layout copies either way.
+
+    Under torch.compile (``in_compiled_graph``; eager and torch.export keep the convolution) the same sums are nine
+    shifted products: inductor (torch 2.14, dynamic sizes) cannot compile a training graph that keeps the
+    channels_last view ``_as_map`` for backward (the partitioner keeps the view itself and inductor fails sorting its
+    symbolic strides: "cannot determine truth value of Relational", pytorch/pytorch#185510), and its convolution
+    lowerings fix the map's size (a recompilation per size). Shifted products of the NHWC tokens keep no
+    channels_last view, and inductor fuses them into one kernel."""
     B, N, C = tokens.shape
+    if in_compiled_graph():
+        dtype = autocast_dtype(tokens.device) or tokens.dtype  # conv2d's: autocast's type where it is on
+        tokens = tokens.to(dtype)
+        taps = weight.reshape(C, 9).t().to(dtype)  # (9, C): tap i * 3 + j of every channel
+        out = bias.to(dtype)
+        for k, window in enumerate(_shifted_windows(tokens, size)):
+            out = out + window * taps[k]
+        return out.reshape(B, N, C)
     out = F.conv2d(_as_map(tokens, size), weight, bias, padding=1, groups=C)
     return out.permute(0, 2, 3, 1).reshape(B, N, C)
+
+
+def _depthwise_conv_backward(grad: torch.Tensor, tokens: torch.Tensor, weight: torch.Tensor, size, need):
+    """The gradients of :func:`_depthwise_conv` (tokens, weight, bias; None where ``need`` says so) for ``grad``
+    of its output, both (B, N, C); under torch.compile as shifted products too."""
+    B, N, C = tokens.shape
+    if not in_compiled_graph():
+        grad_map, token_map = _as_map(grad, size), _as_map(tokens, size)
+        grad_tokens, grad_weight, grad_bias = torch.ops.aten.convolution_backward(grad_map, token_map, weight, [C],
+                                                                                  [1, 1], [1, 1], [1, 1], False, [0, 0],
+                                                                                  C, list(need))
+        if grad_tokens is not None:
+            grad_tokens = grad_tokens.permute(0, 2, 3, 1).reshape(B, N, C)
+        return grad_tokens, grad_weight, grad_bias
+    grad_tokens = grad_weight = grad_bias = None
+    if need[0]:  # the transposed convolution: the same window sums with the taps mirrored
+        taps = weight.reshape(C, 9).t().flip(0)
+        grad_tokens = 0
+        for k, window in enumerate(_shifted_windows(grad, size)):
+            grad_tokens = grad_tokens + window * taps[k]
+        grad_tokens = grad_tokens.reshape(B, N, C)
+    if need[1]:
+        grad_map = grad.reshape(B, *size, C)
+        grad_weight = torch.stack([(window * grad_map).sum((0, 1, 2)) for window in _shifted_windows(tokens, size)],
+                                  1).reshape(weight.shape)
+    if need[2]:
+        grad_bias = grad.sum((0, 1))
+    return grad_tokens, grad_weight, grad_bias
