@@ -189,7 +189,7 @@ CUDA_HOME, NVCC_CUDA = _nvcc()
                     reason=f'needs the nvcc of torch\'s CUDA major version: torch {torch.__version__} is built with '
                     f'CUDA {torch.version.cuda}, nvcc here is CUDA {NVCC_CUDA} (torch refuses the mix)')
 def test_cuda_sources_compile(tmp_path):
-    """Compile the CUDA kernels (one architecture) even without a GPU, so a broken kernel cannot land: the .cu files
+    """Compile the CUDA kernels (PTX for sm_90) even without a GPU, so a broken kernel cannot land: the .cu files
     and the dispatchers built with WITH_CUDA; the CPU kernels compile to the same code as in the CPU build."""
     env = dict(os.environ,
                FORCE_CUDA='1',
