@@ -57,6 +57,10 @@ def make_extensions():
             # PTX for sm_90 only (torch adds no arch flags of its own then): nvcc's front end and NVVM find what a
             # broken kernel breaks, and the test skips ptxas's machine code, most of the compile's time
             flags['nvcc'].append('-gencode=arch=compute_90,code=compute_90')
+            # and host code unoptimised (-O0, g++'s and nvcc's host pass): this build is never run, and the
+            # device code's PTX is optimised regardless (cicc's own level)
+            flags['nvcc'][0] = '-O0'
+            flags['cxx'][0] = '-O0'
         extension = CUDAExtension('mmtransnext._ext',
                                   sources,
                                   define_macros=[('WITH_CUDA', None)],

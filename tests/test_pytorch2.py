@@ -4,6 +4,7 @@ import copy
 
 import pytest
 import torch
+import torch._dynamo
 
 from mmtransnext.models import TransNeXt
 from mmtransnext.models.layers.attention import _AvgPool, _Normalize, _ScaleQueries, _TokenWeights
@@ -15,6 +16,12 @@ from .conftest import needs_ext
 # the smallest TransNeXt: tracing cost grows with the blocks (2 cores: ~20 s an export, ~50 s a compile)
 TINY = dict(embed_dims=[16, 32, 64, 128], depths=[1, 1, 1, 1], num_heads=[1, 2, 4, 8])
 SIZES = [(96, 160), (128, 128), (112, 72), (250, 190)]  # the last ones not multiples of 32
+
+# Dynamo (torch 2.14, dynamic=True) first traces the modules' float attributes (LayerNorm eps, dropout p) as symbolic
+# inputs, then specialises them and traces everything again ("Restarting analysis due to _tensorify_python_scalars"):
+# half of each compile's time. The second trace is what specialize_float=True traces at once, so the compile tests
+# below take that shortcut; the memory-lean test keeps torch's default, where a symbolic float was the bug it guards.
+floats_specialized = torch._dynamo.config.patch(specialize_float=True)
 
 
 def _backbone(attn_impl='auto', **kwargs):
@@ -59,6 +66,7 @@ def test_export_captures_one_program_for_every_size(is_extrapolation):
 
 
 @needs_ext
+@floats_specialized
 def test_compiled_inference_compiles_once_for_dynamic_sizes():
     """``torch.compile(fullgraph=True)``: one graph serves three sizes marked dynamic (no guard pins a size). Traced
     through dynamo and AOTAutograd (``aot_eager``): inductor's code generation costs minutes a graph on 2 cores."""
@@ -114,6 +122,7 @@ def test_memory_lean_functions_compile_called_twice():
 
 
 @needs_ext
+@floats_specialized
 @pytest.mark.parametrize('attn_impl', ['auto', 'pytorch'])
 def test_compiled_training_gives_eager_gradients(attn_impl):
     """``torch.compile(fullgraph=True)`` trains at three sizes (one not a multiple of 32): outputs and every gradient
@@ -138,13 +147,14 @@ def test_compiled_training_gives_eager_gradients(attn_impl):
 
 @needs_ext
 @pytest.mark.slow
-@pytest.mark.parametrize('attn_impl', ['auto'])  # 'pytorch' passes too (4.6 minutes): CI's budget runs the default
+@floats_specialized
+@pytest.mark.parametrize('attn_impl', ['auto'])  # 'pytorch' passes too: CI's budget runs the default only
 def test_inductor_trains_a_stage_in_one_graph_for_dynamic_sizes(attn_impl):
     """Inductor (the default backend) compiles training with symbolic sizes: patch embedding, an aggregated-attention
     block (geometry, attention, ConvGLU) and the next patch embedding (a convolution whose input needs its gradient),
     one graph for three sizes, every gradient equal to eager's within float32 rounding. Under torch.compile the
     depthwise convolution, the pooling and the patch embeddings are spelled as products inductor compiles for any size
-    (conv_glu.py, attention.py, patch_embed.py). About 4.5 minutes a parameter on 2 cores: the whole backbone takes
+    (conv_glu.py, attention.py, patch_embed.py). About 2.5 minutes a parameter on 2 cores (floats specialised): the whole backbone takes
     10-15 minutes, and where a reduction crosses inductor's 4096-element accumulation threshold it compiles a second
     graph (torch 2.14's CPU code generation)."""
     import torch._dynamo
