@@ -154,9 +154,9 @@ def test_inductor_trains_a_stage_in_one_graph_for_dynamic_sizes(attn_impl):
     block (geometry, attention, ConvGLU) and the next patch embedding (a convolution whose input needs its gradient),
     one graph for three sizes, every gradient equal to eager's within float32 rounding. Under torch.compile the
     depthwise convolution, the pooling and the patch embeddings are spelled as products inductor compiles for any size
-    (conv_glu.py, attention.py, patch_embed.py). About 2.5 minutes a parameter on 2 cores (floats specialised): the whole backbone takes
-    10-15 minutes, and where a reduction crosses inductor's 4096-element accumulation threshold it compiles a second
-    graph (torch 2.14's CPU code generation)."""
+    (conv_glu.py, attention.py, patch_embed.py). About 2.5 minutes a parameter on 2 cores (floats specialised): the
+    whole backbone takes 10-15 minutes, and where a reduction crosses inductor's 4096-element accumulation threshold
+    it compiles a second graph (torch 2.14's CPU code generation)."""
     import torch._dynamo
     backbone = _backbone(attn_impl).train()
 
