@@ -1,5 +1,6 @@
 """Running the project's tools as a user does: subprocesses of the venv's Python."""
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -7,10 +8,19 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_tool(*args, cwd, check=True, timeout=600):
-    """Run ``python ROOT/<args[0]> args[1:]`` in ``cwd``; returns the CompletedProcess."""
+def run_tool(*args, cwd, check=True, timeout=600, env=None):
+    """Run ``python ROOT/<args[0]> args[1:]`` in ``cwd`` (``env``: variables to set or replace); returns the
+    CompletedProcess."""
     cmd = [sys.executable, str(ROOT / args[0]), *map(str, args[1:])]
-    result = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    result = subprocess.run(cmd,
+                            cwd=cwd,
+                            capture_output=True,
+                            text=True,
+                            timeout=timeout,
+                            env=None if env is None else {
+                                **os.environ,
+                                **env
+                            })
     if check and result.returncode != 0:
         raise AssertionError(f'{" ".join(cmd)} failed ({result.returncode}):\n{result.stdout[-3000:]}\n'
                              f'{result.stderr[-5000:]}')

@@ -29,6 +29,19 @@ def test_benchmark_prints_one_row_per_implementation_with_ratios(tmp_path):
         assert 'Self CPU' in (tmp_path / 'profiles' / f'profile_{row}_64x96_none.txt').read_text()
 
 
+def test_benchmark_keeps_a_failed_row_in_the_table(tmp_path):
+    """A row whose process fails (here Triton on the CPU without its interpreter) is a table row saying so."""
+    result = run_tool('tools/analysis/benchmark.py',
+                      '--sizes',
+                      '64x96',
+                      '--rows',
+                      'transnext_triton',
+                      cwd=tmp_path,
+                      env=dict(TRITON_INTERPRET='0', CUDA_VISIBLE_DEVICES=''))
+    assert '| 64 x 96 | transnext_triton | failed: exit status 1 |' in result.stdout.splitlines()
+    assert 'Triton runs on CPU tensors only through its interpreter' in result.stderr
+
+
 def test_memory_over_sizes_reports_the_bounded_cache(tmp_path):
     # 6 x 6 input shapes over 4 stages: far more stage geometries than the cache's bound of 32 pass through it
     result = run_tool('tools/analysis/memory_over_sizes.py',

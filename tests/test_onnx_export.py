@@ -77,8 +77,9 @@ def test_dynamic_segmentor_is_one_file_for_a_range_of_sizes(tmp_path):
     meta = {p.key: p.value for p in model.metadata_props}
     assert (meta['mmtransnext.min_side'], meta['mmtransnext.max_side']) == ('61', '2048')
 
-    ran = run_tool(LOAD, 'seg.onnx', '--shape', '1', '3', '61', '2048', cwd=tmp_path)  # the range's ends
+    ran = run_tool(LOAD, 'seg.onnx', '--shape', '1', '3', '61', '2048', '--repeats', '2', cwd=tmp_path)  # the ends
     assert 'input 1x3x61x2048 -> 1x5x61x2048' in ran.stdout
+    assert re.search(r'^median of 2 more runs: \d+\.\d{3} s$', ran.stdout, re.M), ran.stdout
     refused = run_tool(LOAD, 'seg.onnx', '--shape', '1', '3', '60', '96', cwd=tmp_path, check=False)
     assert refused.returncode == 1 and 'height and width from 61 to 2048 pixels' in refused.stderr
 

@@ -33,6 +33,7 @@ import argparse
 import importlib.util
 import json
 import resource
+import signal
 import statistics
 import subprocess
 import sys
@@ -182,7 +183,7 @@ def write_profile(step, device, path):
 
 
 def measure_in_subprocess(args, row, h, w, runtime):
-    """``measure`` in a fresh process (its own peak memory): the result, or None after printing why it failed."""
+    """``measure`` in a fresh process (its own peak memory): the result, or {'failed': why} after printing the error."""
     proc = subprocess.run([
         sys.executable, __file__, '--child', row,
         str(h),
@@ -194,8 +195,12 @@ def measure_in_subprocess(args, row, h, w, runtime):
                           capture_output=True,
                           text=True)
     if proc.returncode != 0:
-        print(f'  {row} ({runtime}) at {h}x{w} failed:\n{proc.stderr[-2000:]}', file=sys.stderr, flush=True)
-        return None
+        why = f'exit status {proc.returncode}'
+        if proc.returncode < 0:  # killed by a signal: no traceback to show
+            name = signal.Signals(-proc.returncode).name
+            why = f'killed by {name}' + (' (on Linux usually the out-of-memory killer)' if name == 'SIGKILL' else '')
+        print(f'  {row} ({runtime}) at {h}x{w} failed, {why}:\n{proc.stderr[-2000:]}', file=sys.stderr, flush=True)
+        return {'failed': why}
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     times = ', '.join(f'{key} {value:.3f} s' for key, value in result.items() if key in ('forward', 'train'))
     print(f'  measured {row} ({runtime}) at {h}x{w}: {times}', file=sys.stderr, flush=True)
@@ -274,11 +279,13 @@ def main():
         results = {}
         for row in rows:
             for runtime in args.runtimes:
-                result = measure_in_subprocess(args, row, h, w, runtime)
-                if result is not None:
-                    results[row, runtime] = result
+                results[row, runtime] = measure_in_subprocess(args, row, h, w, runtime)
         base = results.get((baseline, 'eager'))
+        base = None if base is None or 'failed' in base else base
         for (row, runtime), r in results.items():
+            if 'failed' in r:  # a row of its own, so that the table does not silently lose it
+                print(f'| {h} x {w} | {row} |{f" {runtime} |" * runtimes_table} failed: {r["failed"]} |', flush=True)
+                continue
             if runtimes_table:
                 print_runtime_row(h, w, row, runtime, r, results.get((row, 'eager')), base)
                 continue

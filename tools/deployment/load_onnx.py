@@ -1,9 +1,10 @@
 """Run an ONNX file of tools/deployment/export_onnx.py in ONNX Runtime, refusing an input outside the sizes it was
 exported for.
 
-    python tools/deployment/load_onnx.py FILE.onnx [--shape B C H W]
+    python tools/deployment/load_onnx.py FILE.onnx [--shape B C H W] [--repeats N]
 
-runs the file once on a random input and prints its outputs' shapes. From Python (this file imports only numpy and
+runs the file once on a random input and prints its outputs' shapes and the time (``--repeats N``: then the median
+of N more runs). From Python (this file imports only numpy and
 onnxruntime: copy it beside the model)::
 
     from load_onnx import load_model
@@ -18,6 +19,7 @@ its metadata) serves the size of its input's static shape, which ONNX Runtime ch
 """
 import argparse
 import os.path as osp
+import statistics
 import sys
 import time
 from typing import Optional, Tuple
@@ -81,6 +83,11 @@ def main():
                         type=int,
                         metavar=('B', 'C', 'H', 'W'),
                         help="random input to run (default: the file's static input shape, else 1 3 224 224)")
+    parser.add_argument('--repeats',
+                        type=int,
+                        default=0,
+                        metavar='N',
+                        help='run N more times and print their median time as well (the first run warms up)')
     args = parser.parse_args()
     try:
         model = load_model(args.model)
@@ -98,6 +105,13 @@ def main():
     sides = 'per-size file' if model.sides is None else f'height and width from {model.sides[0]} to {model.sides[1]}'
     shapes = ', '.join('x'.join(map(str, o.shape)) for o in outputs)
     print(f'{args.model} ({sides}): input {"x".join(map(str, shape))} -> {shapes} in {seconds:.3f} s')
+    if args.repeats > 0:
+        times = []
+        for _ in range(args.repeats):
+            start = time.perf_counter()
+            model(image)
+            times.append(time.perf_counter() - start)
+        print(f'median of {args.repeats} more runs: {statistics.median(times):.3f} s')
 
 
 if __name__ == '__main__':
