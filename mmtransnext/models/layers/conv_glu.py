@@ -119,6 +119,15 @@ def _shifted_windows(tokens: torch.Tensor, size):
     return [padded[:, i:i + H, j:j + W] for i in range(3) for j in range(3)]
 
 
+def _window_sum(tokens: torch.Tensor, size, taps: torch.Tensor, start) -> torch.Tensor:
+    """``start`` plus the nine shifted windows of the (B, N, C) tokens, each times its row of the (9, C) ``taps``:
+    a 3x3 depthwise convolution (padding 1) as inductor compiles it for any size; a (B, H, W, C) map."""
+    out = start
+    for window, tap in zip(_shifted_windows(tokens, size), taps):
+        out = out + window * tap
+    return out
+
+
 def _depthwise_conv(tokens: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, size) -> torch.Tensor:
     """DepthwiseConv's 3x3 convolution (padding 1, a group per channel) on (B, N, C) tokens: they are an NHWC
     map, so it runs channels_last with no layout copies either way.
@@ -134,10 +143,7 @@ def _depthwise_conv(tokens: torch.Tensor, weight: torch.Tensor, bias: torch.Tens
         dtype = autocast_dtype(tokens.device) or tokens.dtype  # conv2d's: autocast's type where it is on
         tokens = tokens.to(dtype)
         taps = weight.reshape(C, 9).t().to(dtype)  # (9, C): tap i * 3 + j of every channel
-        out = bias.to(dtype)
-        for k, window in enumerate(_shifted_windows(tokens, size)):
-            out = out + window * taps[k]
-        return out.reshape(B, N, C)
+        return _window_sum(tokens, size, taps, bias.to(dtype)).reshape(B, N, C)
     out = F.conv2d(_as_map(tokens, size), weight, bias, padding=1, groups=C)
     return out.permute(0, 2, 3, 1).reshape(B, N, C)
 
@@ -156,11 +162,7 @@ def _depthwise_conv_backward(grad: torch.Tensor, tokens: torch.Tensor, weight: t
         return grad_tokens, grad_weight, grad_bias
     grad_tokens = grad_weight = grad_bias = None
     if need[0]:  # the transposed convolution: the same window sums with the taps mirrored
-        taps = weight.reshape(C, 9).t().flip(0)
-        grad_tokens = 0
-        for k, window in enumerate(_shifted_windows(grad, size)):
-            grad_tokens = grad_tokens + window * taps[k]
-        grad_tokens = grad_tokens.reshape(B, N, C)
+        grad_tokens = _window_sum(grad, size, weight.reshape(C, 9).t().flip(0), 0).reshape(B, N, C)
     if need[1]:
         grad_map = grad.reshape(B, *size, C)
         grad_weight = torch.stack([(window * grad_map).sum((0, 1, 2)) for window in _shifted_windows(tokens, size)],
