@@ -36,9 +36,7 @@ import argparse
 import os
 import os.path as osp
 import re
-import statistics
 import sys
-import time
 
 import numpy as np
 import torch
@@ -46,7 +44,7 @@ import torch.nn as nn
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # tools/, for script_utils
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))  # load_onnx
-from load_onnx import MAX_SIDE, MIN_SIDE, load_model  # noqa: E402
+from load_onnx import MAX_SIDE, MIN_SIDE, load_model, median_seconds, median_seconds_interleaved  # noqa: E402
 
 from mmtransnext.models import TransNeXt  # noqa: E402
 from mmtransnext.utils.export import export_dynamic, onnx_translations, smallest_exported_side  # noqa: E402
@@ -184,24 +182,6 @@ def check_in_onnxruntime(out_file, image, expected):
         return float('inf'), model.session  # not broadcast into a difference: a wrong shape fails
     return max(float(np.abs(g - e.numpy()).max() / max(np.abs(e.numpy()).max(), 1e-12))
                for g, e in zip(got, expected)), model.session
-
-
-def median_seconds(fn, runs):
-    return median_seconds_interleaved([fn], runs)[0]
-
-
-def median_seconds_interleaved(fns, runs):
-    """Median seconds of each of ``fns`` over ``runs`` calls, taken in turns (one of each, ``runs`` times), so that a
-    change in the machine's load weighs on all of them alike."""
-    for fn in fns:
-        fn()
-    times = [[] for _ in fns]
-    for _ in range(runs):
-        for fn, spent in zip(fns, times):
-            start = time.perf_counter()
-            fn()
-            spent.append(time.perf_counter() - start)
-    return [statistics.median(spent) for spent in times]
 
 
 def parse_args():

@@ -75,6 +75,25 @@ def load_model(path: str, providers=('CPUExecutionProvider', )) -> RangeCheckedM
     return RangeCheckedModel(path, providers)
 
 
+def median_seconds(fn, runs: int, warm_up: bool = True) -> float:
+    return median_seconds_interleaved([fn], runs, warm_up)[0]
+
+
+def median_seconds_interleaved(fns, runs: int, warm_up: bool = True):
+    """Median seconds of each of ``fns`` over ``runs`` calls (after one untimed call each unless ``warm_up`` is
+    False), taken in turns (one of each, ``runs`` times), so that a change in the machine's load weighs on all of them
+    alike."""
+    for fn in fns if warm_up else ():
+        fn()
+    times = [[] for _ in fns]
+    for _ in range(runs):
+        for fn, spent in zip(fns, times):
+            start = time.perf_counter()
+            fn()
+            spent.append(time.perf_counter() - start)
+    return [statistics.median(spent) for spent in times]
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('model', help='.onnx file of export_onnx.py')
@@ -105,13 +124,9 @@ def main():
     sides = 'per-size file' if model.sides is None else f'height and width from {model.sides[0]} to {model.sides[1]}'
     shapes = ', '.join('x'.join(map(str, o.shape)) for o in outputs)
     print(f'{args.model} ({sides}): input {"x".join(map(str, shape))} -> {shapes} in {seconds:.3f} s')
-    if args.repeats > 0:
-        times = []
-        for _ in range(args.repeats):
-            start = time.perf_counter()
-            model(image)
-            times.append(time.perf_counter() - start)
-        print(f'median of {args.repeats} more runs: {statistics.median(times):.3f} s')
+    if args.repeats > 0:  # the run above was the warm-up
+        median = median_seconds(lambda: model(image), args.repeats, warm_up=False)
+        print(f'median of {args.repeats} more runs: {median:.3f} s')
 
 
 if __name__ == '__main__':
