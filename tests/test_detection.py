@@ -183,7 +183,8 @@ def test_dino_trains_and_reports_ap(toy_coco):
 
 @pytest.mark.slow
 def test_plain_mmdet_project_trains_with_mmdets_own_tool(toy_coco):
-    """An existing project's config: mmdet's base + custom_imports + a TransNeXt backbone."""
+    """An existing project's config: mmdet's base + custom_imports + a TransNeXt backbone, and the project's own
+    pipeline (the toy images at their 128 px: the base's 1333 x 800 quadrupled this test's time)."""
     config = toy_coco / 'my_project_maskrcnn.py'
     config.write_text(
         textwrap.dedent("""
@@ -195,9 +196,16 @@ def test_plain_mmdet_project_trains_with_mmdets_own_tool(toy_coco):
             neck=dict(in_channels=[32, 64, 128, 256]),
             roi_head=dict(bbox_head=dict(num_classes=3), mask_head=dict(num_classes=3)))
         metainfo = dict(classes=('square', 'circle', 'triangle'))
+        train_pipeline = [
+            dict(type='LoadImageFromFile'),
+            dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
+            dict(type='Resize', scale=(128, 128), keep_ratio=True),
+            dict(type='RandomFlip', prob=0.5),
+            dict(type='PackDetInputs'),
+        ]
         train_dataloader = dict(batch_size=4, num_workers=0, persistent_workers=False, dataset=dict(
             data_root='data/toy_coco/', metainfo=metainfo, ann_file='annotations/train.json',
-            data_prefix=dict(img='train/')))
+            data_prefix=dict(img='train/'), pipeline=train_pipeline))
         train_cfg = dict(max_epochs=1, val_interval=5)
         val_dataloader = val_cfg = val_evaluator = None  # no COCO val set here
     """))

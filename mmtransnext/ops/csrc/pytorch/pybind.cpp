@@ -1,5 +1,5 @@
 // The one Python binding of mmtransnext._ext: each op binds its own functions.
-#include <torch/extension.h>
+#include <torch/csrc/utils/pybind.h>  // pybind11 and torch's Tensor casters; torch/extension.h adds torch's C++ frontend
 
 #include "gelu_gate.h"
 #include "local_attention.h"
