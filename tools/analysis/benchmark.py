@@ -207,6 +207,11 @@ def measure_in_subprocess(args, row, h, w, runtime):
     return result
 
 
+def measured(result):
+    """A row's result where there is one: None for a row not run or failed (the ratios against it are '-')."""
+    return None if result is None or 'failed' in result else result
+
+
 def print_runtime_row(h, w, row, runtime, r, eager, base):
     """A row of the runtimes table: times, their ratio to the same backbone in eager mode and to the baseline's."""
 
@@ -280,14 +285,13 @@ def main():
         for row in rows:
             for runtime in args.runtimes:
                 results[row, runtime] = measure_in_subprocess(args, row, h, w, runtime)
-        base = results.get((baseline, 'eager'))
-        base = None if base is None or 'failed' in base else base
+        base = measured(results.get((baseline, 'eager')))
         for (row, runtime), r in results.items():
             if 'failed' in r:  # a row of its own, so that the table does not silently lose it
                 print(f'| {h} x {w} | {row} |{f" {runtime} |" * runtimes_table} failed: {r["failed"]} |', flush=True)
                 continue
             if runtimes_table:
-                print_runtime_row(h, w, row, runtime, r, results.get((row, 'eager')), base)
+                print_runtime_row(h, w, row, runtime, r, measured(results.get((row, 'eager'))), base)
                 continue
             ratio_t = f'{r["train"] / base["train"]:.2f}x' if base else '-'
             ratio_m = f'{r["peak_mb"] / base["peak_mb"]:.2f}x' if base else '-'
