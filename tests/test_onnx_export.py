@@ -91,6 +91,8 @@ def test_dynamic_segmentor_is_one_file_for_a_range_of_sizes(tmp_path):
     assert re.search(r'^median of 2 more runs: \d+\.\d{3} s$', ran.stdout, re.M), ran.stdout
     refused = run_tool(LOAD, 'seg.onnx', '--shape', '1', '3', '60', '96', cwd=tmp_path, check=False)
     assert refused.returncode == 1 and 'height and width from 61 to 2048 pixels' in refused.stderr
+    negative = run_tool(LOAD, 'seg.onnx', '--repeats', '-1', cwd=tmp_path, check=False)
+    assert negative.returncode == 2 and '--repeats must be 0 or more' in negative.stderr, negative.stderr
 
 
 def test_detector_backbone_exports_and_whole_detector_is_refused(tmp_path):

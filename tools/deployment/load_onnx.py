@@ -108,6 +108,8 @@ def main():
                         metavar='N',
                         help='run N more times and print their median time as well (the first run warms up)')
     args = parser.parse_args()
+    if args.repeats < 0:
+        parser.error(f'--repeats must be 0 or more (runs after the first), got {args.repeats}')
     try:
         model = load_model(args.model)
     except FileNotFoundError as error:
