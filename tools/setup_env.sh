@@ -41,8 +41,7 @@ PY="$VENV/bin/python"
 PIP=("$PY" -m pip install --disable-pip-version-check)
 
 log "build tools"
-# `build` (its pin is requirements/env.txt's) makes the op's sdist, which compiles while the mm* packages install
-"${PIP[@]}" -q 'setuptools>=77.0.3,<82' wheel ninja "$(grep -o '^build==[^ ]*' "$ROOT/requirements/env.txt")"
+"${PIP[@]}" -q 'setuptools>=77.0.3,<82' wheel ninja
 
 log "torch $TORCH_VERSION, torchvision $TORCHVISION_VERSION"
 "${PIP[@]}" -q "torch==$TORCH_VERSION" "torchvision==$TORCHVISION_VERSION"
@@ -89,32 +88,22 @@ else
     have_mmcv || { log "mmcv $MMCV_VERSION failed to install"; exit 1; }
 fi
 
-# The op is compiled once: into the wheel that pip builds from the sdist, as users of an index get it. The editable
-# install takes its mmtransnext/_ext*.so from that wheel (what `build_ext --inplace` would have compiled again), and
-# tests/test_packaging.py installs the wheel itself when its own sdist has the same contents. The compile needs torch
-# (and numpy, which mmcv brought) only, so it runs while pip installs the mm* packages (downloads and unpacking, about
-# a core): in its own process group, which an early exit stops.
-DIST="$VENV/dist"
-rm -rf "$DIST"
-OP_BUILD=""
-if [[ "${MMTRANSNEXT_WITH_OPS:-1}" != 0 ]]; then
-    log "mmtransnext: sdist, and the wheel pip builds from it with the attention op mmtransnext._ext (C++; CUDA too with FORCE_CUDA=1 or a GPU), beside the next step"
-    MAX_JOBS="${MAX_JOBS:-$(nproc)}" setsid bash -c '
-        "$1" -m build --sdist --no-isolation --outdir "$2" "$3" &&
-        "$1" -m pip wheel --disable-pip-version-check -q --no-build-isolation --no-deps -w "$2" "$2"/mmtransnext-*.tar.gz
-    ' _ "$PY" "$DIST" "$ROOT" > "$VENV/op_build.log" 2>&1 &
-    OP_BUILD=$!
-    trap '[[ -z "$OP_BUILD" ]] || kill -- -"$OP_BUILD" 2>/dev/null || true' EXIT
-fi
-
 log "mm* packages and test tools"
 "${PIP[@]}" -q -r "$ROOT/requirements/env.txt"
 # `mim search` (tests/test_model_zoo.py); without its dependency opendatalab, which needs setuptools~=60.2
 "${PIP[@]}" -q --no-deps openmim==0.3.9
 
-if [[ -n "$OP_BUILD" ]]; then
-    wait "$OP_BUILD" || { cat "$VENV/op_build.log"; log "the op's sdist / wheel build failed (above)"; exit 1; }
-    OP_BUILD=""
+# The op is compiled once: into the wheel that pip builds from the sdist, as users of an index get it. The editable
+# install takes its mmtransnext/_ext*.so from that wheel (what `build_ext --inplace` would have compiled again), and
+# tests/test_packaging.py installs the wheel itself when its own sdist has the same contents.
+DIST="$VENV/dist"
+rm -rf "$DIST"
+if [[ "${MMTRANSNEXT_WITH_OPS:-1}" != 0 ]]; then
+    log "mmtransnext: sdist, and the wheel pip builds from it with the attention op mmtransnext._ext (C++; CUDA too with FORCE_CUDA=1 or a GPU)"
+    "$PY" -m build --sdist --no-isolation --outdir "$DIST" "$ROOT" > "$VENV/sdist.log" 2>&1 \
+        || { cat "$VENV/sdist.log"; exit 1; }
+    MAX_JOBS="${MAX_JOBS:-$(nproc)}" "$PY" -m pip wheel --disable-pip-version-check -q --no-build-isolation \
+        --no-deps -w "$DIST" "$DIST"/mmtransnext-*.tar.gz
 fi
 log "mmtransnext (editable)"
 MMTRANSNEXT_WITH_OPS=0 "${PIP[@]}" -q --no-build-isolation --no-deps -e "$ROOT"
@@ -128,7 +117,7 @@ fi
 "$PY" -c 'import mmtransnext, mmdet, mmseg, mmpretrain' || { log "import check failed"; exit 1; }
 if [[ "${MMTRANSNEXT_WITH_OPS:-1}" != 0 ]]; then
     "$PY" -c 'from mmtransnext.ops import ext_available; assert ext_available("cpu")' \
-        || { log "mmtransnext._ext did not build; see $VENV/op_build.log (MMTRANSNEXT_WITH_OPS=0 skips it)"; exit 1; }
+        || { log "mmtransnext._ext did not build; see the pip output above (MMTRANSNEXT_WITH_OPS=0 skips it)"; exit 1; }
 fi
 rm -f "$VENV"/.mmtransnext-setup-*
 touch "$STAMP"
