@@ -8,6 +8,7 @@
 #   FORCE_CUDA=1         build the op's CUDA kernels too (automatic when a GPU is visible);
 #                        TORCH_CUDA_ARCH_LIST picks the architectures
 #   MMTRANSNEXT_WHEELS   folder of prebuilt mmcv wheels (default: ../shared/wheels/torch2.14.1-cp311-linux_x86_64)
+#   MMTRANSNEXT_INSTALLER uv (default) or pip: what installs the packages (tools/installer.sh)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -22,7 +23,8 @@ log() { echo "[setup_env] $*" >&2; }
 # Everything that decides what gets installed or built goes into the stamp.
 stamp_inputs() {
     echo "ops=${MMTRANSNEXT_WITH_OPS:-1} cuda=${FORCE_CUDA:-0} arch=${TORCH_CUDA_ARCH_LIST:-}"
-    cat "$ROOT/tools/setup_env.sh" "$ROOT/setup.py" "$ROOT/pyproject.toml" "$ROOT"/requirements/*.txt
+    echo "installer=${MMTRANSNEXT_INSTALLER:-uv}"
+    cat "$ROOT/tools/setup_env.sh" "$ROOT/tools/installer.sh" "$ROOT/setup.py" "$ROOT/pyproject.toml" "$ROOT"/requirements/*.txt
     if [[ -d "$ROOT/mmtransnext/ops/csrc" ]]; then
         find "$ROOT/mmtransnext/ops/csrc" -type f | sort | xargs -r cat
     fi
@@ -39,12 +41,15 @@ if [[ ! -x "$VENV/bin/python" ]]; then
 fi
 PY="$VENV/bin/python"
 PIP=("$PY" -m pip install --disable-pip-version-check)
+# shellcheck source=tools/installer.sh
+source "$ROOT/tools/installer.sh"
+installer_for "$PY"
 
 log "build tools"
-"${PIP[@]}" -q 'setuptools>=77.0.3,<82' wheel ninja
+"${INSTALL[@]}" 'setuptools>=77.0.3,<82' wheel ninja
 
 log "torch $TORCH_VERSION, torchvision $TORCHVISION_VERSION"
-"${PIP[@]}" -q "torch==$TORCH_VERSION" "torchvision==$TORCHVISION_VERSION"
+"${INSTALL[@]}" "torch==$TORCH_VERSION" "torchvision==$TORCHVISION_VERSION"
 
 have_mmcv() {
     "$PY" - <<EOF 2>/dev/null
@@ -79,7 +84,7 @@ else
     fi
     if [[ -n "$wheel_file" ]]; then
         log "mmcv from prebuilt wheel $wheel_file"
-        "${PIP[@]}" -q "$wheel_file"
+        "${INSTALL[@]}" "$wheel_file"
     fi
     if ! have_mmcv; then
         [[ -n "$wheel_file" ]] && log "prebuilt mmcv does not import here; building from source"
@@ -89,9 +94,9 @@ else
 fi
 
 log "mm* packages and test tools"
-"${PIP[@]}" -q -r "$ROOT/requirements/env.txt"
+"${INSTALL[@]}" -r "$ROOT/requirements/env.txt"
 # `mim search` (tests/test_model_zoo.py); without its dependency opendatalab, which needs setuptools~=60.2
-"${PIP[@]}" -q --no-deps openmim==0.3.9
+"${INSTALL[@]}" --no-deps openmim==0.3.9
 
 # The op is compiled once: into the wheel that pip builds from the sdist, as users of an index get it. The editable
 # install takes its mmtransnext/_ext*.so from that wheel (what `build_ext --inplace` would have compiled again), and

@@ -15,13 +15,19 @@ VENV="$ROOT/.venv-torch2.1"
 REQUIREMENTS="$ROOT/requirements/env-torch2.1.txt"
 log() { echo "[test_oldest_torch] $*" >&2; }
 
-STAMP="$VENV/.installed-$(sha256sum "$REQUIREMENTS" | cut -c1-16)"
+STAMP="$VENV/.installed-$({
+    cat "$REQUIREMENTS" "$ROOT/requirements/installer.txt" "$ROOT/tools/installer.sh"
+    echo "${MMTRANSNEXT_INSTALLER:-uv}"
+} | sha256sum | cut -c1-16)"
 if [[ ! -f "$STAMP" ]]; then
     rm -rf "$VENV"
     PY_BOOT="${MMTRANSNEXT_PYTHON:-$(command -v python3.11 || command -v python3)}"
     log "creating $VENV with $PY_BOOT: $(grep -m1 '^torch==' "$REQUIREMENTS")"
     "$PY_BOOT" -m venv "$VENV"
-    "$VENV/bin/python" -m pip install --disable-pip-version-check -q -r "$REQUIREMENTS"
+    # shellcheck source=tools/installer.sh
+    source "$ROOT/tools/installer.sh"
+    installer_for "$VENV/bin/python"
+    "${INSTALL[@]}" -r "$REQUIREMENTS"
     touch "$STAMP"
 fi
 [[ "${1:-}" == --install-only ]] && exit 0
