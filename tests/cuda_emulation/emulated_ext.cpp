@@ -10,6 +10,7 @@
 #include "../../mmtransnext/ops/csrc/pytorch/cuda/pooled_attention_cuda.cu"
 #include "../../mmtransnext/ops/csrc/pytorch/local_attention.cpp"
 #include "../../mmtransnext/ops/csrc/pytorch/pooled_attention.cpp"
+#include "../../mmtransnext/ops/csrc/pytorch/python_bindings.h"
 
 namespace mmtransnext {
 

@@ -1,5 +1,5 @@
 // Checks arguments and allocates outputs of the fused GELU gate; registers the op (mmtransnext::gelu_gate, _backward)
-// and binds its Python functions.
+//.
 #include "gelu_gate.h"
 
 #include "../common/pytorch_cpp_helper.h"
@@ -14,6 +14,8 @@ void check_gate(const at::Tensor& gate, const at::Tensor& other, const char* wha
               " must match the gate (", gate.sizes(), ", ", gate.scalar_type(), "), got ", other.sizes(), ", ",
               other.scalar_type());
 }
+
+}  // namespace
 
 at::Tensor gelu_gate_forward(const at::Tensor& gate, const at::Tensor& value) {
   check_gate(gate, gate, "gate");
@@ -36,8 +38,6 @@ std::tuple<at::Tensor, at::Tensor> gelu_gate_backward(const at::Tensor& grad_in,
   return {grad_gate, grad_value};
 }
 
-}  // namespace
-
 MMTN_LIBRARY_FRAGMENT(m) {
   set_fake_kernels_module(m);
   m.def("gelu_gate(Tensor gate, Tensor value) -> Tensor");
@@ -47,13 +47,6 @@ MMTN_LIBRARY_FRAGMENT(m) {
 MMTN_LIBRARY_IMPL(CPU, m) {
   m.impl("gelu_gate", &gelu_gate_forward);
   m.impl("gelu_gate_backward", &gelu_gate_backward);
-}
-
-void bind_gelu_gate(py::module& m) {
-  m.def("gelu_gate_forward", &gelu_gate_forward, "gelu(gate) * value in one pass (exact GELU; CPU)", py::arg("gate"),
-        py::arg("value"));
-  m.def("gelu_gate_backward", &gelu_gate_backward, "gradients of gelu_gate_forward (gate, value), GELU recomputed",
-        py::arg("grad"), py::arg("gate"), py::arg("value"));
 }
 
 }  // namespace mmtransnext

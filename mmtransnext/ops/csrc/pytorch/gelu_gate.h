@@ -3,7 +3,7 @@
 #pragma once
 #include <ATen/core/Tensor.h>
 
-#include "../common/python_module_decl.h"
+#include <tuple>
 
 namespace mmtransnext {
 
@@ -11,7 +11,10 @@ void gelu_gate_forward_cpu(const at::Tensor& gate, const at::Tensor& value, at::
 void gelu_gate_backward_cpu(const at::Tensor& grad, const at::Tensor& gate, const at::Tensor& value,
                             at::Tensor& grad_gate, at::Tensor& grad_value);
 
-// Adds this op's Python functions to the extension module (pybind.cpp).
-void bind_gelu_gate(py::module_& m);
+// The checked entry points: the registered kernels (the dispatcher) and the Python functions
+// (python_bindings.h) call them.
+at::Tensor gelu_gate_forward(const at::Tensor& gate, const at::Tensor& value);
+std::tuple<at::Tensor, at::Tensor> gelu_gate_backward(const at::Tensor& grad_in, const at::Tensor& gate,
+                                                      const at::Tensor& value);
 
 }  // namespace mmtransnext

@@ -30,6 +30,8 @@ void check_weights(const at::Tensor& weights, const at::Tensor& pixels, const Lo
               pixels.size(2), ", ", window.length(), "), got ", weights.sizes());
 }
 
+}  // namespace
+
 at::Tensor local_similarity_forward(const at::Tensor& query, const at::Tensor& key, const at::Tensor& bias,
                                     int64_t height, int64_t width, int64_t window_size) {
   const LocalWindow window = check_pixels(query, height, width, window_size);
@@ -104,8 +106,6 @@ std::tuple<at::Tensor, at::Tensor> local_aggregation_backward(const at::Tensor& 
   return {grad_weights, grad_value};
 }
 
-}  // namespace
-
 MMTN_LIBRARY_FRAGMENT(m) {
   set_fake_kernels_module(m);
   m.def(
@@ -136,19 +136,5 @@ MMTN_LIBRARY_IMPL(CUDA, m) {
   m.impl("local_aggregation_backward", &local_aggregation_backward);
 }
 #endif
-
-void bind_local_attention(py::module& m) {
-  m.def("local_similarity_forward", &local_similarity_forward,
-        "query-key similarity over each pixel's window plus a per-neighbour bias (-inf outside the map)",
-        py::arg("query"), py::arg("key"), py::arg("bias"), py::arg("height"), py::arg("width"), py::arg("window_size"));
-  m.def("local_similarity_backward", &local_similarity_backward, "gradients of local_similarity_forward",
-        py::arg("grad"), py::arg("query"), py::arg("key"), py::arg("height"), py::arg("width"), py::arg("window_size"));
-  m.def("local_aggregation_forward", &local_aggregation_forward,
-        "weighted sum of each pixel's window of values (zero outside the map)", py::arg("weights"), py::arg("value"),
-        py::arg("height"), py::arg("width"), py::arg("window_size"));
-  m.def("local_aggregation_backward", &local_aggregation_backward, "gradients of local_aggregation_forward",
-        py::arg("grad"), py::arg("weights"), py::arg("value"), py::arg("height"), py::arg("width"),
-        py::arg("window_size"));
-}
 
 }  // namespace mmtransnext

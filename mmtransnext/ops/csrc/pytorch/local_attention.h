@@ -4,8 +4,9 @@
 #pragma once
 #include <ATen/core/Tensor.h>
 
+#include <tuple>
+
 #include "../common/local_window.h"
-#include "../common/python_module_decl.h"
 
 namespace mmtransnext {
 
@@ -31,7 +32,18 @@ void local_aggregation_backward_cuda(const at::Tensor& grad_out, const at::Tenso
                                      at::Tensor& grad_weights, at::Tensor& grad_value, const LocalWindow& window);
 #endif
 
-// Adds this op's Python functions to the extension module (pybind.cpp).
-void bind_local_attention(py::module_& m);
+// The checked entry points: the registered kernels (the dispatcher) and the Python functions
+// (python_bindings.h) call them.
+at::Tensor local_similarity_forward(const at::Tensor& query, const at::Tensor& key, const at::Tensor& bias,
+                                    int64_t height, int64_t width, int64_t window_size);
+std::tuple<at::Tensor, at::Tensor, at::Tensor> local_similarity_backward(const at::Tensor& grad,
+                                                                         const at::Tensor& query, const at::Tensor& key,
+                                                                         int64_t height, int64_t width,
+                                                                         int64_t window_size);
+at::Tensor local_aggregation_forward(const at::Tensor& weights, const at::Tensor& value, int64_t height, int64_t width,
+                                     int64_t window_size);
+std::tuple<at::Tensor, at::Tensor> local_aggregation_backward(const at::Tensor& grad, const at::Tensor& weights,
+                                                              const at::Tensor& value, int64_t height, int64_t width,
+                                                              int64_t window_size);
 
 }  // namespace mmtransnext

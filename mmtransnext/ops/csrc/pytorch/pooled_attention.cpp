@@ -1,5 +1,5 @@
 // Checks arguments, allocates outputs and dispatches pooled attention to the CPU or CUDA implementation; registers
-// the op (mmtransnext::pooled_attention, _backward) and binds its Python functions.
+// the op (mmtransnext::pooled_attention, _backward).
 #include "pooled_attention.h"
 
 #include "../common/pytorch_cpp_helper.h"
@@ -66,8 +66,7 @@ at::ScalarType kernel_dtype(const at::Tensor& bias_rows) {
   return bias_rows.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
 }
 
-using PooledOutputs = std::tuple<at::Tensor, at::Tensor, at::Tensor>;
-using PooledInputGrads = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
+}  // namespace
 
 PooledOutputs pooled_attention_forward(const at::Tensor& query_in, const at::Tensor& key_in, const at::Tensor& value_in,
                                        const at::Tensor& bias_rows, const at::Tensor& cols_index,
@@ -141,8 +140,6 @@ PooledInputGrads pooled_attention_backward(const at::Tensor& grad_out, const at:
           grad.value.to(value_in.scalar_type()), grad.bias_rows, grad.local_logits};
 }
 
-}  // namespace
-
 MMTN_LIBRARY_FRAGMENT(m) {
   set_fake_kernels_module(m);
   m.def(
@@ -166,19 +163,5 @@ MMTN_LIBRARY_IMPL(CUDA, m) {
   m.impl("pooled_attention_backward", &pooled_attention_backward);
 }
 #endif
-
-void bind_pooled_attention(py::module& m) {
-  m.def("pooled_attention_forward", &pooled_attention_forward,
-        "attention over pooled keys (position bias read from per-row tables) merged with the local logits under "
-        "one softmax -> (out, local_weights, lse), without materialising the (N, P) logits; the kernel of "
-        "torch.ops.mmtransnext.pooled_attention",
-        py::arg("query"), py::arg("key"), py::arg("value"), py::arg("bias_rows"), py::arg("cols_index"),
-        py::arg("cols_weight"), py::arg("local_logits"), py::arg("height"), py::arg("width"));
-  m.def("pooled_attention_backward", &pooled_attention_backward,
-        "gradients of pooled_attention_forward (query, key, value, bias_rows, local_logits), logits recomputed",
-        py::arg("grad_out"), py::arg("grad_local_weights"), py::arg("grad_lse"), py::arg("query"), py::arg("key"),
-        py::arg("value"), py::arg("bias_rows"), py::arg("cols_index"), py::arg("cols_weight"), py::arg("out"),
-        py::arg("local_weights"), py::arg("lse"), py::arg("height"), py::arg("width"));
-}
 
 }  // namespace mmtransnext

@@ -10,7 +10,7 @@
 #pragma once
 #include <ATen/core/Tensor.h>
 
-#include "../common/python_module_decl.h"
+#include <tuple>
 
 namespace mmtransnext {
 
@@ -40,7 +40,21 @@ void pooled_attention_backward_cuda(const PooledAttentionTensors& t, const Poole
                                     const PooledGrid& grid);
 #endif
 
-// Adds this op's Python functions to the extension module (pybind.cpp).
-void bind_pooled_attention(py::module_& m);
+// The checked entry points: the registered kernels (the dispatcher) and the Python functions
+// (python_bindings.h) call them.
+using PooledOutputs = std::tuple<at::Tensor, at::Tensor, at::Tensor>;
+using PooledInputGrads = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
+
+PooledOutputs pooled_attention_forward(const at::Tensor& query_in, const at::Tensor& key_in, const at::Tensor& value_in,
+                                       const at::Tensor& bias_rows, const at::Tensor& cols_index,
+                                       const at::Tensor& cols_weight, const at::Tensor& local_logits, int64_t height,
+                                       int64_t width);
+PooledInputGrads pooled_attention_backward(const at::Tensor& grad_out, const at::Tensor& grad_local_weights,
+                                           const at::Tensor& grad_lse, const at::Tensor& query_in,
+                                           const at::Tensor& key_in, const at::Tensor& value_in,
+                                           const at::Tensor& bias_rows, const at::Tensor& cols_index,
+                                           const at::Tensor& cols_weight, const at::Tensor& out,
+                                           const at::Tensor& local_weights, const at::Tensor& lse, int64_t height,
+                                           int64_t width);
 
 }  // namespace mmtransnext

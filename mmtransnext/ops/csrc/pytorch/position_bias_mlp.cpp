@@ -1,5 +1,5 @@
 // Checks arguments and allocates outputs of the fused position-bias MLP; registers the op
-// (mmtransnext::position_bias_mlp, _backward) and binds its Python functions.
+// (mmtransnext::position_bias_mlp, _backward).
 #include "position_bias_mlp.h"
 
 #include "../common/pytorch_cpp_helper.h"
@@ -20,6 +20,8 @@ void check_mlp(const at::Tensor& coords, const at::Tensor& w1, const at::Tensor&
   TORCH_CHECK(w2.dim() == 2 && w2.size(1) == w1.size(0), "fc2 weight must be (heads, ", w1.size(0), "), got ",
               w2.sizes());
 }
+
+}  // namespace
 
 at::Tensor position_bias_mlp_forward(const at::Tensor& coords, const at::Tensor& w1, const at::Tensor& b1,
                                      const at::Tensor& w2, const at::Tensor& b2) {
@@ -49,8 +51,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> position_bias_mlp_bac
   return {grad_w1, grad_b1, grad_w2, grad_b2};
 }
 
-}  // namespace
-
 MMTN_LIBRARY_FRAGMENT(m) {
   set_fake_kernels_module(m);
   m.def("position_bias_mlp(Tensor coords, Tensor w1, Tensor b1, Tensor w2, Tensor b2) -> Tensor");
@@ -62,15 +62,6 @@ MMTN_LIBRARY_FRAGMENT(m) {
 MMTN_LIBRARY_IMPL(CPU, m) {
   m.impl("position_bias_mlp", &position_bias_mlp_forward);
   m.impl("position_bias_mlp_backward", &position_bias_mlp_backward);
-}
-
-void bind_position_bias_mlp(py::module& m) {
-  m.def("position_bias_mlp_forward", &position_bias_mlp_forward,
-        "fc2(relu(fc1(coords))) -> (heads, T) without materialising the hidden layer (CPU)", py::arg("coords"),
-        py::arg("w1"), py::arg("b1"), py::arg("w2"), py::arg("b2"));
-  m.def("position_bias_mlp_backward", &position_bias_mlp_backward,
-        "weight gradients of position_bias_mlp_forward (w1, b1, w2, b2)", py::arg("grad"), py::arg("coords"),
-        py::arg("w1"), py::arg("b1"), py::arg("w2"));
 }
 
 }  // namespace mmtransnext

@@ -3,7 +3,7 @@
 #pragma once
 #include <ATen/core/Tensor.h>
 
-#include "../common/python_module_decl.h"
+#include <tuple>
 
 namespace mmtransnext {
 
@@ -13,7 +13,14 @@ void position_bias_mlp_backward_cpu(const at::Tensor& grad, const at::Tensor& co
                                     const at::Tensor& b1, const at::Tensor& w2, at::Tensor& grad_w1,
                                     at::Tensor& grad_b1, at::Tensor& grad_w2, at::Tensor& grad_b2);
 
-// Adds this op's Python functions to the extension module (pybind.cpp).
-void bind_position_bias_mlp(py::module_& m);
+// The checked entry points: the registered kernels (the dispatcher) and the Python functions
+// (python_bindings.h) call them.
+at::Tensor position_bias_mlp_forward(const at::Tensor& coords, const at::Tensor& w1, const at::Tensor& b1,
+                                     const at::Tensor& w2, const at::Tensor& b2);
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> position_bias_mlp_backward(const at::Tensor& grad_in,
+                                                                                      const at::Tensor& coords,
+                                                                                      const at::Tensor& w1,
+                                                                                      const at::Tensor& b1,
+                                                                                      const at::Tensor& w2);
 
 }  // namespace mmtransnext

@@ -1,10 +1,5 @@
-// The one Python binding of mmtransnext._ext: each op binds its own functions.
-#include <torch/csrc/utils/pybind.h>  // pybind11 and torch's Tensor casters; torch/extension.h adds torch's C++ frontend
-
-#include "gelu_gate.h"
-#include "local_attention.h"
-#include "pooled_attention.h"
-#include "position_bias_mlp.h"
+// The Python module mmtransnext._ext: each op's functions (python_bindings.h).
+#include "python_bindings.h"
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   mmtransnext::bind_local_attention(m);
