@@ -1,5 +1,4 @@
-// Checks arguments and allocates outputs of the fused GELU gate; registers the op (mmtransnext::gelu_gate, _backward)
-//.
+// Checks arguments and allocates outputs of the fused GELU gate; registers the op (mmtransnext::gelu_gate, _backward).
 #include "gelu_gate.h"
 
 #include "../common/pytorch_cpp_helper.h"

@@ -1,5 +1,5 @@
 // Checks arguments, allocates outputs and dispatches to the CPU or CUDA implementation; registers the ops
-// (mmtransnext::local_similarity, local_aggregation and their _backward) and binds their Python functions.
+// (mmtransnext::local_similarity, local_aggregation and their _backward).
 #include "local_attention.h"
 
 #include "../common/pytorch_cpp_helper.h"
