@@ -63,7 +63,7 @@ def test_package_for_a_range_of_sizes_runs_with_torch_and_the_op_library(tmp_pat
                       env=SCALAR_CPP)
     differences = checked(result.stdout)
     assert list(differences) == [(2, 64, 64), (1, 104, 104)], result.stdout
-    assert max(differences.values()) <= 1e-5, result.stdout  # measured: 1.2e-6 (0.28 with inductor's own pooling)
+    assert max(differences.values()) <= 1e-5, result.stdout  # measured: 1.1e-6 (0.28 with inductor's own pooling)
     assert 'mmtransnext::local_similarity' in result.stdout and 'torch.ops.load_library(' in result.stdout
     run = run_tool('tools/deployment/load_aoti.py', 'toy.pt2', '--shape', '3', '3', '72', '96', cwd=tmp_path)
     assert 'input 3x3x72x96 -> 3x256x3x3' in run.stdout and 'mmtransnext not imported' in run.stdout

@@ -23,6 +23,7 @@ The tool then runs the package here and compares its outputs with the eager back
 export_onnx.py's tolerance.
 """
 import argparse
+import contextlib
 import os
 import os.path as osp
 import sys
@@ -35,6 +36,7 @@ from export_onnx import TOLERANCE, exported_part  # noqa: E402
 from load_aoti import HEIGHTS, WIDTHS, load_package  # noqa: E402
 
 from mmtransnext.models import TransNeXt  # noqa: E402
+from mmtransnext.models.layers.pooling import pooling_as_products  # noqa: E402
 from mmtransnext.ops import ext_available, ext_loader  # noqa: E402
 from mmtransnext.utils.export import export_dynamic, range_decompositions, smallest_exported_side  # noqa: E402
 from script_utils.model_input import add_model_arguments, build_model, parse_model_arguments, read_config  # noqa: E402
@@ -102,10 +104,11 @@ def mmtransnext_ops(program):
 
 
 def export(module, image, size_range):
-    """``torch.export`` of ``module`` with a symbolic batch (and height / width in ``size_range``); exits naming what
-    failed."""
+    """``torch.export`` of ``module`` with a symbolic batch (and height / width in ``size_range``, TransNeXt's pooling
+    as products: inductor's own pooling lowering keeps the export size's windows); exits naming what failed."""
     try:
-        return export_dynamic(module, image, size_range)
+        with contextlib.nullcontext() if size_range is None else pooling_as_products():
+            return export_dynamic(module, image, size_range)
     except Exception as error:  # noqa: BLE001 (torch.export's errors have many types: each is reported)
         lines = str(error).strip().splitlines()
         detail = '\n'.join(lines[:12] + (['...'] if len(lines) > 12 else []))
@@ -150,8 +153,9 @@ def main():
     if in_python:
         sys.exit(f'the backbone calls {", ".join(in_python)}, defined in Python: an AOTInductor package cannot call '
                  'them outside this process; export with --attn-impl ext or pytorch')
-    if size_range is not None:  # inductor's pooling lowering would keep the export size's windows
-        program = program.run_decompositions(range_decompositions())
+    decompositions = range_decompositions()
+    if size_range is not None and any(node.target in decompositions for node in program.graph.nodes):
+        program = program.run_decompositions(decompositions)  # another backbone's adaptive pooling, as products too
     os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
     low, high = size_range or (None, None)
     sides = {HEIGHTS: f'{low or height}-{high or height}', WIDTHS: f'{low or width}-{high or width}'}

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from ...ops import (choose_backend, local_aggregation, local_similarity, pooled_attention, pooled_attention_backend,
                     position_bias_mlp)
 from ...ops.backend import autocast_dtype, in_autocast_dtype, in_compiled_graph
-from .pooling import pool_tokens
+from .pooling import pool_tokens, pools_as_products
 from .position_bias import StageGeometry, gather_position_bias, position_bias_rows
 
 
@@ -277,7 +277,7 @@ class AggregatedAttention(_CosineAttention):
         # sr is a 1x1 convolution, i.e. a linear map of each token: applied to the (B, N, C) tokens as
         # one matrix product, then pooled as a channels_last map (no layout copies at full size)
         x_pool = self.act(F.linear(x, self.sr.weight.flatten(1), self.sr.bias))
-        if in_compiled_graph():
+        if in_compiled_graph() or pools_as_products():
             x_pool = pool_tokens(x_pool, geometry.size, geometry.pool_size)  # the reason: pooling.py
         else:
             x_pool = x_pool.reshape(B, *geometry.size, C).permute(0, 3, 1, 2)

@@ -6,7 +6,29 @@ sizes that is a recompilation per size (torch 2.14, CPU) or a lowering error (to
 truth value of Relational"), and an AOTInductor package for a range of sizes computed the windows of the export
 size at every size (0.28 relative error at 104 px for a 64 px export). The products have no such windows.
 """
+import contextlib
+
 import torch
+
+_as_products = False  # set by pooling_as_products(); a plain global, which dynamo (strict torch.export) reads too
+
+
+@contextlib.contextmanager
+def pooling_as_products():
+    """TransNeXt's attention pools with the averaging matrices (``pool_tokens``) while this is active, also where
+    torch.compile is not tracing it: ``tools/deployment/export_aoti.py`` exports under it, so the program AOTInductor
+    compiles for a range of sizes has no pooling to decompose (one trace of the backbone fewer)."""
+    global _as_products
+    previous, _as_products = _as_products, True
+    try:
+        yield
+    finally:
+        _as_products = previous
+
+
+def pools_as_products() -> bool:
+    """Whether ``pooling_as_products()`` is active."""
+    return _as_products
 
 
 def averaging_matrix(size_in, size_out, device, dtype) -> torch.Tensor:
@@ -29,7 +51,8 @@ def pool_tokens(tokens: torch.Tensor, size, pool_size) -> torch.Tensor:
 
 
 def adaptive_avg_pool2d(x: torch.Tensor, output_size) -> torch.Tensor:
-    """``F.adaptive_avg_pool2d`` of an (..., H, W) map: the decomposition exported programs get before AOTInductor
-    compiles them (``mmtransnext.utils.export.range_decompositions``)."""
+    """``F.adaptive_avg_pool2d`` of an (..., H, W) map: the decomposition a program exported for a range of sizes gets
+    before AOTInductor compiles it, where a backbone other than TransNeXt pools
+    (``utils.export.range_decompositions``)."""
     (H, W), (ph, pw) = x.shape[-2:], output_size
     return averaging_matrix(H, ph, x.device, x.dtype) @ x @ averaging_matrix(W, pw, x.device, x.dtype).t()
