@@ -33,10 +33,21 @@ def tool_metrics(work_dir):
         return json.load(f)
 
 
-def logged_losses(work_dir):
-    """The training losses mmengine's logger wrote to ``work_dir``/<run>/vis_data/scalars.json, in order."""
+def logged_scalars(work_dir):
+    """What mmengine's logger wrote to ``work_dir``/<run>/vis_data/scalars.json: one dict per line, in order."""
     (scalars, ) = Path(work_dir).glob('*/vis_data/scalars.json')
-    return [json.loads(line)['loss'] for line in scalars.read_text().splitlines() if '"loss"' in line]
+    return [json.loads(line) for line in scalars.read_text().splitlines()]
+
+
+def logged_losses(work_dir):
+    """The training losses mmengine's logger wrote to ``work_dir``, in order."""
+    return [record['loss'] for record in logged_scalars(work_dir) if 'loss' in record]
+
+
+def validated_metrics(work_dir):
+    """The metrics of the last validation a training run in ``work_dir`` logged (the lines without a learning rate):
+    what tools/test.py would report for the checkpoint saved with them, without a second process evaluating it."""
+    return [record for record in logged_scalars(work_dir) if 'lr' not in record][-1]
 
 
 def make_toy_imagenet(cwd, per_class_train, per_class_val):
