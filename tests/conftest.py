@@ -1,4 +1,5 @@
 import json
+import logging
 import os
 import tempfile
 from pathlib import Path
@@ -7,6 +8,13 @@ import pytest
 import torch
 
 from mmtransnext.ops import ext_available
+
+# ----------------------------------------------------------------------------- torch's structured trace
+# pytest attaches its log-capturing handlers to every logger that does not propagate, torch's structured-trace logger
+# too, and torch renders every graph and guard for that logger whenever it has a handler (TORCH_TRACE's cue): 10% of
+# a dynamic-size compile's py-spy samples; two of test_pytorch2.py's compile tests took 121 s with it, 113 s without.
+# A propagating logger gets no handler of pytest's, so torch skips the rendering.
+logging.getLogger('torch.__trace').propagate = True
 
 # ----------------------------------------------------------------------------- cores
 # Under pytest-xdist (tools/run_tests.sh), each worker takes its share of the cores for torch, in this process
