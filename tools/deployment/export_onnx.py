@@ -83,22 +83,37 @@ class ClassifierLogits(nn.Module):
         return self.classifier(image, mode='tensor')
 
 
+def whole_model_kind(cfg):
+    """'classifier' or 'segmentor' where the config's model is exported whole, else None (read from the config, so
+    that a detector is refused before it is built)."""
+    scope, kind = cfg.get('default_scope'), cfg.model.type
+    if scope == 'mmpretrain':
+        return 'classifier'
+    decode_head = cfg.model.get('decode_head', {}).get('type')
+    return 'segmentor' if scope == 'mmseg' and kind == 'EncoderDecoder' and decode_head == 'UPerHead' else None
+
+
+def refuse_whole_model(cfg, config):
+    """Exits naming what export_onnx.py exports whole, and how to deploy the rest."""
+    decode_head = cfg.model.get('decode_head', {}).get('type')
+    what = f'{cfg.model.type} with {decode_head}' if decode_head else cfg.model.type
+    sys.exit(f'{config}: a {what} is not exported whole. export_onnx.py exports mmpretrain classifiers, UperNet '
+             'segmentors (EncoderDecoder + UPerHead) and, with --backbone, the backbone of any config. A detector '
+             "(Mask R-CNN, DINO) needs RoI ops, NMS or deformable attention that mmdeploy provides: export its "
+             'backbone with --backbone and deploy the rest with mmdeploy.')
+
+
 def exported_part(model, cfg, config, backbone_only):
     """(module to export, output names)."""
     if backbone_only:
         outputs = len(getattr(model.backbone, 'out_indices', ())) or None
         return model.backbone, [f'stage{i}' for i in range(outputs)] if outputs else None
-    scope, kind = cfg.get('default_scope'), cfg.model.type
-    if scope == 'mmpretrain' and hasattr(model, 'extract_feat'):
+    kind = whole_model_kind(cfg)
+    if kind == 'classifier' and hasattr(model, 'extract_feat'):
         return ClassifierLogits(model), ['logits']
-    decode_head = cfg.model.get('decode_head', {}).get('type')
-    if scope == 'mmseg' and kind == 'EncoderDecoder' and decode_head == 'UPerHead':
+    if kind == 'segmentor':
         return SegmentorLogits(model), ['seg_logits']
-    what = f'{kind} with {decode_head}' if decode_head else kind
-    sys.exit(f'{config}: a {what} is not exported whole. export_onnx.py exports mmpretrain classifiers, UperNet '
-             'segmentors (EncoderDecoder + UPerHead) and, with --backbone, the backbone of any config. A detector '
-             "(Mask R-CNN, DINO) needs RoI ops, NMS or deformable attention that mmdeploy provides: export its "
-             'backbone with --backbone and deploy the rest with mmdeploy.')
+    refuse_whole_model(cfg, config)
 
 
 def export_one(module, image, out_file, output_names, custom_attention):
@@ -245,6 +260,8 @@ def main():
                      '(pip install -e . builds it)')
 
     cfg = read_config(args.config, args.cfg_options)
+    if not args.backbone and whole_model_kind(cfg) is None:
+        refuse_whole_model(cfg, args.config)
     is_transnext = cfg.model.backbone.get('type') == 'TransNeXt'
     configured_impl = cfg.model.backbone.get('attn_impl', 'auto')
     options = dict(attn_impl='ext' if args.custom_attention else 'pytorch') if is_transnext else None
