@@ -184,6 +184,35 @@ def test_inductor_trains_a_stage_in_one_graph_for_dynamic_sizes(attn_impl):
     assert _graphs_compiled() - graphs_before == 1
 
 
+def test_backbone_pools_as_products_where_aoti_exports_a_range_of_sizes():
+    """Under ``pooling_as_products()`` (export_aoti.py's export for a range of sizes) the backbone calls no adaptive
+    pooling, whose inductor lowering keeps the export size's windows, and gives eager's features."""
+    from torch.overrides import TorchFunctionMode
+
+    from mmtransnext.models.layers.pooling import pooling_as_products
+
+    class CalledFunctions(TorchFunctionMode):
+
+        def __init__(self):
+            super().__init__()
+            self.names = set()
+
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            self.names.add(getattr(func, '__name__', str(func)))
+            return func(*args, **(kwargs or {}))
+
+    backbone, image = _backbone().eval(), torch.randn(2, 3, 72, 100)
+    with torch.no_grad():
+        with CalledFunctions() as eager_calls:
+            expected = backbone(image)
+        with pooling_as_products(), CalledFunctions() as product_calls:
+            got = backbone(image)
+    assert 'adaptive_avg_pool2d' in eager_calls.names  # what the check below would see
+    assert not any('adaptive_avg_pool' in name for name in product_calls.names), product_calls.names
+    for g, e in zip(got, expected):
+        torch.testing.assert_close(g, e, rtol=1e-5, atol=1e-5)
+
+
 def test_pooling_as_products_equals_adaptive_avg_pool2d():
     """The averaging-matrix pooling (torch.compile's and AOTInductor's spelling) is F.adaptive_avg_pool2d, on windows
     that overlap (sides not multiples of the grid) and where a side grows (fewer inputs than outputs)."""
