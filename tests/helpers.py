@@ -47,7 +47,9 @@ def logged_losses(work_dir):
 def validated_metrics(work_dir):
     """The metrics of the last validation a training run in ``work_dir`` logged (the lines without a learning rate):
     what tools/test.py would report for the checkpoint saved with them, without a second process evaluating it."""
-    return [record for record in logged_scalars(work_dir) if 'lr' not in record][-1]
+    validations = [record for record in logged_scalars(work_dir) if 'lr' not in record]
+    assert validations, f'{work_dir}: the training logged no validation (train_cfg.val_interval beyond max_iters?)'
+    return validations[-1]
 
 
 def make_toy_imagenet(cwd, per_class_train, per_class_val):
