@@ -3,12 +3,13 @@
 # (requirements/env-torch2.1.txt: torch, mmengine, mmcv-lite) and runs the backbone and op tests there, through
 # the ops' autograd.Function fallback (torch < 2.4 has no torch.library.custom_op / register_fake; the ops' schemas
 # and kernels are the C++ library's there too, tests/test_op_library.py). CI runs it after README's
-# test command. Extra arguments go to pytest; `--install-only` only creates the venv (CI does that in the background
-# while the main set-up runs: mostly downloads and unpacking).
+# test command. Extra arguments go to pytest; `--build-only` creates the venv and builds the op, and runs no tests (CI
+# does that in the background while the main set-up runs, which leaves a third of the cores idle).
 #
 #   .venv-torch2.1/       the venv (kept; a second run reinstalls nothing)
-#   .venv-torch2.1/src/   a fresh copy of the repo's files, where the op is built in place: the repo's own
-#                         mmtransnext/_ext*.so is built for .venv's torch and has the same file name
+#   .venv-torch2.1/src/   a copy of the repo's files, where the op is built in place (the repo's own
+#                         mmtransnext/_ext*.so is built for .venv's torch and has the same file name); copied and
+#                         built again whenever a file differs
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$ROOT/.venv-torch2.1"
@@ -30,14 +31,21 @@ if [[ ! -f "$STAMP" ]]; then
     "${INSTALL[@]}" -r "$REQUIREMENTS"
     touch "$STAMP"
 fi
-[[ "${1:-}" == --install-only ]] && exit 0
 
 SRC="$VENV/src"
-rm -rf "$SRC" && mkdir -p "$SRC"
-(cd "$ROOT" && git ls-files -z --cached --others --exclude-standard | tar --null -T - -cf - | tar -xf - -C "$SRC")
-log "building the op against $("$VENV/bin/python" -c 'import torch; print("torch", torch.__version__)')"
-(cd "$SRC" && MAX_JOBS="${MAX_JOBS:-$(nproc)}" "$VENV/bin/python" setup.py -q build_ext --inplace > build.log 2>&1) \
-    || { tail -n 60 "$SRC/build.log"; exit 1; }
+FILES="$VENV/repo_files.tar"
+(cd "$ROOT" && git ls-files -z --cached --others --exclude-standard | tar --null -T - -cf "$FILES")
+BUILT="$SRC/.built-$(sha256sum "$FILES" | cut -c1-16)"  # the files' names, contents and times
+if [[ ! -f "$BUILT" ]]; then
+    rm -rf "$SRC" && mkdir -p "$SRC"
+    tar -xf "$FILES" -C "$SRC"
+    log "building the op against $("$VENV/bin/python" -c 'import torch; print("torch", torch.__version__)')"
+    (cd "$SRC" && MAX_JOBS="${MAX_JOBS:-$(nproc)}" "$VENV/bin/python" setup.py -q build_ext --inplace > build.log 2>&1) \
+        || { tail -n 60 "$SRC/build.log"; exit 1; }
+    touch "$BUILT"
+fi
+rm -f "$FILES"
+[[ "${1:-}" == --build-only ]] && exit 0
 
 # The skips this environment may have, each for its stated reason; any other skip fails the run.
 cd "$SRC"
