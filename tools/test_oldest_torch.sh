@@ -14,7 +14,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$ROOT/.venv-torch2.1"
 REQUIREMENTS="$ROOT/requirements/env-torch2.1.txt"
-log() { echo "[test_oldest_torch] $*" >&2; }
+log() { echo "[test_oldest_torch $(date +%T)] $*" >&2; }
 
 STAMP="$VENV/.installed-$({
     cat "$REQUIREMENTS" "$ROOT/requirements/installer.txt" "$ROOT/tools/installer.sh"
@@ -43,6 +43,7 @@ if [[ ! -f "$BUILT" ]]; then
     (cd "$SRC" && MAX_JOBS="${MAX_JOBS:-$(nproc)}" "$VENV/bin/python" setup.py -q build_ext --inplace > build.log 2>&1) \
         || { tail -n 60 "$SRC/build.log"; exit 1; }
     touch "$BUILT"
+    log "op built"
 fi
 rm -f "$FILES"
 [[ "${1:-}" == --build-only ]] && exit 0
