@@ -4,7 +4,7 @@
 # the ops' autograd.Function fallback (torch < 2.4 has no torch.library.custom_op / register_fake; the ops' schemas
 # and kernels are the C++ library's there too, tests/test_op_library.py). CI runs it after README's
 # test command. Extra arguments go to pytest; `--build-only` creates the venv and builds the op, and runs no tests (CI
-# does that in the background while the main set-up runs, which leaves a third of the cores idle).
+# does that in the background while the main set-up runs, which leaves a core idle for about 45 s).
 #
 #   .venv-torch2.1/       the venv (kept; a second run reinstalls nothing)
 #   .venv-torch2.1/src/   a copy of the repo's files, where the op is built in place (the repo's own
