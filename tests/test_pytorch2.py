@@ -45,11 +45,12 @@ def _weighted_sum(outputs):
 @pytest.mark.parametrize('is_extrapolation', [False, True], ids=['interpolation', 'extrapolation'])
 def test_export_captures_one_program_for_every_size(is_extrapolation):
     """One exported program (symbolic batch, height and width) gives eager's features at four sizes, two of them not
-    multiples of 32; the 'ext' op is in it as its torch.library op; a size outside the range is refused, naming it."""
+    multiples of 32; the 'ext' op is in it as its torch.library op; a size outside the range is refused, naming it.
+    The example is a batch of 1, which torch.export alone would fix at 1."""
     backbone = _backbone(is_extrapolation=is_extrapolation).eval()
     low = smallest_exported_side(backbone)
     assert low == 61  # sr_ratio 8: a 2 x 2 pooled grid in stage 1
-    program = export_dynamic(backbone, torch.randn(2, 3, 96, 160), (low, 256))
+    program = export_dynamic(backbone, torch.randn(1, 3, 96, 160), (low, 256))
     ops = {str(n.target) for n in program.graph.nodes if n.op == 'call_function'}
     assert 'mmtransnext.pooled_attention.default' in ops and 'mmtransnext.local_similarity.default' in ops
     data_dependent = ('aten._unique2', 'aten.unique_dim', 'aten.nonzero', 'aten._local_scalar_dense', 'aten.item')
@@ -63,6 +64,21 @@ def test_export_captures_one_program_for_every_size(is_extrapolation):
             torch.testing.assert_close(g, e, rtol=1e-5, atol=1e-5)
     with pytest.raises(Exception, match='256'):
         program.module()(torch.randn(1, 3, 96, 288))
+
+
+def test_export_dynamic_refuses_a_range_it_cannot_serve():
+    """Before tracing: a range below the smallest side every stage pools at 2 x 2 (here of a classifier-like wrapper's
+    backbone), an empty range and an example outside the range are errors that name the range and the fix."""
+    wrapped = torch.nn.Sequential(_backbone())
+    image = torch.randn(1, 3, 96, 96)
+    with pytest.raises(ValueError, match=r'\(32, 256\).* at least 61 pixels'):
+        export_dynamic(wrapped, image, (32, 256))
+    with pytest.raises(ValueError, match=r'\(128, 64\).*above the largest'):
+        export_dynamic(wrapped, image, (128, 64))
+    with pytest.raises(ValueError, match=r'\(96, 96\), outside size_range \(61, 80\)'):
+        export_dynamic(wrapped, image, (61, 80))
+    with pytest.raises(ValueError, match=r'\(B, C, H, W\)'):
+        export_dynamic(wrapped, image[0], (61, 128))
 
 
 @needs_ext

@@ -16,15 +16,41 @@ def export_dynamic(module: torch.nn.Module,
     cannot prove over a whole range although they hold for every size in it (a pooled grid of at least 2 x 2, a
     reshape's divisibility): they become checks the program runs (``prefer_deferred_runtime_asserts_over_guards``),
     not a refusal to export. An input outside the range is refused by the program, naming the range.
+
+    ``image`` is an example (B, C, H, W) batch inside the range; its values do not matter. A batch of 1 is traced as
+    two copies of the image: torch.export fixes a dimension its example has at 1 (0/1 specialisation).
     """
+    if image.dim() != 4:
+        raise ValueError(f'export_dynamic traces an image batch (B, C, H, W); got an example of shape '
+                         f'{tuple(image.shape)}')
+    if image.shape[0] == 1:
+        image = torch.cat([image, image])
     dims = {0: torch.export.Dim('batch', min=1)}
     if size_range is not None:
-        low, high = size_range
+        low, high = _checked_range(module, image, size_range)
         dims.update({2: torch.export.Dim('height', min=low, max=high), 3: torch.export.Dim('width', min=low, max=high)})
     with torch.no_grad():
         return torch.export.export(module, (image, ),
                                    dynamic_shapes=(dims, ),
                                    prefer_deferred_runtime_asserts_over_guards=True)
+
+
+def _checked_range(module: torch.nn.Module, image: torch.Tensor, size_range: Tuple[int, int]) -> Tuple[int, int]:
+    """``size_range`` where every TransNeXt in ``module`` can run all of it and the example lies in it; else an error
+    naming the range and what to change."""
+    from ..models.backbones.transnext import TransNeXt
+    low, high = size_range
+    smallest = max((smallest_exported_side(m) for m in module.modules() if isinstance(m, TransNeXt)), default=1)
+    if low < smallest:
+        raise ValueError(f'size_range {tuple(size_range)}: a program for a range of sizes takes at least {smallest} '
+                         'pixels a side (every stage keeps a pooled grid of at least 2 x 2; '
+                         'smallest_exported_side(backbone)); export smaller sizes one at a time (size_range=None)')
+    if low > high:
+        raise ValueError(f'size_range {tuple(size_range)}: the smallest side is above the largest')
+    if not all(low <= side <= high for side in image.shape[2:]):
+        raise ValueError(f'the example image is {tuple(image.shape[2:])}, outside size_range {tuple(size_range)}: '
+                         'trace at a height and width inside the range')
+    return low, high
 
 
 def smallest_exported_side(backbone) -> int:
