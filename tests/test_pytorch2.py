@@ -1,6 +1,7 @@
 """PyTorch 2's compiler on the whole backbone: the geometry is a function of the sizes (no data-dependent step), so
 ``torch.export`` captures one program for a range of sizes and ``torch.compile(fullgraph=True)`` traces it whole."""
 import copy
+import json
 
 import pytest
 import torch
@@ -12,6 +13,7 @@ from mmtransnext.models.layers.conv_glu import _GatedProjection
 from mmtransnext.ops.position_bias_mlp import _RecomputedHidden
 from mmtransnext.utils.export import export_dynamic, smallest_exported_side
 from .conftest import needs_ext
+from .helpers import run_tool
 
 # the smallest TransNeXt: tracing cost grows with the blocks (2 cores: ~20 s an export, ~50 s a compile)
 TINY = dict(embed_dims=[16, 32, 64, 128], depths=[1, 1, 1, 1], num_heads=[1, 2, 4, 8])
@@ -82,23 +84,26 @@ def test_export_dynamic_refuses_a_range_it_cannot_serve():
 
 
 @needs_ext
-@floats_specialized
-def test_compiled_inference_compiles_once_for_dynamic_sizes():
-    """``torch.compile(fullgraph=True)``: one graph serves three sizes marked dynamic (no guard pins a size). Traced
-    through dynamo and AOTAutograd (``aot_eager``): inductor's code generation costs minutes a graph on 2 cores.
-    Height and width are marked dynamic (``mark_dynamic``, README's tip); the exports' tests make the batch symbolic."""
-    import torch._dynamo
-    backbone = _backbone().eval()
-    torch._dynamo.reset()
-    graphs_before = _graphs_compiled()
-    compiled = torch.compile(backbone, fullgraph=True, backend='aot_eager')
-    with torch.no_grad():
-        for size in SIZES[:3]:
-            image = torch.randn(2, 3, *size)
-            torch._dynamo.mark_dynamic(image, (2, 3))
-            for g, e in zip(compiled(image), backbone(image)):
-                torch.testing.assert_close(g, e, rtol=1e-4, atol=1e-4)
-    assert _graphs_compiled() - graphs_before == 1
+def test_compiled_inference_compiles_once_for_dynamic_sizes(tmp_path):
+    """``torch.compile(fullgraph=True)``: one graph serves three sizes marked dynamic (no guard pins a size), with
+    eager's features; as ``tools/analysis/compile_check.py`` shows it to a user. Traced through dynamo and AOTAutograd
+    (``aot_eager``): inductor's code generation costs minutes a graph on 2 cores. Height and width are marked dynamic
+    (``mark_dynamic``, README's tip); the exports' tests make the batch symbolic."""
+    run_tool('tools/analysis/compile_check.py',
+             '--arch',
+             str(TINY),
+             '--eval',
+             '--backend',
+             'aot_eager',
+             '--sizes',
+             *(f'{h}x{w}' for h, w in SIZES[:3]),
+             '--json',
+             'rows.json',
+             cwd=tmp_path)
+    rows = json.loads((tmp_path / 'rows.json').read_text())
+    assert [row['size'] for row in rows] == [list(size) for size in SIZES[:3]]
+    assert [row['graphs'] for row in rows] == [1, 1, 1]
+    assert all(row['outputs'] <= 1e-4 and row['gradients'] is None for row in rows)
 
 
 def test_memory_lean_functions_compile_called_twice():
