@@ -1,7 +1,9 @@
 """PyTorch 2's compiler on the whole backbone: the geometry is a function of the sizes (no data-dependent step), so
 ``torch.export`` captures one program for a range of sizes and ``torch.compile(fullgraph=True)`` traces it whole."""
 import copy
+import importlib.util
 import json
+import sys
 
 import pytest
 import torch
@@ -13,7 +15,7 @@ from mmtransnext.models.layers.conv_glu import _GatedProjection
 from mmtransnext.ops.position_bias_mlp import _RecomputedHidden
 from mmtransnext.utils.export import export_dynamic, smallest_exported_side
 from .conftest import needs_ext
-from .helpers import run_tool
+from .helpers import ROOT, run_tool
 
 # the smallest TransNeXt: tracing cost grows with the blocks (2 cores: ~20 s an export, ~50 s a compile)
 TINY = dict(embed_dims=[16, 32, 64, 128], depths=[1, 1, 1, 1], num_heads=[1, 2, 4, 8])
@@ -31,16 +33,22 @@ def _backbone(attn_impl='auto', **kwargs):
     return TransNeXt(arch=TINY, attn_impl=attn_impl, img_size=128, **kwargs)
 
 
-def _graphs_compiled() -> int:
-    """Graphs dynamo compiled in this process so far (its counters outlive ``torch._dynamo.reset()``)."""
-    import torch._dynamo
-    return torch._dynamo.utils.counters['stats']['unique_graphs']
+def _load_compile_check():
+    """tools/analysis/compile_check.py as a module, ``sys.path`` left as it was (the script adds tools/ to it, where
+    ``test.py`` would shadow the standard library's ``test``)."""
+    path = list(sys.path)
+    try:
+        spec = importlib.util.spec_from_file_location('compile_check', ROOT / 'tools/analysis/compile_check.py')
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    finally:
+        sys.path[:] = path
 
 
-def _weighted_sum(outputs):
-    """A loss that reaches every output value with its own weight (a plain mean of normalised maps has ~0 gradient)."""
-    return sum((o.float() * torch.randn(o.shape, generator=torch.Generator().manual_seed(i)).to(o.device)).sum()
-               for i, o in enumerate(outputs))
+# the tool's loss and graph count, so the tests hold compiled training to what compile_check.py reports to users
+_compile_check = _load_compile_check()
+_graphs_compiled, _weighted_sum = _compile_check.graphs_compiled, _compile_check.weighted_sum
 
 
 @needs_ext

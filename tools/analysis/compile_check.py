@@ -47,10 +47,12 @@ def parse_arch(text: str):
     if not text.startswith(('dict(', '{')):
         return text
     try:
-        if text.startswith('dict('):
-            call = ast.parse(text, mode='eval').body
-            return {keyword.arg: ast.literal_eval(keyword.value) for keyword in call.keywords}
-        return ast.literal_eval(text)
+        if text.startswith('{'):
+            return ast.literal_eval(text)
+        call = ast.parse(text, mode='eval').body
+        if not isinstance(call, ast.Call) or call.args or any(keyword.arg is None for keyword in call.keywords):
+            raise ValueError(text)  # dict(...) + 1, dict(x), dict(**x): not keywords alone
+        return {keyword.arg: ast.literal_eval(keyword.value) for keyword in call.keywords}
     except (SyntaxError, ValueError):
         raise argparse.ArgumentTypeError(f'not a name or a dict of literals: {text!r}')
 
@@ -96,7 +98,7 @@ def difference(got, expected) -> float:
 
 
 def graphs_compiled() -> int:
-    """Graphs dynamo compiled in this process so far."""
+    """Graphs dynamo compiled in this process so far (its counters outlive ``torch._dynamo.reset()``)."""
     return torch._dynamo.utils.counters['stats']['unique_graphs']
 
 
