@@ -182,9 +182,9 @@ def main():
     example = f'torch.randn(1, 3, {height}, {width}' + (", device='cuda')" if args.device == 'cuda' else ')')
     lines = ['import torch'] + ([f'torch.ops.load_library({library!r})'] if ops else [])
     lines += [f'model = torch._inductor.aoti_load_package({package!r})', f'features = model({example})']
-    print('Run it where torch is (mmtransnext need not be importable; the op library must be built for that torch; '
-          f'the package does not check the input size: keep to {sizes}, or load it with load_aoti.load_package, '
-          'which does):')
+    library_note = 'the op library must be built for that torch; ' if ops else ''
+    print(f'Run it where torch is (mmtransnext need not be importable; {library_note}the package does not check the '
+          f'input size: keep to {sizes}, or load it with load_aoti.load_package, which does):')
     for line in lines:
         print(f'    {line}')
     print(f'or try it with: python tools/deployment/load_aoti.py {package} --shape 1 3 {height} {width}' +
