@@ -19,6 +19,7 @@ import time
 import torch
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 from mmtransnext.ops import autotune, decision_cache  # noqa: E402
 
 
@@ -31,14 +32,10 @@ def print_table(device: torch.device) -> int:
 
 
 def measure(config: str, device: torch.device, amp, size, training: bool) -> None:
-    from mmengine.config import Config
-
-    import mmtransnext  # noqa: F401  (registers TransNeXt)
-    cfg = Config.fromfile(config)
-    backbone_cfg = cfg.model['backbone'] if 'backbone' in cfg.model else cfg.model
-    backbone_cfg = dict(backbone_cfg, init_cfg=None, attn_impl='auto')
     from mmtransnext.models import TransNeXt
-    backbone = TransNeXt(**{k: v for k, v in backbone_cfg.items() if k != 'type'}).to(device)
+    from script_utils.model_input import read_config, transnext_settings
+    backbone_cfg = dict(transnext_settings(read_config(config), config), init_cfg=None, attn_impl='auto')
+    backbone = TransNeXt(**backbone_cfg).to(device)
     backbone.train(training)
     height, width = size or (backbone_cfg.get('img_size', 224), ) * 2
     autotune.forget()

@@ -61,11 +61,8 @@ def build_backbone(args):
     from mmtransnext.models import TransNeXt
     settings = dict(arch=args.arch)
     if args.config:
-        from script_utils.model_input import read_config
-        model = read_config(args.config).model
-        settings = dict(model['backbone'] if 'backbone' in model else model)
-        if settings.pop('type', 'TransNeXt').split('.')[-1] != 'TransNeXt':
-            sys.exit(f'{args.config}: its backbone is not a TransNeXt')
+        from script_utils.model_input import read_config, transnext_settings
+        settings = transnext_settings(read_config(args.config), args.config)
     settings.update(init_cfg=None, attn_impl=args.attn_impl)
     torch.manual_seed(0)
     return TransNeXt(**settings).to(args.device).train(not args.eval)

@@ -26,7 +26,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # tools/, for script_utils
-from script_utils.model_input import read_config  # noqa: E402
+from script_utils.model_input import read_config, transnext_settings  # noqa: E402
 
 COCO_SHORT_SIDES = (360, 375, 400, 424, 425, 426, 427, 428, 480, 512, 640)  # with a long side of 640
 
@@ -98,8 +98,7 @@ def main():
 
     cfg = read_config(args.config)
     from mmtransnext.models import TransNeXt
-    options = {k: v for k, v in cfg.model.backbone.items() if k not in ('type', 'init_cfg')}
-    backbone = TransNeXt(**options)
+    backbone = TransNeXt(**dict(transnext_settings(cfg, args.config), init_cfg=None))
     sizes = input_sizes(cfg, args.iters, args.seed)
     keys = [list(enumerate(stage_sizes(backbone, *hw))) for hw in sizes]
     print(f'{args.config}: {args.iters} iterations, {len(set(sizes))} distinct input sizes, '

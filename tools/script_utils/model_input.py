@@ -1,6 +1,6 @@
-"""What the picture tools (visualize_attention.py, visualize_erf.py) share: a backbone built from any
-mmdet / mmseg / mmpretrain config, with its checkpoint, and images prepared as that config's data
-preprocessor prepares them."""
+"""What the tools share: a backbone built from any mmdet / mmseg / mmpretrain config, with its checkpoint (or a
+config's TransNeXt settings, to build it alone), and images prepared as that config's data preprocessor prepares
+them (visualize_attention.py, visualize_erf.py)."""
 import os.path as osp
 import sys
 import warnings
@@ -56,6 +56,15 @@ def read_config(path: str, cfg_options=None) -> Config:
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
     return cfg
+
+
+def transnext_settings(cfg: Config, config: str) -> dict:
+    """The keyword arguments of ``cfg``'s TransNeXt (its model's ``backbone``, or the model itself) without ``type``,
+    to build the backbone alone; exits naming ``config`` where that is not a TransNeXt."""
+    settings = dict(cfg.model['backbone'] if 'backbone' in cfg.model else cfg.model)
+    if settings.pop('type', 'TransNeXt').split('.')[-1] != 'TransNeXt':
+        sys.exit(f'{config}: its backbone is not a TransNeXt')
+    return settings
 
 
 def build_model(config: str, checkpoint=None, device='cpu', backbone_options=None, cfg_options=None):
